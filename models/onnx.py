@@ -1,0 +1,746 @@
+"""ONNX importer: a ``.onnx`` file -> :class:`planner.graph.Graph` with static tensor sizes.
+
+Pipeline (:func:`load_onnx`):
+
+1. **Parse** the file (missing, truncated or corrupt files raise :class:`ModelError`).
+2. **Order and check** the main graph: every tensor read is defined, no name is produced
+   twice, and the nodes form a DAG (a cycle raises ``ModelError`` naming it). Nodes keep the
+   model's own order when it is topological, otherwise a stable topological order is used.
+3. **Pin the graph inputs** to concrete shapes: ``input_shapes`` (input name -> shape) wins,
+   then ``dims`` (symbolic dim name -> size) fills symbolic dims. A declared dim of ``-1``,
+   ``0``/missing or a symbolic name is unknown; an input left with an unknown dim raises
+   ``ModelError`` naming the input and the ``--input-shape NAME=AxBxC`` / ``--dim NAME=N``
+   flag that fixes it.
+4. **Shapes**: ``onnx.shape_inference.infer_shapes(model, data_prop=True)`` on the pinned
+   model. *Fallback*: if a tensor the plan needs still has no static shape (control flow,
+   custom ops, shape logic inference cannot follow), the model is run **once** in
+   onnxruntime with every such intermediate added as a graph output and deterministic
+   inputs of the pinned shapes (seeded normal floats, zero integers / booleans); the shapes
+   of the arrays it returns are recorded. If that is impossible too, ``ModelError``.
+5. **Constant folding** (classification only, no arithmetic): a tensor is constant when it
+   is an initializer, the output of ``Constant``, the output of ``Shape``/``Size`` of a
+   tensor whose shape is static, or the output of a default-domain op all of whose inputs
+   (including outer-scope reads of its subgraphs) are constant (``ConstantOfShape``,
+   ``Reshape``/``Cast``/``Unsqueeze`` of constants, ...). Random ops are never folded, nor a
+   node that produces a graph output. Folded nodes disappear from the op list; the
+   constants that a remaining op reads become tensors of kind ``weight`` (interior
+   constants that only fed folded nodes are dropped). Values are computed only on demand
+   by :func:`fold_constants` (``onnx.reference.ReferenceEvaluator``).
+6. **Build** the Graph: kinds ``input`` (graph inputs that are not initializers), ``weight``,
+   ``output`` (graph outputs), ``activation`` (the rest). Empty optional inputs are skipped;
+   optional outputs that are empty or never read (e.g. Dropout's mask) are dropped from
+   the op's outputs, unless that leaves none (then the first is kept).
+
+Control flow (``If``/``Loop``/``Scan``) is one op whose inputs are the node's inputs plus
+every outer-scope tensor its bodies read (recursively, listed in
+``attrs["outer_inputs"]``); its outputs are the node's outputs.
+
+Ops of unknown domains (custom ops) are kept as ops; their output shapes must come from
+inference or the onnxruntime fallback, otherwise ``ModelError``.
+
+A graph output that is directly a graph input or an initializer has no producing op, which
+a plan cannot express (outputs are produced, then stored). The importer adds a synthetic
+``Identity`` op (``attrs["synthetic"] = True``) that copies it into a new output tensor
+named ``"<name>:output"``; the input / weight keeps its own name and kind.
+
+Every op keeps ``attrs["node"]`` (the ``onnx.NodeProto``), ``attrs["domain"]`` and
+``attrs["opset"]`` (domain -> version) for an executor. The returned graph also carries
+``graph.source = {"format": "onnx", "path": ..., "input_shapes": {...}}``, which is what
+:func:`fold_constants` needs to recompute the weights' values.
+
+Tensor bytes are ``prod(shape) * itemsize`` (4-bit types pack two per byte); string or
+unknown element types raise ``ModelError``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, ModelProto, TensorProto, helper, numpy_helper
+
+from planner.graph import Graph, GraphError, Op, Tensor
+
+from .errors import ModelError
+
+__all__ = ["ModelError", "load_onnx", "fold_constants", "onnx_dtype"]
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+CONTROL_FLOW = ("If", "Loop", "Scan")
+# never folded even when all inputs are constant
+NO_FOLD = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+}
+_PACKED_4BIT = {
+    getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2") if hasattr(TensorProto, n)
+}
+_SEED = 0
+
+Shape = tuple[int, ...]
+
+
+# --------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    msg = text[0] if text else type(e).__name__
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
+
+def onnx_dtype(elem_type: int, where: str = "tensor") -> np.dtype:
+    """numpy dtype of an ONNX element type; ``ModelError`` for strings / unknown types."""
+    if elem_type == TensorProto.STRING:
+        raise ModelError(f"{where} has element type STRING, which has no fixed size")
+    try:
+        dt = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:  # noqa: BLE001 - onnx raises KeyError/ValueError variants
+        raise ModelError(f"{where} has unknown element type {elem_type}") from None
+    if dt.kind == "O":
+        raise ModelError(f"{where} has element type {TensorProto.DataType.Name(elem_type)}, which has no fixed size")
+    return dt
+
+
+def _nbytes(shape: Shape, elem_type: int, where: str) -> int:
+    n = math.prod(shape)
+    if elem_type in _PACKED_4BIT:
+        return (n + 1) // 2
+    return int(n * onnx_dtype(elem_type, where).itemsize)
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    out = []
+    for a in node.attribute:
+        if a.type == AttributeProto.GRAPH:
+            out.append(a.g)
+        elif a.type == AttributeProto.GRAPHS:
+            out.extend(a.graphs)
+    return out
+
+
+def _free_vars(g: onnx.GraphProto) -> list[str]:
+    """Names a (sub)graph reads, recursively, that it does not define itself."""
+    defined = {i.name for i in g.input} | {i.name for i in g.initializer}
+    defined |= {s.values.name for s in g.sparse_initializer}
+    for n in g.node:
+        defined.update(n.output)
+    free: dict[str, None] = {}
+    for n in g.node:
+        for i in n.input:
+            if i and i not in defined:
+                free[i] = None
+        for sg in _subgraphs(n):
+            for v in _free_vars(sg):
+                if v not in defined:
+                    free[v] = None
+    for o in g.output:
+        if o.name not in defined:
+            free[o.name] = None
+    return list(free)
+
+
+def _load_proto(path: Path) -> ModelProto:
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelError(f"not a file: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends
+        raise ModelError(f"{path.name}: not a valid ONNX file (truncated or corrupt?): {_one_line(e)}") from None
+    if not model.HasField("graph") or len(model.graph.node) == 0:
+        raise ModelError(f"{path.name}: not a valid ONNX model (no graph or no nodes; truncated or corrupt?)")
+    return model
+
+
+def _dims_of(vi: onnx.ValueInfoProto) -> tuple[int, list] | None:
+    """(elem_type, dims) of a tensor ValueInfo; dims entries are int (>=0), str or None."""
+    t = vi.type
+    if not t.HasField("tensor_type"):
+        return None
+    tt = t.tensor_type
+    if not tt.HasField("shape"):
+        return tt.elem_type, None
+    dims: list = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(d.dim_value)
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return tt.elem_type, dims
+
+
+def _static(dims: list | None) -> Shape | None:
+    if dims is None or not all(isinstance(d, int) and d >= 0 for d in dims):
+        return None
+    return tuple(dims)
+
+
+# --------------------------------------------------------------------------------------
+# analysis shared by load_onnx and fold_constants
+# --------------------------------------------------------------------------------------
+@dataclass
+class _Analysis:
+    path: Path
+    model: ModelProto  # original, as parsed
+    order: list[int]  # topological order of main-graph node indices
+    outer: dict[int, list[str]]  # node index -> outer-scope names its subgraphs read
+    producer: dict[str, int]
+    inits: set[str]
+    graph_inputs: list[str]  # non-initializer graph inputs
+    graph_outputs: list[str]
+    pinned: dict[str, Shape]
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # inputs for the onnxruntime fallback
+    types: dict[str, int] = field(default_factory=dict)  # name -> elem_type
+    shapes: dict[str, Shape] = field(default_factory=dict)  # name -> static shape
+    const: set[str] = field(default_factory=set)
+    folded: set[int] = field(default_factory=set)  # node indices folded away
+
+
+def _order_and_check(model: ModelProto, path: Path) -> tuple[list[int], dict[int, list[str]], dict[str, int]]:
+    g = model.graph
+    inits = {i.name for i in g.initializer} | {s.values.name for s in g.sparse_initializer}
+    inputs = {i.name for i in g.input}
+    producer: dict[str, int] = {}
+    for k, n in enumerate(g.node):
+        for o in n.output:
+            if not o:
+                continue
+            if o in producer:
+                raise ModelError(f"{path.name}: tensor {o!r} is produced by two nodes ({producer[o]} and {k})")
+            if o in inits or o in inputs:
+                raise ModelError(f"{path.name}: node {k} ({n.op_type}) overwrites graph input/initializer {o!r}")
+            producer[o] = k
+    known = inits | inputs | set(producer)
+    outer: dict[int, list[str]] = {}
+    deps: list[set[int]] = []
+    for k, n in enumerate(g.node):
+        reads = [i for i in n.input if i]
+        if n.op_type in CONTROL_FLOW or any(True for _ in _subgraphs(n)):
+            fv = [v for v in _free_vars_of_node(n) if v not in n.input]
+            outer[k] = fv
+            reads = reads + fv
+        d = set()
+        for i in reads:
+            if i not in known:
+                raise ModelError(f"{path.name}: node {n.name or k} ({n.op_type}) reads {i!r}, which nothing defines")
+            if i in producer:
+                d.add(producer[i])
+        if k in d:
+            raise ModelError(f"{path.name}: node {n.name or k} ({n.op_type}) reads its own output (cycle)")
+        deps.append(d)
+    for o in g.output:
+        if o.name not in known:
+            raise ModelError(f"{path.name}: graph output {o.name!r} is never produced")
+    # Kahn with the original index as priority: keeps the model's order when it is valid.
+    users: list[list[int]] = [[] for _ in g.node]
+    indeg = [len(d) for d in deps]
+    for k, d in enumerate(deps):
+        for p in d:
+            users[p].append(k)
+    heap = [k for k, x in enumerate(indeg) if x == 0]
+    heapq.heapify(heap)
+    order: list[int] = []
+    while heap:
+        k = heapq.heappop(heap)
+        order.append(k)
+        for u in users[k]:
+            indeg[u] -= 1
+            if indeg[u] == 0:
+                heapq.heappush(heap, u)
+    if len(order) != len(g.node):
+        import networkx as nx
+
+        left = {k for k, x in enumerate(indeg) if x > 0}
+        dg = nx.DiGraph((p, k) for k in left for p in deps[k] if p in left)
+        try:
+            cyc = [e[0] for e in nx.find_cycle(dg)]
+        except nx.NetworkXNoCycle:  # pragma: no cover - cannot happen
+            cyc = sorted(left)
+        names = [g.node[k].name or f"{g.node[k].op_type}_{k}" for k in cyc[:6]]
+        raise ModelError(f"{path.name}: the graph has a cycle: {' -> '.join(names + [names[0]])}")
+    return order, outer, producer
+
+
+def _free_vars_of_node(n: onnx.NodeProto) -> list[str]:
+    free: dict[str, None] = {}
+    for sg in _subgraphs(n):
+        for v in _free_vars(sg):
+            free[v] = None
+    return list(free)
+
+
+def _pin_inputs(
+    model: ModelProto,
+    inits: set[str],
+    input_shapes: Mapping[str, Iterable[int]] | None,
+    dims: Mapping[str, int] | None,
+    path: Path,
+) -> dict[str, Shape]:
+    input_shapes = {k: tuple(int(x) for x in v) for k, v in (input_shapes or {}).items()}
+    dims = dict(dims or {})
+    real = [i for i in model.graph.input if i.name not in inits]
+    names = [i.name for i in real]
+    for k in input_shapes:
+        if k not in names:
+            raise ModelError(f"{path.name}: --input-shape names {k!r}, but the model's inputs are {', '.join(names)}")
+    pinned: dict[str, Shape] = {}
+    problems: list[str] = []
+    for vi in real:
+        info = _dims_of(vi)
+        if info is None:
+            raise ModelError(f"{path.name}: input {vi.name!r} is not a tensor (sequence/map/optional inputs unsupported)")
+        _, declared = info
+        if vi.name in input_shapes:
+            want = input_shapes[vi.name]
+            if any(x < 0 for x in want):
+                raise ModelError(f"{path.name}: --input-shape {vi.name}: sizes must be >= 0, got {want}")
+            if declared is not None:
+                if len(declared) != len(want):
+                    raise ModelError(
+                        f"{path.name}: input {vi.name!r} has rank {len(declared)} but --input-shape gives "
+                        f"{'x'.join(map(str, want))} (rank {len(want)})"
+                    )
+                for ax, (d, w) in enumerate(zip(declared, want, strict=True)):
+                    if isinstance(d, int) and d > 0 and d != w:
+                        raise ModelError(
+                            f"{path.name}: input {vi.name!r} dim {ax} is fixed at {d} in the model, "
+                            f"but --input-shape gives {w}"
+                        )
+            pinned[vi.name] = want
+            continue
+        if declared is None:
+            problems.append(f"input {vi.name!r} has no declared shape: pin it with --input-shape {vi.name}=AxBx...")
+            continue
+        shape: list[int | None] = []
+        syms: list[str] = []
+        for d in declared:
+            if isinstance(d, str):
+                if d in dims:
+                    shape.append(int(dims[d]))
+                else:
+                    shape.append(None)
+                    syms.append(d)
+            elif isinstance(d, int) and d > 0:
+                shape.append(d)
+            else:
+                shape.append(None)
+        if any(s is None for s in shape):
+            shown = "x".join("?" if s is None else str(s) for s in shape)
+            example = "x".join("1" if s is None else str(s) for s in shape)
+            fix = f"--input-shape {vi.name}={example}"
+            if syms:
+                fix += " or " + " ".join(f"--dim {s}=1" for s in dict.fromkeys(syms))
+            problems.append(f"input {vi.name!r} has dynamic shape {shown}: pin it with {fix} (use the real sizes)")
+            continue
+        pinned[vi.name] = tuple(shape)  # type: ignore[arg-type]
+    if problems:
+        raise ModelError(f"{path.name}: " + "; ".join(problems))
+    return pinned
+
+
+def _pinned_copy(model: ModelProto, order: list[int], pinned: dict[str, Shape]) -> ModelProto:
+    """A copy with inputs pinned, stale value_info dropped, outputs unshaped, nodes sorted."""
+    m = ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    for vi in g.input:
+        if vi.name in pinned:
+            tt = vi.type.tensor_type
+            tt.ClearField("shape")
+            tt.shape.SetInParent()
+            for s in pinned[vi.name]:
+                tt.shape.dim.add().dim_value = s
+    del g.value_info[:]
+    for vi in g.output:
+        if vi.type.HasField("tensor_type"):
+            vi.type.tensor_type.ClearField("shape")
+    if order != list(range(len(g.node))):
+        nodes = [g.node[k] for k in order]
+        copies = [onnx.NodeProto() for _ in nodes]
+        for c, n in zip(copies, nodes, strict=True):
+            c.CopyFrom(n)
+        del g.node[:]
+        g.node.extend(copies)
+    return m
+
+
+def _collect_shapes(m: ModelProto, a: _Analysis) -> None:
+    g = m.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        info = _dims_of(vi)
+        if info is None:
+            continue
+        et, dims = info
+        if et and vi.name not in a.types:
+            a.types[vi.name] = et
+        s = _static(dims)
+        if s is not None and vi.name not in a.shapes:
+            a.shapes[vi.name] = s
+    for t in g.initializer:
+        a.types[t.name] = t.data_type
+        a.shapes[t.name] = tuple(t.dims)
+    for s in g.sparse_initializer:
+        a.types[s.values.name] = s.values.data_type
+        a.shapes[s.values.name] = tuple(s.dims)
+    for n in g.node:
+        if n.op_type == "Constant" and n.domain in DEFAULT_DOMAINS and n.output:
+            for at in n.attribute:
+                if at.name == "value" and at.type == AttributeProto.TENSOR:
+                    a.types.setdefault(n.output[0], at.t.data_type)
+                    a.shapes.setdefault(n.output[0], tuple(at.t.dims))
+    for name, s in a.pinned.items():
+        a.shapes[name] = s
+
+
+def _classify_constants(a: _Analysis) -> None:
+    g = a.model.graph
+    const = set(a.inits)
+    folded: set[int] = set()
+    gouts = set(a.graph_outputs)
+    for k in a.order:
+        n = g.node[k]
+        outs = [o for o in n.output if o]
+        if not outs or n.domain not in DEFAULT_DOMAINS or n.op_type in NO_FOLD or gouts.intersection(outs):
+            continue
+        reads = [i for i in n.input if i] + a.outer.get(k, [])
+        if n.op_type == "Constant":
+            ok = True
+        elif n.op_type in ("Shape", "Size") and reads:
+            ok = reads[0] in const or reads[0] in a.shapes
+        else:
+            ok = bool(reads) and all(i in const for i in reads)
+        if ok:
+            const.update(outs)
+            folded.add(k)
+    a.const = const
+    a.folded = folded
+
+
+def _analyse(path: Path, model: ModelProto, input_shapes, dims, input_values=None) -> tuple[_Analysis, ModelProto]:
+    g = model.graph
+    inits = {i.name for i in g.initializer} | {s.values.name for s in g.sparse_initializer}
+    order, outer, producer = _order_and_check(model, path)
+    values: dict[str, np.ndarray] = {}
+    declared = {i.name: i for i in g.input if i.name not in inits}
+    for name, v in (input_values or {}).items():
+        if name not in declared:
+            raise ModelError(f"{path.name}: input value given for {name!r}, but the model's inputs are {', '.join(declared)}")
+        info = _dims_of(declared[name])
+        dt = onnx_dtype(info[0], f"input {name!r}") if info and info[0] else None
+        values[name] = np.asarray(v, dtype=dt)
+    if values:
+        input_shapes = {**{k: v.shape for k, v in values.items()}, **dict(input_shapes or {})}
+    pinned = _pin_inputs(model, inits, input_shapes, dims, path)
+    a = _Analysis(
+        path=path,
+        model=model,
+        order=order,
+        outer=outer,
+        producer=producer,
+        inits=inits,
+        graph_inputs=[i.name for i in g.input if i.name not in inits],
+        graph_outputs=list(dict.fromkeys(o.name for o in g.output)),
+        pinned=pinned,
+        values=values,
+    )
+    m = _pinned_copy(model, order, pinned)
+    inferred = None
+    for data_prop in (True, False):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(m, check_type=False, strict_mode=False, data_prop=data_prop)
+            break
+        except Exception:  # noqa: BLE001 - fall through to the onnxruntime fallback
+            continue
+    _collect_shapes(inferred if inferred is not None else m, a)
+    _classify_constants(a)
+    return a, m
+
+
+# --------------------------------------------------------------------------------------
+# onnxruntime fallback
+# --------------------------------------------------------------------------------------
+def _feeds(a: _Analysis) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(_SEED)
+    feeds = {}
+    for name in a.graph_inputs:
+        if name in a.values:
+            feeds[name] = a.values[name]
+            continue
+        et = a.types.get(name, TensorProto.FLOAT)
+        dt = onnx_dtype(et, f"input {name!r}")
+        shape = a.pinned[name]
+        if dt.kind == "f":
+            feeds[name] = rng.standard_normal(shape).astype(dt)
+        else:
+            feeds[name] = np.zeros(shape, dtype=dt)
+    return feeds
+
+
+def _ort_shapes(a: _Analysis, m: ModelProto, names: list[str]) -> None:
+    """Run the model once in onnxruntime and record the shapes/types of ``names``."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelError(
+            f"{a.path.name}: shapes of {len(names)} tensors (e.g. {names[0]!r}) are unknown after shape inference "
+            "and onnxruntime, needed to measure them, is not installed (pip install onnxruntime)"
+        ) from None
+    mm = ModelProto()
+    mm.CopyFrom(m)
+    g = mm.graph
+    present = {o.name for o in g.output}
+    for name in names:
+        if name in present:
+            continue
+        et = a.types.get(name, 0)
+        if et:
+            g.output.append(helper.make_tensor_value_info(name, et, None))
+        else:
+            g.output.append(helper.make_empty_tensor_value_info(name))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(mm.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        want = [o.name for o in sess.get_outputs()]
+        res = sess.run(want, _feeds(a))
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(
+            f"{a.path.name}: shapes of {len(names)} tensors (e.g. {names[0]!r}) are unknown after shape inference, "
+            f"and running the model in onnxruntime to measure them failed: {_one_line(e)}"
+        ) from None
+    for name, arr in zip(want, res, strict=True):
+        arr = np.asarray(arr)
+        a.shapes[name] = tuple(int(x) for x in arr.shape)
+        if arr.dtype.kind not in "OUS":
+            try:
+                a.types[name] = helper.np_dtype_to_tensor_dtype(arr.dtype)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+# --------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------
+def _needed(a: _Analysis) -> tuple[list[int], dict[int, list[str]], set[str]]:
+    """Kept node indices, their pruned outputs, and the set of tensor names the graph uses."""
+    g = a.model.graph
+    kept = [k for k in a.order if k not in a.folded]
+    consumed: set[str] = set(a.graph_outputs)
+    for k in kept:
+        consumed.update(i for i in g.node[k].input if i)
+        consumed.update(a.outer.get(k, ()))
+    outs: dict[int, list[str]] = {}
+    used: set[str] = set(a.graph_inputs) | set(a.graph_outputs)
+    for k in kept:
+        n = g.node[k]
+        o = [x for x in n.output if x and x in consumed]
+        if not o:
+            first = [x for x in n.output if x]
+            if not first:
+                raise ModelError(f"{a.path.name}: node {n.name or k} ({n.op_type}) has no outputs")
+            o = first[:1]
+        outs[k] = o
+        used.update(o)
+        used.update(i for i in n.input if i)
+        used.update(a.outer.get(k, ()))
+    return kept, outs, used
+
+
+def load_onnx(
+    path: str | os.PathLike,
+    input_shapes: Mapping[str, Iterable[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
+    input_values: Mapping[str, object] | None = None,
+) -> Graph:
+    """Import an ONNX model as a planner Graph (see the module docstring for the rules).
+
+    ``input_shapes`` maps graph input names to concrete shapes; ``dims`` maps symbolic dim
+    names to sizes. Shapes come from ONNX shape inference (with data propagation) on the
+    pinned model; tensors it leaves unknown are measured by running the model once in
+    onnxruntime with all of them added as graph outputs. ``input_values`` (input name ->
+    array or scalar) are the values that run feeds instead of the default seeded normal
+    floats / zero integers -- needed only when a shape depends on an input's *value* (e.g.
+    silero-vad's ``sr`` selects an ``If`` branch); their shapes also pin the inputs.
+    Raises :class:`ModelError` with a one-line message for anything it cannot import.
+    """
+    path = Path(path)
+    model = _load_proto(path)
+    a, m = _analyse(path, model, input_shapes, dims, input_values)
+    kept, outs, used = _needed(a)
+    missing = [t for t in used if t not in a.shapes or not a.types.get(t)]
+    if missing:
+        # measure every main-graph tensor still unknown (more Shape nodes may fold then)
+        allnames = [o for n in m.graph.node for o in n.output if o and (o not in a.shapes or not a.types.get(o))]
+        _ort_shapes(a, m, list(dict.fromkeys(allnames)))
+        _classify_constants(a)
+        kept, outs, used = _needed(a)
+        missing = [t for t in used if t not in a.shapes or not a.types.get(t)]
+        if missing:
+            raise ModelError(f"{path.name}: cannot determine the shape of {missing[0]!r} ({len(missing)} tensors)")
+    return _build(a, kept, outs, used)
+
+
+def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[str]) -> Graph:
+    g = a.model.graph
+    opset = {imp.domain or "ai.onnx": imp.version for imp in a.model.opset_import}
+    gin, gout = set(a.graph_inputs), set(a.graph_outputs)
+    tensors: dict[str, Tensor] = {}
+
+    def add(name: str, kind: str) -> None:
+        et = a.types[name]
+        shape = a.shapes[name]
+        where = f"{a.path.name}: tensor {name!r}"
+        tensors[name] = Tensor(name, _nbytes(shape, et, where), kind, shape, onnx_dtype(et, where).name)
+
+    for name in a.graph_inputs:
+        add(name, "input")
+    produced = {t for k in kept for t in outs[k]}
+    for name in sorted(used - gin, key=lambda t: (t not in produced, t)):
+        if name in produced:
+            add(name, "output" if name in gout else "activation")
+        elif name in a.const and name not in gout:
+            add(name, "weight")
+        elif name in gout:
+            pass  # output that is an input / constant: handled below
+        else:  # pragma: no cover - _order_and_check rules this out
+            raise ModelError(f"{a.path.name}: tensor {name!r} has no producer")
+
+    names_taken = {n.name for n in g.node if n.name}
+    seen: set[str] = set()
+    ops: list[Op] = []
+
+    def unique(name: str, op_type: str, k: int) -> str:
+        if name and name not in seen:
+            return name
+        i = k
+        cand = f"{op_type}_{i}"
+        while cand in seen or cand in names_taken:
+            i += 1
+            cand = f"{op_type}_{i}_"
+        return cand
+
+    for k in kept:
+        n = g.node[k]
+        name = unique(n.name, n.op_type, k)
+        seen.add(name)
+        inputs = [i for i in n.input if i]
+        extra = [v for v in a.outer.get(k, ()) if v not in inputs]
+        attrs = {"node": n, "domain": n.domain or "ai.onnx", "opset": opset}
+        if k in a.outer:
+            attrs["outer_inputs"] = tuple(extra)
+        ops.append(Op(name, n.op_type, tuple(dict.fromkeys(inputs + extra)), tuple(outs[k]), attrs))
+
+    # graph outputs without a producing op (a graph input or a constant): synthetic copy
+    for name in a.graph_outputs:
+        if name in produced:
+            continue
+        if name not in tensors:
+            add(name, "input" if name in gin else "weight")
+        new = f"{name}:output"
+        t = tensors[name]
+        tensors[new] = Tensor(new, t.bytes, "output", t.shape, t.dtype)
+        opname = unique("", "Identity", len(g.node) + len(ops))
+        seen.add(opname)
+        node = helper.make_node("Identity", [name], [new], name=opname)
+        attrs = {"node": node, "domain": "ai.onnx", "opset": opset, "synthetic": True, "graph_output": name}
+        ops.append(Op(opname, "Identity", (name,), (new,), attrs))
+
+    try:
+        graph = Graph(a.path.stem, tensors.values(), ops)
+    except GraphError as e:
+        raise ModelError(f"{a.path.name}: {e}") from None
+    graph.source = {"format": "onnx", "path": str(a.path), "input_shapes": dict(a.pinned)}
+    return graph
+
+
+def fold_constants(
+    model: str | os.PathLike | ModelProto,
+    input_shapes: Mapping[str, Iterable[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
+    names: Iterable[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Values of the constant tensors :func:`load_onnx` turns into weights.
+
+    ``model`` is a path or a ModelProto (a path is needed for external data). Pass the
+    same ``input_shapes`` / ``dims`` as to :func:`load_onnx` (``Shape`` of a pinned tensor
+    is a constant only once the pins are known). ``names`` selects tensors; by default the
+    weights of the imported graph (constants read by a remaining op). Constant subgraphs
+    are evaluated with ``onnx.reference.ReferenceEvaluator``; ``Shape``/``Size`` of
+    activations with static shapes are replaced by their values first.
+    """
+    if isinstance(model, ModelProto):
+        path = Path(model.graph.name or "model")
+        proto = model
+    else:
+        path = Path(model)
+        proto = _load_proto(path)
+        try:
+            onnx.load_external_data_for_model(proto, str(path.parent))
+        except Exception:  # noqa: BLE001 - no external data
+            pass
+    a, _ = _analyse(path, proto, input_shapes, dims)
+    g = proto.graph
+    if names is None:
+        kept, _, used = _needed(a)
+        want = [t for t in sorted(used) if t in a.const and t not in a.graph_outputs]
+    else:
+        want = list(names)
+        bad = [t for t in want if t not in a.const]
+        if bad:
+            raise ModelError(f"{path.name}: {bad[0]!r} is not a constant tensor")
+    values: dict[str, np.ndarray] = {}
+    for t in g.initializer:
+        if t.name in want:
+            values[t.name] = numpy_helper.to_array(t)
+    rest = [t for t in want if t not in values]
+    if not rest:
+        return values
+    # sub-model of the folded nodes; Shape/Size of non-constant tensors become Constants
+    nodes = []
+    for k in a.order:
+        if k not in a.folded:
+            continue
+        n = g.node[k]
+        src = n.input[0] if n.input else ""
+        if n.op_type in ("Shape", "Size") and src not in a.const:
+            shape = np.array(a.shapes[src], dtype=np.int64)
+            if n.op_type == "Size":
+                val = np.array(int(np.prod(shape)), dtype=np.int64)
+            else:
+                at = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+                start, end = at.get("start", 0), at.get("end", None)
+                val = shape[slice(start, end)]
+            nodes.append(helper.make_node("Constant", [], [n.output[0]], value=numpy_helper.from_array(val)))
+        else:
+            nodes.append(n)
+    gg = helper.make_graph(
+        nodes,
+        "constants",
+        [],
+        [helper.make_empty_tensor_value_info(t) for t in rest],
+        initializer=list(g.initializer),
+    )
+    sub = helper.make_model(gg, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        res = ReferenceEvaluator(sub).run(None, {})
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{path.name}: evaluating constant subgraphs failed: {_one_line(e)}") from None
+    values.update(zip(rest, (np.asarray(r) for r in res), strict=True))
+    return values

@@ -1,0 +1,79 @@
+"""The `planner` command: a thin shell over the library.
+
+Each subcommand lives in `planner/commands/<name>.py` and exposes
+`register(subparsers)`, which adds its parser and sets `func(args) -> int`.
+Exit codes: 0 ok, 1 planning failed (does not fit, outputs differ...), 2 bad input.
+Errors are one line on stderr; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ["plan", "show", "solvers", "compare", "run", "export"]
+
+
+class CliError(Exception):
+    """A user-facing failure: `code` is the exit status, the message is printed as is."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="planner", description="Optimal memory plans for DNN inference on small devices.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"planner.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"planner.commands.{name}":
+                continue  # command not built (yet)
+            raise
+        mod.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("planner: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every error becomes one clear line
+        if args.debug:
+            raise
+        code, msg = classify(e)
+        print(f"planner: error: {msg}", file=sys.stderr)
+        return code
+
+
+def classify(e: Exception) -> tuple[int, str]:
+    """Map library exceptions to (exit code, one-line message)."""
+    from planner.simulate import PlanError
+    from planner.solvers.base import DoesNotFit
+
+    if isinstance(e, CliError):
+        return e.code, str(e)
+    if isinstance(e, DoesNotFit):
+        return 1, str(e)
+    if isinstance(e, PlanError):
+        return 2, f"invalid plan: {e}"
+    if isinstance(e, (ValueError, OSError, KeyError)):
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return 2, msg
+    return 2, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

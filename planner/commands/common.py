@@ -1,0 +1,78 @@
+"""Argument handling shared by subcommands: model loading, targets, solver options."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from planner.cli import CliError
+from planner.graph import Graph
+from planner.target import DEFAULT_TARGET, Target, TargetError, get_target
+
+DEFAULT_MODEL = "resnet8"
+
+
+def add_model_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
+    if optional:
+        p.add_argument("model", nargs="?", help=f"ONNX/TFLite file or zoo name (default: bundled {DEFAULT_MODEL})")
+    else:
+        p.add_argument("model", help="ONNX/TFLite file or zoo name")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
+                   help="pin a graph input's shape (repeatable)")
+    p.add_argument("--dim", action="append", default=[], metavar="N=1", help="pin a symbolic dimension (repeatable)")
+
+
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", help=f"board preset (see `planner solvers --targets`); default {DEFAULT_TARGET} "
+                                    "for the bundled model, otherwise unbounded")
+    p.add_argument("--budget", help="L1 budget, e.g. 256KiB, 1.5MB, 262144 (overrides the preset's)")
+    p.add_argument("--weights", choices=["in_place", "load"], help="weight placement (overrides the preset's)")
+    p.add_argument("--alignment", type=int, help="offset alignment in bytes (default 16)")
+
+
+def add_solver_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--time-limit", type=float, default=30.0, help="seconds for exact solvers (default 30)")
+    p.add_argument("--workers", type=int, default=2, help="CP-SAT worker threads (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic per seed+workers)")
+    p.add_argument("--objective", choices=["peak", "traffic"], default="peak",
+                   help="lexicographic objective order for spill planning (default peak)")
+
+
+def parse_pins(args: argparse.Namespace) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for s in args.input_shape:
+        name, _, dims = s.rpartition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise CliError(f"bad --input-shape {s!r}: use NAME=1x3x224x224") from None
+        if not name or any(d <= 0 for d in shapes[name]):
+            raise CliError(f"bad --input-shape {s!r}: use NAME=1x3x224x224 with positive sizes")
+    dims_: dict[str, int] = {}
+    for s in args.dim:
+        name, _, v = s.rpartition("=")
+        if not name or not v.isdigit() or int(v) <= 0:
+            raise CliError(f"bad --dim {s!r}: use NAME=1")
+        dims_[name] = int(v)
+    return shapes, dims_
+
+
+def load_graph(args: argparse.Namespace) -> tuple[Graph, str]:
+    """The graph named by args.model (a path or a zoo name) and the file's sha256."""
+    from planner.models.zoo import load_model, resolve
+
+    shapes, dims = parse_pins(args)
+    name = args.model or DEFAULT_MODEL
+    path = resolve(name)
+    graph = load_model(name, input_shapes=shapes or None, dims=dims or None)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path and Path(path).is_file() else ""
+    return graph, digest
+
+
+def make_target(args: argparse.Namespace) -> Target:
+    name = args.target or (DEFAULT_TARGET if not getattr(args, "model", None) else "unbounded")
+    try:
+        return get_target(name, args.budget, args.weights, args.alignment)
+    except TargetError as e:
+        raise CliError(str(e)) from None

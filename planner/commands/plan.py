@@ -1,0 +1,45 @@
+"""`planner plan`: plan one model, print the summary, write the plan file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from planner.commands.common import add_model_args, add_solver_args, add_target_args, load_graph, make_target
+from planner.report import live_progress, summary_dict, summary_table
+from planner.solvers.base import SolveOptions
+from planner.solvers.registry import get_solver
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plan", help="plan a model's memory (order, arena layout, spills)")
+    add_model_args(p)
+    add_target_args(p)
+    p.add_argument("--solver", default="auto", help="solver name (see `planner solvers`; default auto)")
+    add_solver_args(p)
+    p.add_argument("-o", "--output", help="plan file to write (default: <model>.plan.json)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no live progress")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    graph, digest = load_graph(args)
+    target = make_target(args)
+    solve = get_solver(args.solver)
+    with live_progress(not (args.quiet or args.json)) as cb:
+        opts = SolveOptions(time_limit=args.time_limit, workers=args.workers, seed=args.seed,
+                            objective=args.objective, progress=cb)
+        plan = solve(graph, target, opts)
+    plan.model_sha256 = digest
+    out = args.output or f"{graph.name}.plan.json"
+    plan.write(out)
+    if args.json:
+        json.dump(summary_dict(plan, str(Path(out))), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        Console().print(summary_table(plan, str(Path(out))))
+    return 0

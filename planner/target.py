@@ -1,0 +1,149 @@
+"""The device: L1 budget, optional LLB size, weight placement and offset alignment.
+
+Board presets carry the on-chip SRAM a planner may use as one arena. Figures come from
+the vendors' datasheets / reference manuals (cited per preset) so users can trust them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+WEIGHT_PLACEMENTS = ("in_place", "load")
+
+
+class TargetError(ValueError):
+    """Bad target description (unknown preset, unparsable size, zero budget...)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    l1_bytes: int | None  # None = unbounded (plan for minimum arena, report it)
+    llb_bytes: int | None = None
+    weights: str = "in_place"
+    alignment: int = 16
+    source: str = ""  # where the figures come from
+
+    def __post_init__(self) -> None:
+        if self.weights not in WEIGHT_PLACEMENTS:
+            raise TargetError(f"weights must be one of {WEIGHT_PLACEMENTS}, got {self.weights!r}")
+        if self.alignment < 1:
+            raise TargetError(f"alignment must be >= 1, got {self.alignment}")
+        if self.l1_bytes is not None and self.l1_bytes <= 0:
+            raise TargetError(f"L1 budget must be positive, got {self.l1_bytes} bytes")
+        if self.llb_bytes is not None and self.llb_bytes <= 0:
+            raise TargetError(f"LLB size must be positive, got {self.llb_bytes} bytes")
+
+    def align(self, nbytes: int) -> int:
+        """Round up to the offset alignment (the space a tensor occupies when packing)."""
+        a = self.alignment
+        return -(-nbytes // a) * a
+
+    def with_budget(self, l1_bytes: int | None) -> Target:
+        return replace(self, l1_bytes=l1_bytes)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "l1_bytes": self.l1_bytes,
+            "llb_bytes": self.llb_bytes,
+            "weights": self.weights,
+            "alignment": self.alignment,
+        }
+
+    @staticmethod
+    def from_dict(d: dict) -> Target:
+        return Target(
+            name=str(d["name"]),
+            l1_bytes=None if d.get("l1_bytes") is None else int(d["l1_bytes"]),
+            llb_bytes=None if d.get("llb_bytes") is None else int(d["llb_bytes"]),
+            weights=str(d.get("weights", "in_place")),
+            alignment=int(d.get("alignment", 16)),
+        )
+
+
+KiB = 1024
+MiB = 1024 * 1024
+
+PRESETS: dict[str, Target] = {
+    t.name: t
+    for t in [
+        Target(
+            "stm32f746", 320 * KiB, None, "in_place", 16,
+            "STM32F746xx datasheet DS10916 §3.5: 320 KB SRAM (incl. 64 KB DTCM); 1 MB flash, weights read in place",
+        ),
+        Target(
+            "stm32h743", 512 * KiB, None, "in_place", 16,
+            "STM32H743 reference manual RM0433 §2.3: 512 KB AXI-SRAM (D1 domain); 2 MB flash",
+        ),
+        Target(
+            "nrf52840", 256 * KiB, None, "in_place", 16,
+            "nRF52840 Product Specification v1.7 §1: 256 KB RAM, 1 MB flash",
+        ),
+        Target(
+            "rp2040", 264 * KiB, None, "in_place", 16,
+            "RP2040 datasheet §2.6: 264 KB on-chip SRAM in six banks; external QSPI flash (XIP)",
+        ),
+        Target(
+            "esp32s3", 512 * KiB, 8 * MiB, "load", 16,
+            "ESP32-S3 datasheet v1.8 §4.1.2: 512 KB internal SRAM; 8 MB octal PSRAM (ESP32-S3-WROOM-1-N8R8) as LLB",
+        ),
+        Target(
+            "arduino-nano33-ble", 256 * KiB, None, "in_place", 16,
+            "Arduino Nano 33 BLE (nRF52840): 256 KB SRAM, the TFLite Micro reference board",
+        ),
+        Target("unbounded", None, None, "in_place", 16, "no budget: find the minimum arena"),
+    ]
+}
+DEFAULT_TARGET = "stm32f746"
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": KiB,
+    "m": 1000**2, "mb": 1000**2, "mib": MiB,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+}
+
+
+def parse_size(text: str | int) -> int:
+    """Parse '256KiB', '1.5MB', '262144' (decimal k/M/G, binary KiB/MiB/GiB) into bytes."""
+    if isinstance(text, int):
+        value = text
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise TargetError(f"cannot read size {text!r}: use e.g. 262144, 256KiB, 1.5MB")
+        value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+        if value != int(value):
+            raise TargetError(f"size {text!r} is not a whole number of bytes")
+        value = int(value)
+    if value <= 0:
+        raise TargetError(f"size must be positive, got {text!r}")
+    return value
+
+
+def get_target(name: str | None = None, budget: str | int | None = None, weights: str | None = None,
+               alignment: int | None = None) -> Target:
+    """A preset (default: unbounded) with optional overrides from the command line."""
+    key = (name or "unbounded").lower()
+    if key not in PRESETS:
+        raise TargetError(f"unknown target {name!r}; presets: {', '.join(PRESETS)}")
+    t = PRESETS[key]
+    if budget is not None:
+        t = replace(t, l1_bytes=parse_size(budget))
+    if weights is not None:
+        t = replace(t, weights=weights)
+    if alignment is not None:
+        t = replace(t, alignment=alignment)
+    return t
+
+
+def format_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n >= MiB:
+        return f"{n / MiB:.2f} MiB"
+    if n >= KiB:
+        return f"{n / KiB:.1f} KiB"
+    return f"{n} B"

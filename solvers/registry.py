@@ -1,0 +1,48 @@
+"""The solvers users can name on the command line. Add a line here to plug one in."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    name: str
+    target: str  # "module:function", imported lazily so `planner solvers` stays instant
+    description: str
+    exact: bool = False  # can prove optimality
+    spills: bool = False  # can plan below the no-spill arena
+
+    def load(self) -> Callable:
+        mod, fn = self.target.split(":")
+        return getattr(importlib.import_module(f"planner.solvers.{mod}"), fn)
+
+
+SOLVERS: dict[str, SolverSpec] = {
+    s.name: s
+    for s in [
+        SolverSpec("auto", "portfolio:solve_auto",
+                   "portfolio: heuristics, then CP-SAT warm-started from the best; spills when over budget",
+                   exact=True),
+        SolverSpec("given-firstfit", "heuristic:solve_given_firstfit",
+                   "model's own order + TFLite Micro first-fit by size (what TFLM ships)"),
+        SolverSpec("given-bestfit", "heuristic:solve_given_bestfit",
+                   "model's own order + TFLite best-fit greedy by size"),
+        SolverSpec("greedy", "heuristic:solve_greedy",
+                   "XLA-style list schedule (least live memory next) + best layout heuristic"),
+        SolverSpec("dfs", "heuristic:solve_dfs", "DFS post-orders + best layout heuristic"),
+        SolverSpec("best", "heuristic:solve_best", "every order heuristic × every layout heuristic, best kept"),
+    ]
+}
+
+
+class UnknownSolver(ValueError):
+    pass
+
+
+def get_solver(name: str) -> Callable:
+    if name not in SOLVERS:
+        raise UnknownSolver(f"unknown solver {name!r}; available: {', '.join(SOLVERS)}")
+    return SOLVERS[name].load()

@@ -1,0 +1,130 @@
+"""The simulator rejects each kind of broken plan (one test per rule) and measures metrics."""
+
+import pytest
+
+from planner.graph import graph_from_records
+from planner.plan import Stage
+from planner.simulate import PlanError, check, simulate
+from planner.target import Target
+
+# x -> a -> y -> b -> z(output);  a also reads weight w
+G = graph_from_records(
+    "g", [("a", ["x", "w"], ["y"]), ("b", ["y"], ["z"])], {"x": 32, "w": 16, "y": 64, "z": 32},
+    inputs=["x"], outputs=["z"], weights=["w"],
+)
+T = Target("t", 256, weights="in_place", alignment=16)
+TL = Target("t", 256, weights="load", alignment=16)
+
+GOOD = [
+    Stage("L", "x", offset=0),
+    Stage("R", "a", offsets={"y": 32}),
+    Stage("F", "x"),
+    Stage("R", "b", offsets={"z": 0}),
+    Stage("S", "z"),
+    Stage("F", "y"),
+    Stage("F", "z"),
+]
+
+
+def violations(stages, target=T):
+    return simulate(G, target, stages).violations
+
+
+def test_good_plan_metrics():
+    sim = simulate(G, T, GOOD)
+    assert sim.ok, sim.violations
+    m = sim.metrics
+    assert m.peak_l1_bytes == 96 and m.arena_bytes == 96
+    assert m.traffic_bytes == 64 and m.compulsory_traffic_bytes == 64
+    assert m.loaded_bytes == 32 and m.stored_bytes == 32 and m.steps == 7
+    assert sim.resident_bytes == [32, 96, 64, 96, 96, 32, 0]
+
+
+def test_op_input_not_resident():
+    v = violations([Stage("R", "a", offsets={"y": 32})] + GOOD[2:])
+    assert any("input x is not resident" in s for s in v)
+
+
+def test_op_runs_twice():
+    v = violations(GOOD[:2] + [Stage("R", "a", offsets={"y": 128})] + GOOD[2:])
+    assert any("already ran" in s for s in v)
+
+
+def test_op_never_runs():
+    v = violations(GOOD[:3])
+    assert any("ops never run: b" in s for s in v)
+
+
+def test_output_never_stored():
+    v = violations([s for s in GOOD if s.kind != "S"])
+    assert any("never stored" in s or "loses graph output z" in s for s in v)
+
+
+def test_free_loses_needed_data():
+    v = violations([GOOD[0], GOOD[1], Stage("F", "y"), GOOD[3]])
+    assert v[0] == "step 2: F y loses data still needed by b"
+
+
+def test_free_after_store_is_fine():
+    stages = [GOOD[0], GOOD[1], Stage("S", "y"), Stage("F", "y"), Stage("F", "x"), Stage("L", "y", offset=0),
+              Stage("R", "b", offsets={"z": 64}), Stage("S", "z"), Stage("F", "y"), Stage("F", "z")]
+    sim = simulate(G, T, stages)
+    assert sim.ok, sim.violations
+    assert sim.metrics.traffic_bytes == 32 + 64 + 64 + 32
+    assert sim.metrics.compulsory_traffic_bytes == 64
+    assert sim.metrics.llb_peak_bytes == 96
+
+
+def test_overlap():
+    v = violations([GOOD[0], Stage("R", "a", offsets={"y": 16})] + GOOD[2:])
+    assert any("overlaps x" in s for s in v)
+
+
+def test_budget_exceeded():
+    v = violations([GOOD[0], Stage("R", "a", offsets={"y": 224})] + GOOD[2:])
+    assert any("exceeds the L1 budget" in s for s in v)
+
+
+def test_alignment():
+    v = violations([GOOD[0], Stage("R", "a", offsets={"y": 40})] + GOOD[2:])
+    assert any("multiple of the alignment" in s for s in v)
+
+
+def test_load_without_llb_copy():
+    v = violations(GOOD[:3] + [Stage("L", "y", offset=128)])
+    assert any("already resident" in s for s in v)
+    v = violations([GOOD[0], Stage("L", "y", offset=64)])
+    assert any("no valid LLB copy" in s for s in v)
+
+
+def test_in_place_weight_never_loaded():
+    v = violations([Stage("L", "w", offset=128)] + GOOD)
+    assert any("read in place" in s for s in v)
+
+
+def test_load_weight_must_be_loaded():
+    v = violations(GOOD, TL)
+    assert any("input w is not resident" in s for s in v)
+    ok = [GOOD[0], Stage("L", "w", offset=128)] + GOOD[1:] + [Stage("F", "w")]
+    assert simulate(G, TL, ok).ok
+
+
+def test_store_and_free_of_non_resident():
+    v = violations(GOOD + [Stage("F", "y")])
+    assert any("F y: not resident" in s for s in v)
+    v = violations([Stage("S", "y")] + GOOD)
+    assert any("S y: not resident" in s for s in v)
+
+
+def test_unknown_names_and_missing_offsets():
+    v = violations([Stage("R", "nope", offsets={})] + GOOD)
+    assert any("unknown op" in s for s in v)
+    v = violations([GOOD[0], Stage("R", "a", offsets={})] + GOOD[2:])
+    assert any("no offset for output y" in s for s in v)
+
+
+def test_check_raises():
+    with pytest.raises(PlanError, match="loses data"):
+        from planner.plan import Plan, SolverInfo
+
+        check(Plan(G, T, [GOOD[0], GOOD[1], Stage("F", "y"), GOOD[3]], SolverInfo("x")))
