@@ -18,8 +18,14 @@ def _size(rng: random.Random, lo: int, hi: int) -> int:
     return rng.randrange(lo, hi + 1)
 
 
-def random_dag(n_ops: int, seed: int = 0, max_outputs: int = 2, max_inputs: int = 3,
-               size_range: tuple[int, int] = (1, 64), n_inputs: int = 1) -> Graph:
+def random_dag(
+    n_ops: int,
+    seed: int = 0,
+    max_outputs: int = 2,
+    max_inputs: int = 3,
+    size_range: tuple[int, int] = (1, 64),
+    n_inputs: int = 1,
+) -> Graph:
     """Random DAG: op i reads 1..max_inputs tensors made earlier, makes 1..max_outputs tensors."""
     rng = random.Random(seed)
     tensors = [Tensor(f"in{k}", _size(rng, *size_range), "input") for k in range(n_inputs)]
@@ -58,8 +64,9 @@ def chain(n_ops: int, seed: int = 0, size_range: tuple[int, int] = (16, 4096)) -
     return Graph(f"chain{n_ops}_s{seed}", tensors, ops)
 
 
-def series_parallel(n_ops: int, seed: int = 0, size_range: tuple[int, int] = (16, 4096),
-                    max_branches: int = 4) -> Graph:
+def series_parallel(
+    n_ops: int, seed: int = 0, size_range: tuple[int, int] = (16, 4096), max_branches: int = 4
+) -> Graph:
     """Nested fork/join cells until about n_ops ops: each cell forks 2..max_branches
     branches (chains or nested cells) from one tensor and joins them with one op."""
     rng = random.Random(seed)
@@ -93,8 +100,9 @@ def series_parallel(n_ops: int, seed: int = 0, size_range: tuple[int, int] = (16
     return Graph(f"sp{n_ops}_s{seed}", tensors, ops)
 
 
-def randwire(n_ops: int, seed: int = 0, k: int = 4, p: float = 0.75,
-             size_range: tuple[int, int] = (256, 16384)) -> Graph:
+def randwire(
+    n_ops: int, seed: int = 0, k: int = 4, p: float = 0.75, size_range: tuple[int, int] = (256, 16384)
+) -> Graph:
     """RandWire-style irregular network: WS(n, k, p) graph, edges oriented low -> high index;
     nodes without predecessors read the input, nodes without successors feed one output op."""
     rng = random.Random(seed)

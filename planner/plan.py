@@ -93,8 +93,7 @@ class Plan:
     @property
     def spills(self) -> bool:
         """True when some activation is stored and loaded back (TFLM cannot express that)."""
-        return any(s.kind == "L" and self.graph.tensors[s.name].kind in ("activation", "output")
-                   for s in self.stages)
+        return any(s.kind == "L" and self.graph.tensors[s.name].kind in ("activation", "output") for s in self.stages)
 
     # -- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -116,8 +115,9 @@ class Plan:
                 }
                 for t in g.tensors.values()
             ],
-            "ops": [{"name": o.name, "type": o.type, "inputs": list(o.inputs), "outputs": list(o.outputs)}
-                    for o in g.ops],
+            "ops": [
+                {"name": o.name, "type": o.type, "inputs": list(o.inputs), "outputs": list(o.outputs)} for o in g.ops
+            ],
             "stages": [s.to_dict() for s in self.stages],
             "metrics": asdict(self.metrics),
             "solver": asdict(self.solver),
@@ -153,13 +153,26 @@ def plan_from_dict(d: dict) -> Plan:
         for i, t in enumerate(_need(d, "tensors", list, "plan")):
             w = f"tensors[{i}]"
             shape = t.get("shape") if isinstance(t, dict) else None
-            tensors.append(Tensor(_need(t, "name", str, w), _need(t, "bytes", int, w), _need(t, "kind", str, w),
-                                  tuple(shape) if shape is not None else None, t.get("dtype")))
+            tensors.append(
+                Tensor(
+                    _need(t, "name", str, w),
+                    _need(t, "bytes", int, w),
+                    _need(t, "kind", str, w),
+                    tuple(shape) if shape is not None else None,
+                    t.get("dtype"),
+                )
+            )
         ops = []
         for i, o in enumerate(_need(d, "ops", list, "plan")):
             w = f"ops[{i}]"
-            ops.append(Op(_need(o, "name", str, w), _need(o, "type", str, w),
-                          tuple(_need(o, "inputs", list, w)), tuple(_need(o, "outputs", list, w))))
+            ops.append(
+                Op(
+                    _need(o, "name", str, w),
+                    _need(o, "type", str, w),
+                    tuple(_need(o, "inputs", list, w)),
+                    tuple(_need(o, "outputs", list, w)),
+                )
+            )
         graph = Graph(str(model.get("name", "")), tensors, ops)
         stages = []
         for i, s in enumerate(_need(d, "stages", list, "plan")):
@@ -181,8 +194,11 @@ def plan_from_dict(d: dict) -> Plan:
         metrics = Metrics(**{k: int(v) for k, v in m.items() if k in known and v is not None})
         s = _need(d, "solver", dict, "plan")
         solver = SolverInfo(
-            name=str(s.get("name", "")), status=str(s.get("status", "heuristic")),
-            bound=int(s.get("bound") or 0), wall_s=float(s.get("wall_s") or 0.0), options=dict(s.get("options") or {}),
+            name=str(s.get("name", "")),
+            status=str(s.get("status", "heuristic")),
+            bound=int(s.get("bound") or 0),
+            wall_s=float(s.get("wall_s") or 0.0),
+            options=dict(s.get("options") or {}),
         )
     except (GraphError, TargetError) as e:
         raise PlanFormatError(f"plan file describes an invalid graph/target: {e}") from e

@@ -19,8 +19,13 @@ def summary_dict(plan: Plan, plan_path: str | None = None) -> dict:
     """The `--json` summary: the plan file's metrics and solver keys, plus context."""
     from dataclasses import asdict
 
-    d = {"model": plan.graph.name, "ops": len(plan.graph.ops), "tensors": len(plan.graph.tensors),
-         "target": plan.target.name, "budget_bytes": plan.target.l1_bytes}
+    d = {
+        "model": plan.graph.name,
+        "ops": len(plan.graph.ops),
+        "tensors": len(plan.graph.tensors),
+        "target": plan.target.name,
+        "budget_bytes": plan.target.l1_bytes,
+    }
     d.update(asdict(plan.metrics))
     d["spill_traffic_bytes"] = plan.metrics.spill_traffic_bytes
     d["solver"] = asdict(plan.solver)
@@ -36,14 +41,23 @@ def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan")
     budget = plan.target.l1_bytes
     rows = [
         ("model", f"{plan.graph.name}  ({len(plan.graph.ops)} ops, {len(plan.graph.tensors)} tensors)"),
-        ("target", f"{plan.target.name}  (L1 budget {format_bytes(budget) if budget else 'unbounded'}, "
-                   f"weights {plan.target.weights}, alignment {plan.target.alignment})"),
+        (
+            "target",
+            f"{plan.target.name}  (L1 budget {format_bytes(budget) if budget else 'unbounded'}, "
+            f"weights {plan.target.weights}, alignment {plan.target.alignment})",
+        ),
         ("lower bound", f"{format_bytes(m.lower_bound_bytes)}  ({m.lower_bound_bytes} B)"),
-        ("arena", f"{format_bytes(m.arena_bytes)}  ({m.arena_bytes} B)"
-                  + (f", {m.arena_bytes / m.lower_bound_bytes:.3f}× bound" if m.lower_bound_bytes else "")),
+        (
+            "arena",
+            f"{format_bytes(m.arena_bytes)}  ({m.arena_bytes} B)"
+            + (f", {m.arena_bytes / m.lower_bound_bytes:.3f}× bound" if m.lower_bound_bytes else ""),
+        ),
         ("peak", f"{format_bytes(m.peak_l1_bytes)}  ({m.peak_l1_bytes} B)"),
-        ("traffic", f"{format_bytes(m.traffic_bytes)}  (loaded {m.loaded_bytes} B, stored {m.stored_bytes} B; "
-                    f"compulsory {m.compulsory_traffic_bytes} B, spill {m.spill_traffic_bytes} B)"),
+        (
+            "traffic",
+            f"{format_bytes(m.traffic_bytes)}  (loaded {m.loaded_bytes} B, stored {m.stored_bytes} B; "
+            f"compulsory {m.compulsory_traffic_bytes} B, spill {m.spill_traffic_bytes} B)",
+        ),
         ("LLB peak", f"{format_bytes(m.llb_peak_bytes)}"),
         ("steps", str(m.steps)),
         ("solver", f"{s.name}  ({s.status}" + (f", bound {s.bound} B" if s.bound else "") + ")"),
@@ -71,12 +85,14 @@ def live_progress(enabled: bool, console: Console | None = None) -> Iterator:
         for c in ("solver", "incumbent", "bound", "gap", "elapsed", ""):
             t.add_column(c)
         for name, p in state.items():
-            gap = (f"{(p.incumbent - p.bound) / p.incumbent:.1%}" if p.incumbent and p.bound is not None else "-")
-            t.add_row(name, format_bytes(p.incumbent), format_bytes(p.bound), gap,
-                      f"{time.perf_counter() - t0:.1f} s", p.note)
+            gap = f"{(p.incumbent - p.bound) / p.incumbent:.1%}" if p.incumbent and p.bound is not None else "-"
+            t.add_row(
+                name, format_bytes(p.incumbent), format_bytes(p.bound), gap, f"{time.perf_counter() - t0:.1f} s", p.note
+            )
         return t
 
     with Live(render(), console=console, refresh_per_second=4, transient=True) as live:
+
         def update(p) -> None:
             state[p.solver] = p
             live.update(render())

@@ -70,27 +70,51 @@ PRESETS: dict[str, Target] = {
     t.name: t
     for t in [
         Target(
-            "stm32f746", 320 * KiB, None, "in_place", 16,
+            "stm32f746",
+            320 * KiB,
+            None,
+            "in_place",
+            16,
             "STM32F746xx datasheet DS10916 §3.5: 320 KB SRAM (incl. 64 KB DTCM); 1 MB flash, weights read in place",
         ),
         Target(
-            "stm32h743", 512 * KiB, None, "in_place", 16,
+            "stm32h743",
+            512 * KiB,
+            None,
+            "in_place",
+            16,
             "STM32H743 reference manual RM0433 §2.3: 512 KB AXI-SRAM (D1 domain); 2 MB flash",
         ),
         Target(
-            "nrf52840", 256 * KiB, None, "in_place", 16,
+            "nrf52840",
+            256 * KiB,
+            None,
+            "in_place",
+            16,
             "nRF52840 Product Specification v1.7 §1: 256 KB RAM, 1 MB flash",
         ),
         Target(
-            "rp2040", 264 * KiB, None, "in_place", 16,
+            "rp2040",
+            264 * KiB,
+            None,
+            "in_place",
+            16,
             "RP2040 datasheet §2.6: 264 KB on-chip SRAM in six banks; external QSPI flash (XIP)",
         ),
         Target(
-            "esp32s3", 512 * KiB, 8 * MiB, "load", 16,
+            "esp32s3",
+            512 * KiB,
+            8 * MiB,
+            "load",
+            16,
             "ESP32-S3 datasheet v1.8 §4.1.2: 512 KB internal SRAM; 8 MB octal PSRAM (ESP32-S3-WROOM-1-N8R8) as LLB",
         ),
         Target(
-            "arduino-nano33-ble", 256 * KiB, None, "in_place", 16,
+            "arduino-nano33-ble",
+            256 * KiB,
+            None,
+            "in_place",
+            16,
             "Arduino Nano 33 BLE (nRF52840): 256 KB SRAM, the TFLite Micro reference board",
         ),
         Target("unbounded", None, None, "in_place", 16, "no budget: find the minimum arena"),
@@ -99,10 +123,17 @@ PRESETS: dict[str, Target] = {
 DEFAULT_TARGET = "stm32f746"
 
 _UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": KiB,
-    "m": 1000**2, "mb": 1000**2, "mib": MiB,
-    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": KiB,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": MiB,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
 }
 
 
@@ -123,8 +154,9 @@ def parse_size(text: str | int) -> int:
     return value
 
 
-def get_target(name: str | None = None, budget: str | int | None = None, weights: str | None = None,
-               alignment: int | None = None) -> Target:
+def get_target(
+    name: str | None = None, budget: str | int | None = None, weights: str | None = None, alignment: int | None = None
+) -> Target:
     """A preset (default: unbounded) with optional overrides from the command line."""
     key = (name or "unbounded").lower()
     if key not in PRESETS:

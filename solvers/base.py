@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from planner.solvers.bounds import working_set_bound
+from planner.solvers.lowering import Interval, live_intervals, lower
+
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.simulate import finalize
-from planner.solvers.bounds import working_set_bound
-from planner.solvers.lowering import Interval, live_intervals, lower
 from planner.target import Target, format_bytes
 
 
@@ -36,8 +37,13 @@ class SolveOptions:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"time_limit": self.time_limit, "workers": self.workers, "seed": self.seed,
-                "objective": self.objective, **self.extra}
+        return {
+            "time_limit": self.time_limit,
+            "workers": self.workers,
+            "seed": self.seed,
+            "objective": self.objective,
+            **self.extra,
+        }
 
     def report(self, p: Progress) -> None:
         if self.progress is not None:
@@ -74,8 +80,9 @@ class Timer:
         return time.perf_counter() - self.t0
 
 
-def nospill_plan(graph: Graph, target: Target, order: Sequence[str], offsets: Mapping[str, int],
-                 info: SolverInfo) -> Plan:
+def nospill_plan(
+    graph: Graph, target: Target, order: Sequence[str], offsets: Mapping[str, int], info: SolverInfo
+) -> Plan:
     """Lower, check budget, simulate. Raises DoesNotFit when the arena exceeds the budget."""
     ivs = live_intervals(graph, target, order)
     arena = arena_of_layout(graph, ivs, offsets)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from planner.graph import Graph
-from planner.plan import Plan, SolverInfo
 from planner.solvers.base import SolveOptions, Timer, aligned_intervals, arena_of_layout, nospill_plan
 from planner.solvers.heuristics.layout import LAYOUTS
 from planner.solvers.heuristics.order import ORDERS
+
+from planner.graph import Graph
+from planner.plan import Plan, SolverInfo
 from planner.target import Target
 
 
-def best_layout(graph: Graph, target: Target, order: Sequence[str],
-                layouts: Sequence[str] = tuple(LAYOUTS)) -> tuple[int, str, dict[str, int]]:
+def best_layout(
+    graph: Graph, target: Target, order: Sequence[str], layouts: Sequence[str] = tuple(LAYOUTS)
+) -> tuple[int, str, dict[str, int]]:
     """Try each layout heuristic on one order; return (arena, layout name, offsets) of the best."""
     ivs = aligned_intervals(graph, target, order)
     best = None
@@ -25,8 +27,9 @@ def best_layout(graph: Graph, target: Target, order: Sequence[str],
     return best
 
 
-def best_heuristic(graph: Graph, target: Target, orders: Sequence[str] = tuple(ORDERS),
-                   layouts: Sequence[str] = tuple(LAYOUTS)) -> tuple[int, list[str], str, str, dict[str, int]]:
+def best_heuristic(
+    graph: Graph, target: Target, orders: Sequence[str] = tuple(ORDERS), layouts: Sequence[str] = tuple(LAYOUTS)
+) -> tuple[int, list[str], str, str, dict[str, int]]:
     """Every order heuristic × every layout heuristic: (arena, order, order name, layout name, offsets)."""
     best = None
     for oname in orders:

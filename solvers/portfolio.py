@@ -8,11 +8,12 @@ the spill solvers and returns the plan with the least traffic that fits.
 
 from __future__ import annotations
 
-from planner.graph import Graph
-from planner.plan import Plan, SolverInfo
 from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, nospill_plan
 from planner.solvers.bounds import working_set_bound
-from planner.solvers.heuristic import best_heuristic, best_layout
+from planner.solvers.heuristic import best_heuristic
+
+from planner.graph import Graph
+from planner.plan import Plan, SolverInfo
 from planner.target import Target
 
 # Past this many ops the monolithic order model rarely closes its gap within a minute.
@@ -24,15 +25,21 @@ def _nospill_candidates(graph: Graph, target: Target, options: SolveOptions, tim
     unbounded = target.with_budget(None)
     arena, order, oname, lname, offs = best_heuristic(graph, unbounded)
     options.report(Progress("auto", arena, working_set_bound(graph, target), timer.elapsed, f"heuristic {oname}"))
-    best = nospill_plan(graph, unbounded, order, offs,
-                        SolverInfo("auto", "heuristic", 0, 0.0, {"order": oname, "layout": lname}))
+    best = nospill_plan(
+        graph, unbounded, order, offs, SolverInfo("auto", "heuristic", 0, 0.0, {"order": oname, "layout": lname})
+    )
     remaining = options.time_limit - timer.elapsed
     if remaining > 0.5 and len(graph.ops) <= EXACT_OP_LIMIT and len(graph.ops) > 1:
         from planner.solvers.cpsat_order import solve_cpsat_order
 
-        sub = SolveOptions(time_limit=remaining, workers=options.workers, seed=options.seed,
-                           objective=options.objective, progress=options.progress,
-                           extra={"hint_order": order})
+        sub = SolveOptions(
+            time_limit=remaining,
+            workers=options.workers,
+            seed=options.seed,
+            objective=options.objective,
+            progress=options.progress,
+            extra={"hint_order": order},
+        )
         try:
             exact = solve_cpsat_order(graph, unbounded, sub)
         except DoesNotFit:
@@ -51,9 +58,19 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
     budget = target.l1_bytes
     if budget is None or best.metrics.arena_bytes <= budget:
         # re-lower under the real target so the plan file carries the user's budget
-        plan = nospill_plan(graph, target, best.order, _offsets(best), SolverInfo(
-            "auto", best.solver.status, best.solver.bound, 0.0,
-            {**best.solver.options, "inner": best.solver.name, **options.to_dict()}))
+        plan = nospill_plan(
+            graph,
+            target,
+            best.order,
+            _offsets(best),
+            SolverInfo(
+                "auto",
+                best.solver.status,
+                best.solver.bound,
+                0.0,
+                {**best.solver.options, "inner": best.solver.name, **options.to_dict()},
+            ),
+        )
         plan.solver.wall_s = timer.elapsed
         return plan
     return _spill(graph, target, options, timer, best)
@@ -82,22 +99,38 @@ def _spill(graph: Graph, target: Target, options: SolveOptions, timer: Timer, no
         remaining = options.time_limit - timer.elapsed
         if spec.exact and remaining < 1.0:
             continue
-        sub = SolveOptions(time_limit=max(remaining, 0.1), workers=options.workers, seed=options.seed,
-                           objective="traffic", progress=options.progress,
-                           extra={"hint_plan": best} if best is not None else {})
+        sub = SolveOptions(
+            time_limit=max(remaining, 0.1),
+            workers=options.workers,
+            seed=options.seed,
+            objective="traffic",
+            progress=options.progress,
+            extra={"hint_plan": best} if best is not None else {},
+        )
         try:
             p = spec.load()(graph, target, sub)
         except DoesNotFit as e:
             failure = e if failure is None or e.needed < failure.needed else failure
             continue
         if best is None or (p.metrics.traffic_bytes, p.metrics.arena_bytes) < (
-                best.metrics.traffic_bytes, best.metrics.arena_bytes):
+            best.metrics.traffic_bytes,
+            best.metrics.arena_bytes,
+        ):
             best = p
     if best is None:
         if failure is not None:
             raise failure
-        raise DoesNotFit(target.l1_bytes, nospill.metrics.arena_bytes, working_set_bound(graph, target),
-                         how="with or without spilling")
-    best.solver = SolverInfo("auto", best.solver.status, best.solver.bound, timer.elapsed,
-                             {**best.solver.options, "inner": best.solver.name, **options.to_dict()})
+        raise DoesNotFit(
+            target.l1_bytes,
+            nospill.metrics.arena_bytes,
+            working_set_bound(graph, target),
+            how="with or without spilling",
+        )
+    best.solver = SolverInfo(
+        "auto",
+        best.solver.status,
+        best.solver.bound,
+        timer.elapsed,
+        {**best.solver.options, "inner": best.solver.name, **options.to_dict()},
+    )
     return best

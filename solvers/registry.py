@@ -23,15 +23,25 @@ class SolverSpec:
 SOLVERS: dict[str, SolverSpec] = {
     s.name: s
     for s in [
-        SolverSpec("auto", "portfolio:solve_auto",
-                   "portfolio: heuristics, then CP-SAT warm-started from the best; spills when over budget",
-                   exact=True),
-        SolverSpec("given-firstfit", "heuristic:solve_given_firstfit",
-                   "model's own order + TFLite Micro first-fit by size (what TFLM ships)"),
-        SolverSpec("given-bestfit", "heuristic:solve_given_bestfit",
-                   "model's own order + TFLite best-fit greedy by size"),
-        SolverSpec("greedy", "heuristic:solve_greedy",
-                   "XLA-style list schedule (least live memory next) + best layout heuristic"),
+        SolverSpec(
+            "auto",
+            "portfolio:solve_auto",
+            "portfolio: heuristics, then CP-SAT warm-started from the best; spills when over budget",
+            exact=True,
+        ),
+        SolverSpec(
+            "given-firstfit",
+            "heuristic:solve_given_firstfit",
+            "model's own order + TFLite Micro first-fit by size (what TFLM ships)",
+        ),
+        SolverSpec(
+            "given-bestfit", "heuristic:solve_given_bestfit", "model's own order + TFLite best-fit greedy by size"
+        ),
+        SolverSpec(
+            "greedy",
+            "heuristic:solve_greedy",
+            "XLA-style list schedule (least live memory next) + best layout heuristic",
+        ),
         SolverSpec("dfs", "heuristic:solve_dfs", "DFS post-orders + best layout heuristic"),
         SolverSpec("best", "heuristic:solve_best", "every order heuristic × every layout heuristic, best kept"),
     ]

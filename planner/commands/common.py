@@ -18,14 +18,22 @@ def add_model_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
         p.add_argument("model", nargs="?", help=f"ONNX/TFLite file or zoo name (default: bundled {DEFAULT_MODEL})")
     else:
         p.add_argument("model", help="ONNX/TFLite file or zoo name")
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
-                   help="pin a graph input's shape (repeatable)")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=1x3x224x224",
+        help="pin a graph input's shape (repeatable)",
+    )
     p.add_argument("--dim", action="append", default=[], metavar="N=1", help="pin a symbolic dimension (repeatable)")
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", help=f"board preset (see `planner solvers --targets`); default {DEFAULT_TARGET} "
-                                    "for the bundled model, otherwise unbounded")
+    p.add_argument(
+        "--target",
+        help=f"board preset (see `planner solvers --targets`); default {DEFAULT_TARGET} "
+        "for the bundled model, otherwise unbounded",
+    )
     p.add_argument("--budget", help="L1 budget, e.g. 256KiB, 1.5MB, 262144 (overrides the preset's)")
     p.add_argument("--weights", choices=["in_place", "load"], help="weight placement (overrides the preset's)")
     p.add_argument("--alignment", type=int, help="offset alignment in bytes (default 16)")
@@ -35,8 +43,12 @@ def add_solver_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit", type=float, default=30.0, help="seconds for exact solvers (default 30)")
     p.add_argument("--workers", type=int, default=2, help="CP-SAT worker threads (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic per seed+workers)")
-    p.add_argument("--objective", choices=["peak", "traffic"], default="peak",
-                   help="lexicographic objective order for spill planning (default peak)")
+    p.add_argument(
+        "--objective",
+        choices=["peak", "traffic"],
+        default="peak",
+        help="lexicographic objective order for spill planning (default peak)",
+    )
 
 
 def parse_pins(args: argparse.Namespace) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
@@ -60,14 +72,21 @@ def parse_pins(args: argparse.Namespace) -> tuple[dict[str, tuple[int, ...]], di
 
 def load_graph(args: argparse.Namespace) -> tuple[Graph, str]:
     """The graph named by args.model (a path or a zoo name) and the file's sha256."""
-    from planner.models.zoo import load_model, resolve
+    from planner.models.zoo import load_model
 
     shapes, dims = parse_pins(args)
     name = args.model or DEFAULT_MODEL
-    path = resolve(name)
+    path = model_path(name)
     graph = load_model(name, input_shapes=shapes or None, dims=dims or None)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path and Path(path).is_file() else ""
     return graph, digest
+
+
+def model_path(name: str) -> Path:
+    """A zoo name's file, or the path as given."""
+    from planner.models.zoo import ZOO, locate
+
+    return locate(name) if name in ZOO else Path(name)
 
 
 def make_target(args: argparse.Namespace) -> Target:

@@ -31,8 +31,9 @@ def run(args) -> int:
     target = make_target(args)
     solve = get_solver(args.solver)
     with live_progress(not (args.quiet or args.json)) as cb:
-        opts = SolveOptions(time_limit=args.time_limit, workers=args.workers, seed=args.seed,
-                            objective=args.objective, progress=cb)
+        opts = SolveOptions(
+            time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
+        )
         plan = solve(graph, target, opts)
     plan.model_sha256 = digest
     out = args.output or f"{graph.name}.plan.json"

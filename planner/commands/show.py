@@ -31,8 +31,11 @@ def run(args) -> int:
     sim.metrics.lower_bound_bytes = max(working_set_bound(plan.graph, plan.target), plan.solver.bound)
     claimed = asdict(plan.metrics)
     measured = asdict(sim.metrics)
-    diffs = {k: (claimed[k], measured[k]) for k in measured if k in claimed and claimed[k] != measured[k]
-             and k != "lower_bound_bytes"}
+    diffs = {
+        k: (claimed[k], measured[k])
+        for k in measured
+        if k in claimed and claimed[k] != measured[k] and k != "lower_bound_bytes"
+    }
     plan.metrics = sim.metrics
     if args.json:
         d = summary_dict(plan, args.plan)
@@ -45,8 +48,10 @@ def run(args) -> int:
         con.print(summary_table(plan, title=f"{args.plan} (valid: re-checked by the simulator)"))
         if args.stages:
             for i, s in enumerate(plan.stages):
-                con.print(f"{i:5d}  {s.kind} {s.name}  "
-                          + (f"@{s.offset}" if s.kind == "L" else str(s.offsets or "")), highlight=False)
+                con.print(
+                    f"{i:5d}  {s.kind} {s.name}  " + (f"@{s.offset}" if s.kind == "L" else str(s.offsets or "")),
+                    highlight=False,
+                )
     if diffs:
         msg = ", ".join(f"{k}: file says {a}, simulator measures {b}" for k, (a, b) in diffs.items())
         raise CliError(f"metrics in the file do not match the replay: {msg}", 1)

@@ -1,0 +1,184 @@
+"""`planner compare`: every solver on one model, one table (and figures)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from planner.cli import CliError
+from planner.commands.common import add_model_args, add_solver_args, add_target_args, load_graph, make_target
+from planner.plan import Plan
+from planner.report import live_progress
+from planner.solvers.base import DoesNotFit, SolveOptions, Timer
+from planner.solvers.bounds import working_set_bound
+from planner.solvers.registry import SOLVERS, get_solver
+from planner.target import format_bytes, parse_size
+
+
+@dataclass
+class Row:
+    solver: str
+    budget_bytes: int | None
+    plan: Plan | None
+    wall_s: float
+    note: str = ""
+
+    def as_dict(self, lower: int, best: int | None) -> dict:
+        m = self.plan.metrics if self.plan else None
+        return {
+            "solver": self.solver,
+            "budget_bytes": self.budget_bytes,
+            "arena_bytes": m.arena_bytes if m else None,
+            "peak_l1_bytes": m.peak_l1_bytes if m else None,
+            "traffic_bytes": m.traffic_bytes if m else None,
+            "spill_traffic_bytes": m.spill_traffic_bytes if m else None,
+            "vs_lower_bound": round(m.arena_bytes / lower, 4) if m and lower else None,
+            "vs_best": round(m.arena_bytes / best, 4) if m and best else None,
+            "status": self.plan.solver.status if self.plan else self.note,
+            "bound": self.plan.solver.bound if self.plan else None,
+            "wall_s": round(self.wall_s, 3),
+        }
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="run several solvers on a model and compare their plans")
+    add_model_args(p, optional=True)
+    add_target_args(p)
+    p.add_argument("--solvers", help="comma-separated solver names (default: all that plan without spilling)")
+    p.add_argument("--budgets", help="comma-separated L1 budgets to sweep (spill traffic vs budget)")
+    add_solver_args(p)
+    p.add_argument("--csv", help="write the table as CSV")
+    p.add_argument("--plot", help="write a PNG figure (memory over time + best layout, or the budget sweep)")
+    p.add_argument("--json", action="store_true", help="print rows as JSON")
+    p.add_argument("--quiet", action="store_true", help="no live progress")
+    p.set_defaults(func=run)
+
+
+def _run_one(name: str, graph, target, args, cb) -> Row:
+    timer = Timer()
+    opts = SolveOptions(
+        time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
+    )
+    try:
+        plan = get_solver(name)(graph, target, opts)
+    except DoesNotFit as e:
+        return Row(name, target.l1_bytes, None, timer.elapsed, f"does not fit (needs {e.needed} B)")
+    except ValueError as e:  # e.g. the DP refuses a graph too large for it
+        return Row(name, target.l1_bytes, None, timer.elapsed, f"skipped: {str(e).splitlines()[0][:60]}")
+    return Row(name, target.l1_bytes, plan, timer.elapsed)
+
+
+def run(args) -> int:
+    graph, _ = load_graph(args)
+    base_target = make_target(args)
+    if args.budgets:
+        budgets = [parse_size(b) for b in args.budgets.split(",") if b.strip()]
+        names = args.solvers.split(",") if args.solvers else ["auto"] + [s.name for s in SOLVERS.values() if s.spills]
+        targets = [base_target.with_budget(b) for b in budgets]
+    else:
+        names = args.solvers.split(",") if args.solvers else [s.name for s in SOLVERS.values() if not s.spills]
+        targets = [base_target]
+    for n in names:
+        if n not in SOLVERS:
+            raise CliError(f"unknown solver {n!r}; available: {', '.join(SOLVERS)}")
+    rows: list[Row] = []
+    with live_progress(not (args.quiet or args.json)) as cb:
+        for target in targets:
+            for n in names:
+                rows.append(_run_one(n, graph, target, args, cb))
+    extra = _tflm_row(args, graph) if not args.budgets else None
+    lower = max([working_set_bound(graph, base_target)] + [r.plan.solver.bound for r in rows if r.plan])
+    best_arena = min((r.plan.metrics.arena_bytes for r in rows if r.plan), default=None)
+    dicts = [r.as_dict(lower, best_arena) for r in rows]
+    if extra:
+        head = extra["arena_bytes"]
+        extra["vs_lower_bound"] = round(head / lower, 4) if head and lower else None
+        extra["vs_best"] = round(head / best_arena, 4) if head and best_arena else None
+        dicts.append(extra)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(dicts[0]))
+            w.writeheader()
+            w.writerows(dicts)
+    if args.plot:
+        from planner.plots import compare_figure, sweep_figure
+
+        if args.budgets:
+            sweep_figure(dicts, args.plot, f"{graph.name}: spill traffic vs L1 budget")
+        else:
+            ok = [(r.solver, r.plan) for r in rows if r.plan]
+            if ok:
+                best = min(ok, key=lambda x: (x[1].metrics.arena_bytes, x[1].metrics.traffic_bytes))
+                compare_figure(ok, best, args.plot, lower)
+    if args.json:
+        json.dump({"model": graph.name, "lower_bound_bytes": lower, "rows": dicts}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    t = Table(title=f"{graph.name}: {len(graph.ops)} ops, lower bound {format_bytes(lower)} ({lower} B)")
+    cols = ["solver", "budget", "arena", "peak", "vs lower bound", "vs best", "traffic", "status", "time"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("solver", "status") else "right")
+    for d in dicts:
+        t.add_row(
+            d["solver"],
+            format_bytes(d["budget_bytes"]) if d["budget_bytes"] else "-",
+            _b(d["arena_bytes"]),
+            _b(d["peak_l1_bytes"]),
+            f"{d['vs_lower_bound']:.3f}×" if d["vs_lower_bound"] else "-",
+            f"{d['vs_best']:.3f}×" if d["vs_best"] else "-",
+            _b(d["traffic_bytes"]),
+            str(d["status"]),
+            f"{d['wall_s']:.2f} s",
+        )
+    con = Console()
+    con.print(t)
+    for path in (args.csv, args.plot):
+        if path:
+            con.print(f"written {path}")
+    return 0
+
+
+def _b(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _tflm_row(args, graph) -> dict | None:
+    """For a .tflite model: TFLite Micro's own arena head, measured by running it."""
+    from planner.commands.common import model_path
+
+    path = model_path(args.model) if args.model else None
+    if path is None or not str(path).endswith(".tflite"):
+        return None
+    try:
+        from planner.tflm_runtime import tflm_arena_head
+
+        timer = Timer()
+        head = tflm_arena_head(str(path))
+    except Exception as e:  # noqa: BLE001 - the runtime is optional; say why it is missing
+        return {
+            "solver": "TFLM (as shipped)",
+            "budget_bytes": None,
+            "arena_bytes": None,
+            "peak_l1_bytes": None,
+            "traffic_bytes": None,
+            "spill_traffic_bytes": None,
+            "status": f"unavailable: {e}"[:60],
+            "bound": None,
+            "wall_s": 0.0,
+        }
+    return {
+        "solver": "TFLM (as shipped)",
+        "budget_bytes": None,
+        "arena_bytes": head,
+        "peak_l1_bytes": None,
+        "traffic_bytes": None,
+        "spill_traffic_bytes": None,
+        "status": "measured",
+        "bound": None,
+        "wall_s": round(timer.elapsed, 3),
+    }

@@ -1,0 +1,153 @@
+"""Run a .tflite in TensorFlow Lite Micro (the `tflite-micro` wheel) in a child process.
+
+Why a child process: TFLM's `print_allocations()` writes the arena report with C-level
+`fprintf(stderr)`, which Python cannot redirect in-process, and a crashing interpreter (a
+bad model, a too-small arena) must not take the planner down with it. The child is this
+module run as `python -m planner.tflm_runtime`; inputs and outputs travel as `.npz` files.
+
+`tflm_arena_head(path)` is the number an offline plan competes with: the non-persistent
+"head" section of the arena that TFLM's GreedyMemoryPlanner (or our offline plan) laid out.
+`tflm_run(path, invocations)` runs several `invoke()`s on the same interpreter, so stateful
+(streaming) models are exercised across calls. `set_input` is called before EVERY invoke:
+TFLM reuses the input buffer once the input is dead, so a second invoke without a fresh
+`set_input` computes garbage.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HEAD_RE = re.compile(r"Arena allocation head (\d+) bytes")
+TAIL_RE = re.compile(r"Arena allocation tail (\d+) bytes")
+INSTALL = "pip install --no-deps tflite-micro"
+DEFAULT_ARENA = 8 * 1024 * 1024
+
+
+class TflmError(RuntimeError):
+    """TFLM could not load or run the model (message carries TFLM's own last lines)."""
+
+
+@dataclass
+class TflmResult:
+    outputs: list[list[np.ndarray]]  # per invocation, per model output
+    arena_head: int  # bytes of the non-persistent (planned) arena section
+    arena_tail: int  # bytes of the persistent section (tensor structs, variables, ...)
+
+
+def available() -> bool:
+    """True when the tflite-micro wheel is importable (tests skip otherwise)."""
+    try:
+        import tflite_micro.python.tflite_micro.runtime  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means "not usable here"
+        return False
+    return True
+
+
+def tflm_run_full(path: str | Path, invocations: Sequence[Sequence[np.ndarray]] = (),
+                  arena_size: int = DEFAULT_ARENA, timeout: float = 300.0) -> TflmResult:
+    """Load `path` in TFLM, invoke once per entry of `invocations` (a list of arrays, one
+    per model input, in the model's input order) and report outputs and arena sections.
+
+    With no invocations the model is invoked once on zeros so the allocation report is
+    complete, and no outputs are returned.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TflmError(f"no such model file: {path}")
+    with tempfile.TemporaryDirectory(prefix="planner-tflm-") as tmp:
+        inp, out = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        arrays = {}
+        for k, inv in enumerate(invocations):
+            for j, a in enumerate(inv):
+                arrays[f"i{k}_{j}"] = np.asarray(a)
+        np.savez(inp, n=np.int64(len(invocations)), **arrays)
+        cmd = [sys.executable, "-m", "planner.tflm_runtime", str(path), str(inp), str(out), str(int(arena_size))]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise TflmError(f"TFLM did not finish {path.name} within {timeout:.0f} s") from e
+        if proc.returncode != 0:
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            raise TflmError(f"TFLM failed on {path.name} (exit {proc.returncode}): {tail}")
+        head = HEAD_RE.search(proc.stderr)
+        tail_m = TAIL_RE.search(proc.stderr)
+        if head is None:
+            raise TflmError(f"TFLM printed no arena report for {path.name}")
+        with np.load(out) as z:
+            n = int(z["n"])
+            outputs = [[z[f"o{k}_{j}"] for j in range(int(z[f"n{k}"]))] for k in range(n)]
+    return TflmResult(outputs, int(head.group(1)), int(tail_m.group(1)) if tail_m else 0)
+
+
+def tflm_run(path: str | Path, invocations: Sequence[Sequence[np.ndarray]],
+             arena_size: int = DEFAULT_ARENA) -> list[list[np.ndarray]]:
+    """Outputs of TFLM for each invocation (see `tflm_run_full`)."""
+    return tflm_run_full(path, invocations, arena_size).outputs
+
+
+def tflm_arena_head(path: str | Path, arena_size: int = DEFAULT_ARENA) -> int:
+    """TFLM's arena head for the model as it is (its own plan, or our offline plan)."""
+    return tflm_run_full(path, (), arena_size).arena_head
+
+
+def _worker(model: str, inp: str, out: str, arena_size: int) -> int:
+    """Child side: everything that touches the C++ interpreter."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_file(model, arena_size=arena_size)
+    with np.load(inp) as z:
+        n = int(z["n"])
+        invs = []
+        for k in range(n):
+            j, inv = 0, []
+            while f"i{k}_{j}" in z:
+                inv.append(z[f"i{k}_{j}"])
+                j += 1
+            invs.append(inv)
+    result: dict[str, np.ndarray] = {"n": np.int64(n)}
+    if not invs:  # one run on zeros so every lazily planned buffer is in the report
+        zeros, j = [], 0
+        while True:
+            try:
+                d = interp.get_input_details(j)
+            except Exception:  # noqa: BLE001 - past the last input
+                break
+            zeros.append(np.zeros(d["shape"], d["dtype"]))
+            j += 1
+        invs_run = [zeros]
+    else:
+        invs_run = invs
+    for k, inv in enumerate(invs_run):
+        for j, a in enumerate(inv):
+            interp.set_input(a, j)
+        interp.invoke()
+        if invs:
+            outs, j = [], 0
+            while True:
+                try:
+                    outs.append(np.array(interp.get_output(j), copy=True))
+                except Exception:  # noqa: BLE001 - past the last output
+                    break
+                j += 1
+            result[f"n{k}"] = np.int64(len(outs))
+            for j, o in enumerate(outs):
+                result[f"o{k}_{j}"] = o
+    sys.stdout.flush()
+    interp.print_allocations()
+    np.savez(out, **result)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through subprocess
+    if len(sys.argv) != 5:
+        print("usage: python -m planner.tflm_runtime MODEL IN.npz OUT.npz ARENA_BYTES", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(_worker(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
