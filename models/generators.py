@@ -25,8 +25,10 @@ def random_dag(
     max_inputs: int = 3,
     size_range: tuple[int, int] = (1, 64),
     n_inputs: int = 1,
+    weight_prob: float = 0.0,
 ) -> Graph:
-    """Random DAG: op i reads 1..max_inputs tensors made earlier, makes 1..max_outputs tensors."""
+    """Random DAG: op i reads 1..max_inputs tensors made earlier, makes 1..max_outputs tensors;
+    with probability `weight_prob` it also reads a weight (sometimes one shared with an earlier op)."""
     rng = random.Random(seed)
     tensors = [Tensor(f"in{k}", _size(rng, *size_range), "input") for k in range(n_inputs)]
     avail = [t.name for t in tensors]
@@ -40,6 +42,15 @@ def random_dag(
         outs = [f"t{i}_{j}" for j in range(rng.randint(1, max_outputs))]
         for o in outs:
             tensors.append(Tensor(o, _size(rng, *size_range), "activation"))
+        if rng.random() < weight_prob:
+            shared = [t.name for t in tensors if t.kind == "weight"]
+            if shared and rng.random() < 0.3:
+                ins.append(rng.choice(shared))
+            else:
+                w = f"w{i}"
+                tensors.append(Tensor(w, _size(rng, *size_range), "weight"))
+                ins.append(w)
+            ins = list(dict.fromkeys(ins))
         used.update(ins)
         avail += outs
         ops.append(Op(f"op{i}", "Op", tuple(ins), tuple(outs)))

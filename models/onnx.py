@@ -72,6 +72,7 @@ from .errors import ModelError
 __all__ = ["ModelError", "load_onnx", "fold_constants", "onnx_dtype"]
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
+KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
 CONTROL_FLOW = ("If", "Loop", "Scan")
 # never folded even when all inputs are constant
 NO_FOLD = {
@@ -82,8 +83,19 @@ NO_FOLD = {
     "Multinomial",
     "Bernoulli",
 }
-_PACKED_4BIT = {
-    getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2") if hasattr(TensorProto, n)
+# sub-byte element types are packed: bits per element
+_PACKED_BITS = {
+    getattr(TensorProto, n): b
+    for n, b in (
+        ("INT4", 4),
+        ("UINT4", 4),
+        ("FLOAT4E2M1", 4),
+        ("INT2", 2),
+        ("UINT2", 2),
+        ("FLOAT6E2M3", 6),
+        ("FLOAT6E3M2", 6),
+    )
+    if hasattr(TensorProto, n)
 }
 _SEED = 0
 
@@ -114,8 +126,8 @@ def onnx_dtype(elem_type: int, where: str = "tensor") -> np.dtype:
 
 def _nbytes(shape: Shape, elem_type: int, where: str) -> int:
     n = math.prod(shape)
-    if elem_type in _PACKED_4BIT:
-        return (n + 1) // 2
+    if elem_type in _PACKED_BITS:
+        return (n * _PACKED_BITS[elem_type] + 7) // 8
     return int(n * onnx_dtype(elem_type, where).itemsize)
 
 
@@ -290,8 +302,11 @@ def _pin_inputs(
     dims: Mapping[str, int] | None,
     path: Path,
 ) -> dict[str, Shape]:
-    input_shapes = {k: tuple(int(x) for x in v) for k, v in (input_shapes or {}).items()}
-    dims = dict(dims or {})
+    try:
+        input_shapes = {k: tuple(int(x) for x in v) for k, v in (input_shapes or {}).items()}
+        dims = {k: int(v) for k, v in (dims or {}).items()}
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{path.name}: bad --input-shape / --dim value: {_one_line(e)}") from None
     real = [i for i in model.graph.input if i.name not in inits]
     names = [i.name for i in real]
     for k in input_shapes:
@@ -302,7 +317,9 @@ def _pin_inputs(
     for vi in real:
         info = _dims_of(vi)
         if info is None:
-            raise ModelError(f"{path.name}: input {vi.name!r} is not a tensor (sequence/map/optional inputs unsupported)")
+            raise ModelError(
+                f"{path.name}: input {vi.name!r} is not a tensor (sequence/map/optional inputs unsupported)"
+            )
         _, declared = info
         if vi.name in input_shapes:
             want = input_shapes[vi.name]
@@ -364,9 +381,16 @@ def _pinned_copy(model: ModelProto, order: list[int], pinned: dict[str, Shape]) 
             tt.shape.SetInParent()
             for s in pinned[vi.name]:
                 tt.shape.dim.add().dim_value = s
+    # Declared shapes of intermediates/outputs may be stale or symbolic: drop them, except
+    # static ones produced by custom-domain ops (inference cannot recompute those).
+    custom = {o for n in g.node if n.domain not in KNOWN_DOMAINS for o in n.output}
+    keep = [vi for vi in g.value_info if vi.name in custom and _static((_dims_of(vi) or (0, None))[1]) is not None]
     del g.value_info[:]
+    g.value_info.extend(keep)
     for vi in g.output:
-        if vi.type.HasField("tensor_type"):
+        if vi.type.HasField("tensor_type") and not (
+            vi.name in custom and _static((_dims_of(vi) or (0, None))[1]) is not None
+        ):
             vi.type.tensor_type.ClearField("shape")
     if order != list(range(len(g.node))):
         nodes = [g.node[k] for k in order]
@@ -438,7 +462,9 @@ def _analyse(path: Path, model: ModelProto, input_shapes, dims, input_values=Non
     declared = {i.name: i for i in g.input if i.name not in inits}
     for name, v in (input_values or {}).items():
         if name not in declared:
-            raise ModelError(f"{path.name}: input value given for {name!r}, but the model's inputs are {', '.join(declared)}")
+            raise ModelError(
+                f"{path.name}: input value given for {name!r}, but the model's inputs are {', '.join(declared)}"
+            )
         info = _dims_of(declared[name])
         dt = onnx_dtype(info[0], f"input {name!r}") if info and info[0] else None
         values[name] = np.asarray(v, dtype=dt)
@@ -580,6 +606,11 @@ def load_onnx(
     """
     path = Path(path)
     model = _load_proto(path)
+    a, kept, outs, used = _full_analysis(path, model, input_shapes, dims, input_values)
+    return _build(a, kept, outs, used)
+
+
+def _full_analysis(path: Path, model: ModelProto, input_shapes, dims, input_values):
     a, m = _analyse(path, model, input_shapes, dims, input_values)
     kept, outs, used = _needed(a)
     missing = [t for t in used if t not in a.shapes or not a.types.get(t)]
@@ -592,7 +623,7 @@ def load_onnx(
         missing = [t for t in used if t not in a.shapes or not a.types.get(t)]
         if missing:
             raise ModelError(f"{path.name}: cannot determine the shape of {missing[0]!r} ({len(missing)} tensors)")
-    return _build(a, kept, outs, used)
+    return a, kept, outs, used
 
 
 def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[str]) -> Graph:
@@ -628,11 +659,9 @@ def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[
         if name and name not in seen:
             return name
         i = k
-        cand = f"{op_type}_{i}"
-        while cand in seen or cand in names_taken:
+        while f"{op_type}_{i}" in seen or f"{op_type}_{i}" in names_taken:
             i += 1
-            cand = f"{op_type}_{i}_"
-        return cand
+        return f"{op_type}_{i}"
 
     for k in kept:
         n = g.node[k]
@@ -664,25 +693,39 @@ def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[
         graph = Graph(a.path.stem, tensors.values(), ops)
     except GraphError as e:
         raise ModelError(f"{a.path.name}: {e}") from None
-    graph.source = {"format": "onnx", "path": str(a.path), "input_shapes": dict(a.pinned)}
+    graph.source = {
+        "format": "onnx",
+        "path": str(a.path),
+        "input_shapes": dict(a.pinned),
+        "input_values": dict(a.values),
+    }
     return graph
 
 
 def fold_constants(
-    model: str | os.PathLike | ModelProto,
+    model: str | os.PathLike | ModelProto | Graph,
     input_shapes: Mapping[str, Iterable[int]] | None = None,
     dims: Mapping[str, int] | None = None,
     names: Iterable[str] | None = None,
+    input_values: Mapping[str, object] | None = None,
 ) -> dict[str, np.ndarray]:
     """Values of the constant tensors :func:`load_onnx` turns into weights.
 
-    ``model`` is a path or a ModelProto (a path is needed for external data). Pass the
-    same ``input_shapes`` / ``dims`` as to :func:`load_onnx` (``Shape`` of a pinned tensor
-    is a constant only once the pins are known). ``names`` selects tensors; by default the
-    weights of the imported graph (constants read by a remaining op). Constant subgraphs
-    are evaluated with ``onnx.reference.ReferenceEvaluator``; ``Shape``/``Size`` of
-    activations with static shapes are replaced by their values first.
+    ``model`` is a Graph returned by :func:`load_onnx` (its ``graph.source`` gives the
+    file and the pins), a path, or a ModelProto (a path is needed for external data). With
+    a path / proto pass the same ``input_shapes`` / ``dims`` / ``input_values`` as to
+    :func:`load_onnx`: which tensors are constant depends on the pins (``Shape`` of a
+    pinned tensor is a constant). ``names`` selects tensors; by default the weights of the
+    imported graph (constants read by a remaining op). Constant subgraphs are evaluated
+    with ``onnx.reference.ReferenceEvaluator``; ``Shape``/``Size`` of activations with
+    static shapes are replaced by their values first.
     """
+    if isinstance(model, Graph):
+        src = getattr(model, "source", None)
+        if not src or src.get("format") != "onnx":
+            raise ModelError(f"graph {model.name!r} was not imported from ONNX by load_onnx")
+        input_shapes, dims, input_values = src["input_shapes"], None, src.get("input_values")
+        model = src["path"]
     if isinstance(model, ModelProto):
         path = Path(model.graph.name or "model")
         proto = model
@@ -693,10 +736,9 @@ def fold_constants(
             onnx.load_external_data_for_model(proto, str(path.parent))
         except Exception:  # noqa: BLE001 - no external data
             pass
-    a, _ = _analyse(path, proto, input_shapes, dims)
+    a, _, _, used = _full_analysis(path, proto, input_shapes, dims, input_values)
     g = proto.graph
     if names is None:
-        kept, _, used = _needed(a)
         want = [t for t in sorted(used) if t in a.const and t not in a.graph_outputs]
     else:
         want = list(names)

@@ -266,9 +266,7 @@ def locate(name: str) -> Path:
             p = Path(dist.locate_file(f))
             if p.is_file():
                 return p
-    raise ZooError(
-        f"zoo model {name!r}: {e.file} not found in the installed {e.dist_name} {dist.version}; {e.install}"
-    )
+    raise ZooError(f"zoo model {name!r}: {e.file} not found in the installed {e.dist_name} {dist.version}; {e.install}")
 
 
 def is_available(name: str) -> bool:
@@ -298,7 +296,12 @@ def load_model(
         values = e.input_values
     else:
         path = Path(name_or_path)
-        if not path.exists() and isinstance(name_or_path, str) and os.sep not in name_or_path and "." not in name_or_path:
+        if (
+            not path.exists()
+            and isinstance(name_or_path, str)
+            and os.sep not in name_or_path
+            and "." not in name_or_path
+        ):
             raise ZooError(f"{name_or_path!r} is neither a zoo model nor a file; zoo models: {', '.join(ZOO)}")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -311,7 +314,12 @@ def load_model(
         except ImportError:
             raise ModelError(f"{path.name}: the TFLite importer (planner.models.tflite) is not available yet") from None
         if input_shapes or dims:
-            return load_tflite(path, input_shapes=input_shapes or None, dims=dims or None)
+            try:
+                return load_tflite(path, input_shapes=input_shapes or None, dims=dims or None)
+            except TypeError:
+                raise ModelError(
+                    f"{path.name}: the TFLite importer takes no --input-shape / --dim (TFLite shapes are static)"
+                ) from None
         return load_tflite(path)
     raise ModelError(f"{path.name}: unknown model format {suffix or '(no extension)'!r}; expected .onnx or .tflite")
 
@@ -349,7 +357,9 @@ if __name__ == "__main__":
     import sys
 
     rows = import_table(sys.argv[1:] or None)
-    print(f"| {'model':25s} | {'ops':>5s} | {'tensors':>7s} | {'weights':>7s} | {'act bytes':>12s} | {'import s':>8s} |")
+    print(
+        f"| {'model':25s} | {'ops':>5s} | {'tensors':>7s} | {'weights':>7s} | {'act bytes':>12s} | {'import s':>8s} |"
+    )
     print(f"|{'-' * 27}|{'-' * 7}|{'-' * 9}|{'-' * 9}|{'-' * 14}|{'-' * 10}|")
     for r in rows:
         if "error" in r:

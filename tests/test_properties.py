@@ -20,6 +20,7 @@ dags = st.builds(
     max_inputs=st.integers(1, 4),
     size_range=st.sampled_from([(1, 64), (16, 4096), (100, 100)]),
     n_inputs=st.integers(1, 3),
+    weight_prob=st.sampled_from([0.0, 0.3]),
 )
 targets = st.builds(
     Target, name=st.just("t"), l1_bytes=st.none(), weights=st.sampled_from(["in_place", "load"]),

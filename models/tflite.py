@@ -1,0 +1,298 @@
+"""Import a TFLite flatbuffer (subgraph 0) as a planner Graph, the way TFLite Micro sees it.
+
+The flatbuffer is read with the object API shipped in the `tflite-micro` wheel
+(`schema_py_generated.ModelT`), so no TensorFlow is needed.
+
+What becomes what, following TFLM's own allocator (micro_allocation_info.cc):
+
+- a tensor with a non-empty constant buffer -> ``weight`` (TFLM reads it from the
+  flatbuffer; it never enters the arena);
+- ``is_variable`` tensors (old-style LSTM state) -> ``weight``: TFLM allocates them
+  persistently in the arena tail, outside the planned head, and they keep their value
+  across invokes, so a plan must not place them;
+- resource variables (VAR_HANDLE / READ_VARIABLE / ASSIGN_VARIABLE): the variable's
+  storage lives in TFLM's persistent MicroResourceVariables, NOT in the planned arena.
+  The RESOURCE-typed handle a VAR_HANDLE outputs is not in the arena either: its kernel
+  points the tensor at a persistent int32 during Prepare, before TFLM plans memory, so
+  the planner skips it (checked: moving its offline offset far away leaves TFLM's arena
+  head unchanged). Handles are kept as 0-byte activations so the dataflow stays visible.
+  The tensor a READ_VARIABLE outputs is an ordinary planned activation;
+- subgraph inputs -> ``input``, subgraph outputs -> ``output``, everything else an
+  ``activation`` of ``prod(shape) * sizeof(dtype)`` bytes (TFLM's TfLiteEvalTensorByteLength).
+
+Ops that produce nothing (ASSIGN_VARIABLE, CALL_ONCE) and ordering the dataflow does not
+show (a variable must be read before it is re-assigned; the CALL_ONCE init subgraph runs
+before any variable is touched) are expressed with zero-byte "control" tensors named
+``~...``. They cost no memory and have no flatbuffer index; the TFLM exporter skips them.
+
+Only subgraph 0 is planned. Other subgraphs (the CALL_ONCE init graph, IF/WHILE bodies)
+are left to TFLM, which places their tensors itself around the offline plan.
+
+Names are stable and invertible: op ``i`` is ``f"{i}:{OPNAME}"`` (attrs keep ``index``);
+a tensor keeps its flatbuffer name unless that is empty or shared, then it gets
+``#<index>``. `graph.tflite` (a `TfliteInfo`) maps names back to flatbuffer indices; the
+exporter re-imports the original model to re-derive the very same mapping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from planner.graph import Graph, GraphError, Op, Tensor
+
+INSTALL = "pip install --no-deps tflite-micro"
+
+# TFLM's TfLiteTypeSizeOf (memory_helpers.cc); anything else TFLM refuses to allocate.
+TYPE_BYTES = {
+    "FLOAT16": 2, "FLOAT32": 4, "FLOAT64": 8, "INT16": 2, "INT32": 4, "UINT32": 4, "UINT8": 1,
+    "INT8": 1, "INT64": 8, "UINT64": 8, "BOOL": 1, "RESOURCE": 4, "COMPLEX64": 8, "COMPLEX128": 16,
+    "INT4": 1, "UINT16": 2,
+}
+# Ops that run another subgraph: their bodies may touch variables, so they keep their
+# place relative to every variable op.
+CALLS_SUBGRAPH = {"CALL_ONCE", "IF", "WHILE", "CALL", "STABLEHLO_WHILE", "STABLEHLO_CASE"}
+VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
+
+
+class TfliteModelError(ValueError):
+    """The .tflite cannot be imported (one line saying what and where)."""
+
+
+def schema():
+    """The flatbuffer object API of the tflite-micro wheel (clear error when missing)."""
+    try:
+        from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as s
+    except ImportError as e:
+        raise TfliteModelError(f"reading .tflite needs the tflite-micro wheel: {INSTALL}") from e
+    return s
+
+
+def _enum_names(cls) -> dict[int, str]:
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def read_model(path: str | Path):
+    """(ModelT, raw bytes) of a .tflite file."""
+    s = schema()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise TfliteModelError(f"cannot read {path}: {e.strerror}") from e
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise TfliteModelError(f"{path} is not a TFLite flatbuffer (missing the TFL3 identifier)")
+    try:
+        model = s.ModelT.InitFromPackedBuf(data, 0)
+    except Exception as e:  # noqa: BLE001 - any flatbuffer decode failure
+        raise TfliteModelError(f"{path}: malformed TFLite flatbuffer ({type(e).__name__}: {e})") from e
+    if not model.subgraphs:
+        raise TfliteModelError(f"{path}: the model has no subgraphs")
+    return model, data
+
+
+def op_type_name(model, op) -> str:
+    """Builtin operator name (e.g. CONV_2D) or the custom op's code."""
+    s = schema()
+    codes = model.operatorCodes or []
+    if op.opcodeIndex >= len(codes):
+        raise TfliteModelError(f"operator refers to opcode {op.opcodeIndex}, model has {len(codes)}")
+    oc = codes[op.opcodeIndex]
+    code = max(oc.builtinCode or 0, oc.deprecatedBuiltinCode or 0)
+    name = _enum_names(s.BuiltinOperator).get(code, f"BUILTIN_{code}")
+    if name == "CUSTOM":
+        cc = oc.customCode
+        cc = cc.decode("utf-8", "replace") if isinstance(cc, bytes) else str(cc or "")
+        return cc or "CUSTOM"
+    return name
+
+
+def _text(b) -> str:
+    if b is None:
+        return ""
+    return b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)
+
+
+def is_constant(model, tensor) -> bool:
+    """A tensor whose data lives in the flatbuffer (TFLM never allocates it)."""
+    bufs = model.buffers or []
+    if tensor.buffer <= 0 or tensor.buffer >= len(bufs):
+        return False
+    b = bufs[tensor.buffer]
+    has_inline = b.data is not None and len(b.data) > 0
+    has_external = (b.offset or 0) > 1 and (b.size or 0) > 0  # >2 GB models keep data outside
+    return bool(has_inline or has_external)
+
+
+def tensor_type_name(tensor) -> str:
+    return _enum_names(schema().TensorType).get(tensor.type, f"TYPE_{tensor.type}")
+
+
+def tensor_bytes(tensor, where: str) -> int:
+    """Bytes TFLM plans for the tensor: static shape times element size (TfLiteEvalTensorByteLength)."""
+    tname = tensor_type_name(tensor)
+    if tname not in TYPE_BYTES:
+        raise TfliteModelError(f"{where}: tensor type {tname} is not supported by TFLite Micro")
+    if tname == "RESOURCE":
+        return 0  # points at persistent memory (see the module docstring)
+    shape = [] if tensor.shape is None else [int(d) for d in tensor.shape]
+    if any(d < 0 for d in shape):
+        raise TfliteModelError(f"{where}: dynamic shape {shape}; TFLite Micro needs static shapes")
+    return math.prod(shape) * TYPE_BYTES[tname]
+
+
+def tflm_allocates(model, sg: int, index: int) -> bool:
+    """Whether TFLM's memory planner places this tensor in the arena head at all."""
+    t = model.subgraphs[sg].tensors[index]
+    if is_constant(model, t) or t.isVariable:
+        return False
+    try:
+        return tensor_bytes(t, "") > 0
+    except TfliteModelError:
+        return False
+
+
+def tensor_names(model, sg: int = 0) -> list[str]:
+    """Unique, deterministic names for the tensors of subgraph `sg`, by flatbuffer index."""
+    raw = [_text(t.name) for t in model.subgraphs[sg].tensors]
+    count: dict[str, int] = {}
+    for n in raw:
+        count[n] = count.get(n, 0) + 1
+    out: list[str] = []
+    taken: set[str] = set()
+    for i, n in enumerate(raw):
+        name = n if n and count[n] == 1 and "#" not in n else f"{n or 't'}#{i}"
+        while name in taken or name.startswith("~"):  # keep clear of control tensors
+            name = f"{name}#{i}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+@dataclass
+class TfliteInfo:
+    """How the planner Graph maps back to the flatbuffer (for the exporter)."""
+
+    path: str
+    sha256: str
+    subgraph: int
+    tensor_index: dict[str, int] = field(default_factory=dict)  # graph tensor -> flatbuffer index
+    op_index: dict[str, int] = field(default_factory=dict)  # graph op -> operator index
+    n_tensors: list[int] = field(default_factory=list)  # per subgraph
+    control: set[str] = field(default_factory=set)  # zero-byte ordering tensors (no index)
+
+
+def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
+    """Import subgraph `subgraph` (0 is the one TFLM invokes) of a .tflite file."""
+    s = schema()
+    path = Path(path)
+    model, data = read_model(path)
+    if not 0 <= subgraph < len(model.subgraphs):
+        raise TfliteModelError(f"{path.name}: no subgraph {subgraph} (model has {len(model.subgraphs)})")
+    sg = model.subgraphs[subgraph]
+    tens = sg.tensors or []
+    ops_fb = sg.operators or []
+    names = tensor_names(model, subgraph)
+    sg_inputs = [int(i) for i in (sg.inputs if sg.inputs is not None else []) if i >= 0]
+    sg_outputs = [int(i) for i in (sg.outputs if sg.outputs is not None else []) if i >= 0]
+    info = TfliteInfo(str(path), hashlib.sha256(data).hexdigest(), subgraph,
+                      n_tensors=[len(g.tensors or []) for g in model.subgraphs])
+
+    def kind_of(i: int) -> str:
+        t = tens[i]
+        if is_constant(model, t) or t.isVariable:
+            return "weight"
+        if i in sg_inputs:
+            return "input"
+        if i in sg_outputs:
+            return "output"
+        return "activation"
+
+    used: dict[int, None] = {}
+    for i in sg_inputs + sg_outputs:
+        used[i] = None
+    op_names = [f"{k}:{op_type_name(model, o)}" for k, o in enumerate(ops_fb)]
+    op_types = [op_type_name(model, o) for o in ops_fb]
+    op_ins: list[list[str]] = []
+    op_outs: list[list[str]] = []
+    for k, o in enumerate(ops_fb):
+        ins, outs = [], []
+        for i in (o.inputs if o.inputs is not None else []):
+            i = int(i)
+            if i < 0:
+                continue  # omitted optional input (e.g. no bias)
+            if i >= len(tens):
+                raise TfliteModelError(f"{path.name}: op {op_names[k]} reads tensor {i}, subgraph has {len(tens)}")
+            ins.append(names[i])
+            used[i] = None
+        for i in (o.outputs if o.outputs is not None else []):
+            i = int(i)
+            if i < 0 or i >= len(tens):
+                raise TfliteModelError(f"{path.name}: op {op_names[k]} writes invalid tensor {i}")
+            if kind_of(i) == "weight":
+                continue  # variable state updated in place: persistent, not planned
+            outs.append(names[i])
+            used[i] = None
+        op_ins.append(ins)
+        op_outs.append(outs)
+
+    # Ordering the dataflow does not show, as zero-byte control tensors.
+    edges: list[tuple[int, int]] = []
+    var_of_handle: dict[int, str] = {}  # handle tensor index -> variable name
+    for k, o in enumerate(ops_fb):
+        if op_types[k] == "VAR_HANDLE" and o.outputs is not None and len(o.outputs):
+            opt = o.builtinOptions
+            key = f"{_text(getattr(opt, 'container', b''))}/{_text(getattr(opt, 'sharedName', b''))}"
+            var_of_handle[int(o.outputs[0])] = key
+    per_var: dict[str, list[int]] = {}
+    var_ops: list[int] = []
+    for k, o in enumerate(ops_fb):
+        if op_types[k] in ("READ_VARIABLE", "ASSIGN_VARIABLE") and o.inputs is not None and len(o.inputs):
+            h = int(o.inputs[0])
+            per_var.setdefault(var_of_handle.get(h, f"handle#{h}"), []).append(k)
+        if op_types[k] in VARIABLE_OPS:
+            var_ops.append(k)
+    for seq in per_var.values():
+        edges += list(zip(seq, seq[1:]))
+    callers = [k for k in range(len(ops_fb)) if op_types[k] in CALLS_SUBGRAPH]
+    for c in callers:
+        edges += [(min(c, v), max(c, v)) for v in var_ops]
+        edges += [(min(c, d), max(c, d)) for d in callers if d > c]
+    ctrl_in: dict[int, list[str]] = {}
+    for a, b in dict.fromkeys(edges):
+        cname = f"~{op_names[a]}->{op_names[b]}"
+        op_outs[a].append(cname)
+        ctrl_in.setdefault(b, []).append(cname)
+        info.control.add(cname)
+    for k in range(len(ops_fb)):
+        op_ins[k] += ctrl_in.get(k, [])
+        if not op_outs[k]:  # an op kept only for its side effect
+            cname = f"~{op_names[k]}"
+            op_outs[k].append(cname)
+            info.control.add(cname)
+
+    tensors: list[Tensor] = []
+    for i in sorted(used):
+        t = tens[i]
+        nb = tensor_bytes(t, f"{path.name}: tensor {names[i]!r}")
+        shape = tuple(int(d) for d in t.shape) if t.shape is not None else ()
+        tensors.append(Tensor(names[i], nb, kind_of(i), shape, tensor_type_name(t).lower()))
+        info.tensor_index[names[i]] = i
+    tensors += [Tensor(c, 0, "activation") for c in sorted(info.control)]
+    produced = {n for outs in op_outs for n in outs}
+    for t in tensors:
+        if t.kind in ("activation", "output") and t.name not in produced:
+            raise TfliteModelError(
+                f"{path.name}: tensor {t.name!r} is read or exported but no operator writes it "
+                "and it is neither a constant nor a subgraph input")
+    ops = [Op(op_names[k], op_types[k], tuple(op_ins[k]), tuple(op_outs[k]),
+              {"index": k, "subgraph": subgraph}) for k in range(len(ops_fb))]
+    info.op_index = {op_names[k]: k for k in range(len(ops_fb))}
+    try:
+        graph = Graph(path.stem, tensors, ops)
+    except GraphError as e:
+        raise TfliteModelError(f"{path.name}: {e}") from e
+    graph.tflite = info  # type: ignore[attr-defined]
+    return graph
+

@@ -1,0 +1,288 @@
+"""Write a plan into a .tflite so an unchanged TFLite Micro runtime uses our arena.
+
+Two edits to the flatbuffer (DESIGN §6):
+
+1. the operators of subgraph 0 are rewritten in the plan's order (TFLM runs them in
+   flatbuffer order);
+2. the offsets go into the `OfflineMemoryAllocation` metadata: a buffer of little-endian
+   int32 ``[1, n_subgraphs, n_tensors_total, offset_0 .. offset_{n-1}]``, one entry per
+   tensor over all subgraphs in order, ``-1`` = TFLM places it (constants, variables,
+   tensors of other subgraphs, and anything our plan does not hold). Re-exporting
+   replaces an existing entry.
+
+TFLM does not validate offline plans: an overlap silently corrupts outputs. So before
+writing, the plan is replayed by the simulator, and then checked again under TFLM's OWN
+lifetimes (micro_allocation_info.cc): subgraph inputs live from before the first op,
+an op's outputs from that op, a tensor until the last op reading it, subgraph outputs to
+the end — a plan that loads an input late or frees an output early passes the simulator
+but would be clobbered in TFLM, and is refused here.
+
+A TFLM quirk the exporter works around: TFLM indexes the offline offsets with the
+tensor's index *within its subgraph* for every subgraph, so tensor j of subgraph 1 picks
+up entry j (which belongs to subgraph 0). If such a tensor is one TFLM allocates (e.g. a
+VAR_HANDLE's resource handle in the CALL_ONCE init graph) and entry j holds an offset,
+it would be pinned on top of subgraph 0's tensor j. The exporter renumbers that
+subgraph's tensors so that every allocated one lands on an index whose entry is -1; where
+no such index exists it gives up the offset of subgraph 0's tensor j (TFLM then places
+that one itself; reported in `ExportReport.demoted`). Either way the file stays correct
+whether TFLM reads the entries by local or by global index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from planner.models.tflite import TfliteModelError, load_tflite, read_model, schema, tflm_allocates
+from planner.plan import Plan
+from planner.simulate import check
+
+METADATA_NAME = "OfflineMemoryAllocation"
+BUFFER_ALIGN = 16  # TFLite's schema asks for 16-byte aligned buffer data
+
+
+class ExportError(ValueError):
+    """The plan cannot be written into this model (one line says why)."""
+
+
+@dataclass
+class ExportReport:
+    planned: int  # tensors of subgraph 0 with an offline offset
+    online: int  # tensors TFLM still places itself (all subgraphs)
+    arena_bytes: int  # top of the offline plan (raw bytes)
+    demoted: list[str] = field(default_factory=list)  # planned tensors given back to TFLM
+    renumbered: dict[int, int] = field(default_factory=dict)  # subgraph -> tensors renumbered
+
+
+def _tflm_intervals(plan: Plan, planned: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """TFLM's lifetime (first, last op position, inclusive) of each planned tensor."""
+    g = plan.graph
+    pos = {o: i for i, o in enumerate(plan.order)}
+    end = max(len(pos) - 1, 0)
+    out: dict[str, tuple[int, int]] = {}
+    for t in planned:
+        uses = [pos[c] for c in g.consumers[t]]
+        x = g.tensors[t]
+        if x.kind == "input":
+            start = 0
+        else:
+            start = pos[g.producer[t]]
+        last = max([start, *uses])
+        if x.kind == "output":
+            last = end
+        out[t] = (start, last)
+    return out
+
+
+def _check_tflm_overlaps(plan: Plan, planned: dict[str, int]) -> None:
+    g = plan.graph
+    ivs = _tflm_intervals(plan, planned)
+    items = sorted(planned, key=lambda t: ivs[t][0])
+    active: list[str] = []
+    for t in items:
+        s, e = ivs[t]
+        active = [u for u in active if ivs[u][1] >= s]
+        a0, a1 = planned[t], planned[t] + g.size(t)
+        for u in active:
+            b0, b1 = planned[u], planned[u] + g.size(u)
+            if a0 < b1 and b0 < a1:
+                raise ExportError(
+                    f"under TFLM's lifetimes {t} [{a0}, {a1}) at ops {s}..{e} overlaps {u} [{b0}, {b1}) "
+                    f"at ops {ivs[u][0]}..{ivs[u][1]} (TFLM keeps inputs from the start and outputs to the end)")
+        active.append(t)
+
+
+def _same_graph(plan: Plan, graph) -> None:
+    """The plan must describe exactly the graph this importer makes of the model."""
+    pg = plan.graph
+    if [o.name for o in pg.ops] != [o.name for o in graph.ops] and set(pg.op_index) != set(graph.op_index):
+        missing = sorted(set(graph.op_index) - set(pg.op_index))[:3]
+        raise ExportError(f"the plan does not match this model (ops differ, e.g. {missing or sorted(pg.op_index)[:3]})")
+    for o in graph.ops:
+        if o.name not in pg.op_index:
+            raise ExportError(f"the plan does not match this model: it has no op {o.name!r}")
+        po = pg.op(o.name)
+        if tuple(po.inputs) != tuple(o.inputs) or tuple(po.outputs) != tuple(o.outputs):
+            raise ExportError(f"the plan does not match this model: op {o.name!r} has different tensors")
+    for name, t in graph.tensors.items():
+        pt = pg.tensors.get(name)
+        if pt is None or pt.bytes != t.bytes or pt.kind != t.kind:
+            raise ExportError(f"the plan does not match this model: tensor {name!r} differs")
+
+
+def _renumber(model, k: int, perm: dict[int, int]) -> None:
+    """Swap tensor indices of subgraph k (perm maps old -> new, a permutation)."""
+    sg = model.subgraphs[k]
+    tens = list(sg.tensors)
+    new = list(tens)
+    for a, b in perm.items():
+        new[b] = tens[a]
+    sg.tensors = new
+
+    def m(v):
+        if v is None:
+            return None
+        return np.array([perm.get(int(i), int(i)) if i >= 0 else int(i) for i in v], dtype=np.int32)
+
+    for op in sg.operators or []:
+        op.inputs, op.outputs = m(op.inputs), m(op.outputs)
+        if op.intermediates is not None:
+            op.intermediates = m(op.intermediates)
+    sg.inputs, sg.outputs = m(sg.inputs), m(sg.outputs)
+    for sd in model.signatureDefs or []:
+        if sd.subgraphIndex == k:
+            for tm in list(sd.inputs or []) + list(sd.outputs or []):
+                tm.tensorIndex = perm.get(tm.tensorIndex, tm.tensorIndex)
+
+
+def _fix_local_index_aliasing(model, flat: list[int], index_name: dict[int, str], report: ExportReport) -> None:
+    for k in range(1, len(model.subgraphs)):
+        n = len(model.subgraphs[k].tensors or [])
+        alloc = {j for j in range(n) if tflm_allocates(model, k, j)}
+        bad = [j for j in sorted(alloc) if j < len(flat) and flat[j] != -1]
+        if not bad:
+            continue
+        free = [j for j in range(n) if j not in alloc and (j >= len(flat) or flat[j] == -1)]
+        perm: dict[int, int] = {}
+        for j in bad:
+            if free:
+                f = free.pop(0)
+                perm[j], perm[f] = f, j
+            else:
+                report.demoted.append(index_name.get(j, f"#{j}"))
+                flat[j] = -1
+        if perm:
+            _renumber(model, k, perm)
+            report.renumbered[k] = len(perm) // 2
+
+
+def _aligned_buffer_class(s):
+    """BufferT whose data vector is 16-byte aligned (the generated Pack aligns to 1)."""
+
+    class AlignedBufferT(s.BufferT):
+        def Pack(self, builder):  # noqa: N802 - flatbuffers naming
+            data = None
+            if self.data is not None:
+                raw = bytes(np.asarray(self.data, dtype=np.uint8).tobytes())
+                builder.StartVector(1, len(raw), BUFFER_ALIGN)
+                builder.head = builder.head - len(raw)
+                builder.Bytes[builder.head:builder.head + len(raw)] = raw
+                data = builder.EndVector()
+            s.BufferStart(builder)
+            if data is not None:
+                s.BufferAddData(builder, data)
+            if self.offset:
+                s.BufferAddOffset(builder, self.offset)
+            if self.size:
+                s.BufferAddSize(builder, self.size)
+            return s.BufferEnd(builder)
+
+    return AlignedBufferT
+
+
+def _pack(model) -> bytes:
+    import flatbuffers
+
+    s = schema()
+    cls = _aligned_buffer_class(s)
+    for b in model.buffers or []:
+        b.__class__ = cls
+    builder = flatbuffers.Builder(1024)
+    root = model.Pack(builder)
+    builder.Finish(root, file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> ExportReport:
+    """Write `model_in` with the plan's op order and offline offsets to `model_out`."""
+    sim = check(plan)  # raises PlanError: TFLM would not notice an invalid plan
+    if plan.spills:
+        raise ExportError("the plan spills activations (L/S of activations); TFLite Micro cannot express "
+                          "spills — plan without spilling (a no-spill solver or a larger budget)")
+    model, data = read_model(model_in)
+    digest = hashlib.sha256(data).hexdigest()
+    if plan.model_sha256 and plan.model_sha256 != digest:
+        raise ExportError(f"the plan was made for a different model (sha256 {plan.model_sha256[:12]}…, "
+                          f"{Path(model_in).name} is {digest[:12]}…)")
+    try:
+        graph = load_tflite(model_in)
+    except TfliteModelError as e:
+        raise ExportError(str(e)) from e
+    info = graph.tflite  # type: ignore[attr-defined]
+    _same_graph(plan, graph)
+
+    # One residency per tensor, at one offset (TFLM gives each tensor one buffer).
+    planned: dict[str, int] = {}
+    for t, off, _nbytes, _a, _b in sim.residencies:
+        if t in info.control:
+            continue
+        if t in planned and planned[t] != off:
+            raise ExportError(f"tensor {t} is placed at two offsets ({planned[t]} and {off}); "
+                              "TFLite Micro gives every tensor one buffer")
+        planned[t] = off
+    planned = {t: o for t, o in planned.items()
+               if t in info.tensor_index and tflm_allocates(model, 0, info.tensor_index[t])}
+    bad_align = [t for t, o in planned.items() if o % 4]
+    if bad_align:
+        raise ExportError(f"offset of {bad_align[0]} is not a multiple of 4; TFLM kernels need aligned buffers")
+    _check_tflm_overlaps(plan, planned)
+
+    n_per_sg = [len(sg.tensors or []) for sg in model.subgraphs]
+    flat = [-1] * sum(n_per_sg)
+    for t, off in planned.items():
+        flat[info.tensor_index[t]] = int(off)
+    report = ExportReport(planned=len(planned), online=0,
+                          arena_bytes=max((o + plan.graph.size(t) for t, o in planned.items()), default=0))
+    index_name = {i: n for n, i in info.tensor_index.items()}
+    _fix_local_index_aliasing(model, flat, index_name, report)
+    report.planned = sum(1 for v in flat if v != -1)
+    report.online = sum(1 for k, n in enumerate(n_per_sg) for j in range(n) if tflm_allocates(model, k, j)) \
+        - report.planned
+
+    # Operator order of subgraph 0.
+    sg0 = model.subgraphs[info.subgraph]
+    ops = list(sg0.operators or [])
+    sg0.operators = [ops[info.op_index[name]] for name in plan.order]
+
+    # Metadata: replace an existing entry, else append one.
+    s = schema()
+    payload = np.array([1, len(n_per_sg), len(flat), *flat], dtype="<i4").view(np.uint8)
+    model.metadata = list(model.metadata or [])
+    model.buffers = list(model.buffers or [])
+    entry = next((m for m in model.metadata if (m.name or b"") in (METADATA_NAME, METADATA_NAME.encode())), None)
+    if entry is not None and 0 < entry.buffer < len(model.buffers):
+        model.buffers[entry.buffer].data = payload
+        model.buffers[entry.buffer].offset = 0
+        model.buffers[entry.buffer].size = 0
+    else:
+        buf = s.BufferT()
+        buf.data = payload
+        model.buffers.append(buf)
+        md = s.MetadataT()
+        md.name = METADATA_NAME
+        md.buffer = len(model.buffers) - 1
+        if entry is not None:
+            entry.buffer = md.buffer
+        else:
+            model.metadata.append(md)
+    Path(model_out).write_bytes(_pack(model))
+    return report
+
+
+def read_offline_plan(path: str | Path) -> list[int] | None:
+    """The offsets of a .tflite's OfflineMemoryAllocation entry (None when absent)."""
+    model, _ = read_model(path)
+    entries = [m for m in (model.metadata or []) if (m.name or b"") in (METADATA_NAME, METADATA_NAME.encode())]
+    if not entries:
+        return None
+    raw = np.asarray(model.buffers[entries[0].buffer].data, dtype=np.uint8).tobytes()
+    words = np.frombuffer(raw, dtype="<i4")
+    return [int(v) for v in words[3:3 + int(words[2])]]
+
+
+def count_offline_entries(path: str | Path) -> int:
+    model, _ = read_model(path)
+    return sum(1 for m in (model.metadata or []) if (m.name or b"") in (METADATA_NAME, METADATA_NAME.encode()))

@@ -1,0 +1,151 @@
+"""Large graphs: split at sequential points, solve segments exactly, stitch.
+
+An op v is a *sequential point* when every other op is its ancestor or its descendant:
+then every topological order runs all ancestors before v and all descendants after, so
+the orders of the segments between consecutive points are independent. Under the
+no-spill lifetimes (solvers/lowering.py) a segment's live bytes are its own tensors plus
+a constant *background* (tensors live across the whole segment), so the global peak is
+the max over segments of (segment peak + background): optimal segments give an optimal
+whole. The same segment construction re-optimises windows of an order (LNS, below).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+
+from planner.graph import Graph, Op, Tensor
+from planner.target import Target
+
+
+@dataclass
+class Segment:
+    graph: Graph  # the segment's ops; kinds encode lifetimes relative to the segment
+    background: int  # bytes (aligned) live throughout the segment, from outside it
+    background_raw: int  # the same in raw bytes (for bounds on the simulator's metrics)
+    exact: bool  # lifetimes in the segment model equal those in the whole graph
+
+
+def sequential_points(graph: Graph) -> list[str]:
+    """Ops comparable with every other op, in execution order (bitset reachability)."""
+    order = list(nx.topological_sort(graph.dag))
+    n = len(order)
+    bit = {o: 1 << i for i, o in enumerate(order)}
+    anc: dict[str, int] = {}
+    for o in order:
+        a = 0
+        for p in graph.dag.predecessors(o):
+            a |= anc[p] | bit[p]
+        anc[o] = a
+    desc: dict[str, int] = {}
+    for o in reversed(order):
+        d = 0
+        for s in graph.dag.successors(o):
+            d |= desc[s] | bit[s]
+        desc[o] = d
+    pts = [o for o in order if anc[o].bit_count() + desc[o].bit_count() == n - 1]
+    return sorted(pts, key=lambda o: anc[o].bit_count())
+
+
+def segment_subgraph(graph: Graph, target: Target, order: Sequence[str], lo: int, hi: int) -> Segment:
+    """The window order[lo:hi] as a graph of its own, with the rest as fixed context.
+
+    Valid when every op before `lo` runs before the window and every op after runs after
+    it (true for segments between sequential points and for any window of a fixed order).
+    """
+    window = list(order[lo:hi])
+    inside = set(window)
+    pos = {o: i for i, o in enumerate(order)}
+    tensors: list[Tensor] = []
+    background = background_raw = 0
+    exact = True
+    dropped: set[str] = set()
+    for t in graph.tensors.values():
+        cons = graph.consumers[t.name]
+        c_in = any(c in inside for c in cons)
+        c_after = any(pos[c] >= hi for c in cons)
+        prod = graph.producer.get(t.name)
+        if t.kind == "weight":
+            if target.weights == "in_place":
+                if c_in:
+                    tensors.append(t)
+                continue
+            c_before = any(pos[c] < lo for c in cons)
+            if c_in and not (c_before or c_after):
+                tensors.append(t)
+                continue
+            live_across = c_before and c_after
+            if c_in or live_across:
+                # a loaded weight used in several segments: live through this one (an
+                # over-estimate where it is first or last used here, so not exact)
+                exact = exact and live_across
+                background += target.align(t.bytes)
+                background_raw += t.bytes
+                dropped.add(t.name)
+            continue
+        made_before = prod is None or pos[prod] < lo
+        made_in = prod in inside
+        if made_in:
+            kind = "output" if (c_after or t.kind == "output") else "activation"
+            tensors.append(Tensor(t.name, t.bytes, kind, t.shape, t.dtype))
+        elif made_before:
+            if t.kind == "input" and not cons:
+                continue  # never loaded
+            live_after = c_after or t.kind == "output"
+            if c_in and not live_after:
+                tensors.append(Tensor(t.name, t.bytes, "input", t.shape, t.dtype))
+            elif live_after:
+                background += target.align(t.bytes)
+                background_raw += t.bytes
+                dropped.add(t.name)
+    ops = []
+    for name in window:
+        o = graph.op(name)
+        ops.append(Op(o.name, o.type, tuple(i for i in o.inputs if i not in dropped), o.outputs))
+    return Segment(Graph(f"{graph.name}[{lo}:{hi}]", tensors, ops), background, background_raw, exact)
+
+
+# order solver for one segment: (graph, target, time_limit) -> (order, peak_aligned, bound_raw, proven)
+SegmentSolver = Callable[[Graph, Target, float], tuple[list[str], int, int, bool]]
+
+
+@dataclass
+class StitchResult:
+    order: list[str]
+    bound_raw: int  # proven lower bound on the whole graph's peak (raw bytes)
+    proven: bool  # every segment solved to optimality with exact cuts
+    segments: int
+    largest_segment: int
+
+
+def decompose_order(graph: Graph, target: Target, solve_segment: SegmentSolver, time_limit: float,
+                    base_order: Sequence[str]) -> StitchResult:
+    """Solve each segment between sequential points; time is shared by segment size."""
+    pts = set(sequential_points(graph))
+    order = list(base_order)
+    cuts = [0] + [i + 1 for i, o in enumerate(order) if o in pts]
+    if cuts[-1] != len(order):
+        cuts.append(len(order))
+    cuts = sorted(set(cuts))
+    spans = [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    big = sum(b - a for a, b in spans if b - a > 1) or 1
+    new_order: list[str] = []
+    bound = 0
+    proven = True
+    for a, b in spans:
+        seg = segment_subgraph(graph, target, order, a, b)
+        if b - a == 1:
+            sub_order = list(order[a:b])
+            from planner.solvers.bounds import max_live
+
+            sub_bound = max_live(seg.graph, target, sub_order)
+            ok = True
+        else:
+            sub_order, _, sub_bound, ok = solve_segment(seg.graph, target, time_limit * (b - a) / big)
+        new_order += sub_order
+        bound = max(bound, sub_bound + seg.background_raw)
+        proven = proven and ok and seg.exact
+    largest = max((b - a for a, b in spans), default=0)
+    return StitchResult(new_order, bound, proven, len(spans), largest)

@@ -1,0 +1,311 @@
+"""Spilling under an L1 budget: walk an op order with an L1 of B bytes and evict when full.
+
+Before each op its inputs are made resident (graph inputs and `load` weights are loaded
+from LLB lazily, right before their first use; spilled activations are loaded back) and
+room is made for its outputs. Offsets are assigned on the fly inside [0, B): a tensor goes
+into the smallest free hole that fits; when no hole is big enough, a contiguous window is
+cleared by evicting the residents that overlap it. Which window is cleared is the eviction
+policy:
+
+- ``belady``: the window whose soonest-needed victim is needed furthest in the future
+  (Belady's MIN rule, lifted to contiguous windows because fragmentation is real here);
+- ``largest``: a window whose victims are all not needed within the next ``k`` ops, with
+  the largest such victim (one big eviction makes room for several later allocations);
+  falls back to Belady when every window holds something needed soon.
+
+A victim without an LLB copy that is still needed is stored (S) first. Tensors are freed
+right after their last use; graph outputs are stored right after they are produced and
+freed once no consumer remains (the stage model allows that, unlike no-spill lowering).
+If the fragmented arena cannot host an op at all, everything is flushed and the op's
+tensors are packed from offset 0, which always works when B is at least the op's aligned
+working set (`op_need`), the smallest budget any plan can use.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from planner.graph import Graph
+from planner.plan import Plan, SolverInfo, Stage
+from planner.simulate import finalize
+from planner.solvers.base import DoesNotFit, SolveOptions, Timer
+from planner.solvers.bounds import resident_in_l1, working_set_bound
+from planner.target import Target
+
+POLICIES = ("belady", "largest")
+INF = math.inf
+
+
+def op_need(graph: Graph, target: Target, op: str) -> int:
+    """Smallest L1 that can host `op` with aligned offsets: all its tensors packed tight.
+
+    Every tensor but the topmost occupies its aligned size, the topmost only its raw bytes,
+    so the best choice puts the tensor with the most alignment padding on top.
+    """
+    o = graph.op(op)
+    names = [t for t in dict.fromkeys((*o.inputs, *o.outputs)) if resident_in_l1(graph, target, t)]
+    if not names:
+        return 0
+    aligned = sum(target.align(graph.size(t)) for t in names)
+    waste = max(target.align(graph.size(t)) - graph.size(t) for t in names)
+    return aligned - waste
+
+
+def min_budget(graph: Graph, target: Target) -> int:
+    """The smallest budget any plan (spilling allowed) can use; the spill heuristic reaches it."""
+    return max((op_need(graph, target, o.name) for o in graph.ops), default=0)
+
+
+def check_fits(graph: Graph, target: Target) -> None:
+    """Raise DoesNotFit when even spilling cannot fit some op's working set into the budget."""
+    budget = target.l1_bytes
+    if budget is None:
+        return
+    need = min_budget(graph, target)
+    if need > budget:
+        raise DoesNotFit(budget, need, working_set_bound(graph, target), how="even with spilling")
+
+
+@dataclass
+class _Block:
+    off: int
+    asize: int  # aligned size (occupancy)
+
+
+class _SpillWalk:
+    """The state of one walk: resident tensors with offsets, LLB copies, emitted stages."""
+
+    def __init__(self, graph: Graph, target: Target, order: Sequence[str], policy: str, k: int) -> None:
+        self.g, self.tg, self.order, self.policy, self.k = graph, target, list(order), policy, k
+        self.align = target.alignment
+        total = sum(target.align(t.bytes) for t in graph.tensors.values())
+        self.cap = target.l1_bytes if target.l1_bytes is not None else total + target.alignment
+        pos = {o: i for i, o in enumerate(self.order)}
+        self.uses = {t: sorted(pos[c] for c in cs) for t, cs in graph.consumers.items()}
+        self.tidx = {t: i for i, t in enumerate(graph.tensors)}
+        self.blocks: dict[str, _Block] = {}  # resident tensor -> block
+        self.llb: set[str] = {t for t, x in graph.tensors.items() if x.kind in ("input", "weight")}
+        self.stages: list[Stage] = []
+        self.p = 0
+
+    # -- helpers ---------------------------------------------------------------------
+    def in_l1(self, t: str) -> bool:
+        return resident_in_l1(self.g, self.tg, t)
+
+    def next_use(self, t: str, after: int) -> float:
+        u = self.uses[t]
+        i = bisect.bisect_right(u, after)
+        return u[i] if i < len(u) else INF
+
+    def evict(self, t: str) -> None:
+        if t not in self.llb and self.next_use(t, self.p - 1) < INF:
+            self.stages.append(Stage("S", t))
+            self.llb.add(t)
+        self.stages.append(Stage("F", t))
+        del self.blocks[t]
+
+    def free(self, t: str) -> None:
+        self.stages.append(Stage("F", t))
+        del self.blocks[t]
+
+    # -- allocation --------------------------------------------------------------------
+    def _window_key(self, start: int, asize: int, raw: int, pinned: set[str]):
+        end = start + asize
+        victims = [t for t, b in self.blocks.items() if b.asize and b.off < end and start < b.off + b.asize]
+        if any(v in pinned for v in victims):
+            return None
+        if not victims:
+            lo = max((b.off + b.asize for b in self.blocks.values() if b.asize and b.off + b.asize <= start), default=0)
+            hi = min((b.off for b in self.blocks.values() if b.asize and b.off >= end), default=self.cap)
+            return ((0, hi - lo, start), victims)
+        nxt = [self.next_use(v, self.p) for v in victims]
+        soonest = min(nxt)
+        dirty = sum(self.g.size(v) for v, n in zip(victims, nxt) if v not in self.llb and n < INF)
+        freed = sum(self.g.size(v) for v in victims)
+        belady = (-soonest, dirty, freed, start)
+        if self.policy == "largest":
+            near = soonest <= self.p + self.k
+            largest = 0 if near else -max(self.g.size(v) for v in victims)
+            return ((1, int(near), largest, *belady), victims)
+        return ((1, *belady), victims)
+
+    def find_window(self, t: str, pinned: set[str]) -> tuple[int, list[str]] | None:
+        raw = self.g.size(t)
+        asize = self.tg.align(raw)
+        if raw == 0:
+            return 0, []
+        starts = {0, (self.cap - raw) // self.align * self.align}
+        for b in self.blocks.values():
+            if b.asize:
+                starts.add(b.off + b.asize)
+                starts.add(b.off - asize)
+        best = None
+        for s in starts:
+            if s < 0 or s + raw > self.cap:
+                continue
+            kv = self._window_key(s, asize, raw, pinned)
+            if kv is not None and (best is None or kv[0] < best[0]):
+                best = (kv[0], s, kv[1])
+        if best is None:
+            return None
+        return best[1], best[2]
+
+    def place(self, t: str, pinned: set[str]) -> int | None:
+        w = self.find_window(t, pinned)
+        if w is None:
+            return None
+        off, victims = w
+        for v in sorted(victims, key=self.tidx.__getitem__):
+            self.evict(v)
+        self.blocks[t] = _Block(off, self.tg.align(self.g.size(t)))
+        return off
+
+    def flush_and_pack(self, op_name: str) -> dict[str, int]:
+        """Fallback: empty L1 (storing what is still needed) and pack the op's tensors from 0."""
+        op = self.g.op(op_name)
+        for t in sorted(self.blocks, key=self.tidx.__getitem__):
+            self.evict(t)
+        names = [t for t in dict.fromkeys((*op.inputs, *op.outputs)) if self.in_l1(t)]
+        top = max(names, key=lambda t: (self.tg.align(self.g.size(t)) - self.g.size(t), -self.tidx[t]))
+        offs, cur = {}, 0
+        for t in [n for n in names if n != top] + [top]:
+            offs[t] = cur
+            cur += self.tg.align(self.g.size(t))
+        return offs
+
+    # -- the walk ----------------------------------------------------------------------
+    def run(self) -> list[Stage]:
+        g = self.g
+        for p, name in enumerate(self.order):
+            self.p = p
+            op = g.op(name)
+            ins = [t for t in dict.fromkeys(op.inputs) if self.in_l1(t)]
+            outs = [t for t in op.outputs if self.in_l1(t)]
+            pinned = {t for t in ins if t in self.blocks}
+            todo = [t for t in ins if t not in self.blocks]
+            offs: dict[str, int] = {}
+            ok = True
+            for t in sorted(todo, key=lambda x: (-g.size(x), self.tidx[x])):
+                off = self.place(t, pinned)
+                if off is None:
+                    ok = False
+                    break
+                pinned.add(t)
+                self.stages.append(Stage("L", t, offset=off))
+            if ok:
+                for t in sorted(outs, key=lambda x: (-g.size(x), self.tidx[x])):
+                    off = self.place(t, pinned)
+                    if off is None:
+                        ok = False
+                        break
+                    pinned.add(t)
+                    offs[t] = off
+            if not ok:
+                # stages already emitted (evictions, loads) stay valid; half-placed outputs
+                # are not resident yet, so drop them from the allocator before flushing
+                for t in offs:
+                    del self.blocks[t]
+                packed = self.flush_and_pack(name)
+                offs = {}
+                for t in [x for x in packed if x in ins]:
+                    self.blocks[t] = _Block(packed[t], self.tg.align(g.size(t)))
+                    self.stages.append(Stage("L", t, offset=packed[t]))
+                for t in outs:
+                    self.blocks[t] = _Block(packed[t], self.tg.align(g.size(t)))
+                    offs[t] = packed[t]
+            self.stages.append(Stage("R", name, offsets={t: offs.get(t, 0) for t in op.outputs}))
+            for t in outs:
+                if not g.tensors[t].kind == "output":
+                    continue
+                self.stages.append(Stage("S", t))
+                self.llb.add(t)
+            for t in dict.fromkeys((*ins, *outs)):
+                if t in self.blocks and self.next_use(t, p) == INF:
+                    self.free(t)
+        return self.stages
+
+
+def spill_plan(graph: Graph, target: Target, order: Sequence[str] | None = None, policy: str = "belady",
+               k: int = 3) -> list[Stage]:
+    """Stages for `order` (default: the best no-spill heuristic order) within target.l1_bytes.
+
+    Raises DoesNotFit (with the smallest workable budget) when some op cannot fit at all.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown spill policy {policy!r}; choose one of {POLICIES}")
+    check_fits(graph, target)
+    if order is None:
+        from planner.solvers.heuristic import best_heuristic
+
+        order = best_heuristic(graph, target.with_budget(None))[1]
+    if not graph.is_topological(order):
+        raise ValueError("spill_plan: order is not a topological order of the graph")
+    return _SpillWalk(graph, target, order, policy, k).run()
+
+
+def plan_key(plan: Plan, objective: str) -> tuple[int, int, int]:
+    """Compare plans: traffic first (budget forces spills) or arena first (peak objective)."""
+    m = plan.metrics
+    if objective == "traffic":
+        return (m.spill_traffic_bytes, m.arena_bytes, m.steps)
+    return (m.arena_bytes, m.spill_traffic_bytes, m.steps)
+
+
+def candidate_plans(graph: Graph, target: Target, policies: Sequence[str] = POLICIES, k: int = 3,
+                    name: str = "spill") -> list[Plan]:
+    """Every order heuristic × policy as a spill plan, plus the best no-spill plan if it fits.
+
+    All are finalized (simulated) plans that respect target.l1_bytes.
+    """
+    from planner.solvers.base import nospill_plan
+    from planner.solvers.heuristic import best_heuristic
+    from planner.solvers.heuristics.order import ORDERS
+
+    check_fits(graph, target)
+    ws = working_set_bound(graph, target)
+    plans: list[Plan] = []
+    arena, order0, oname0, lname, offs = best_heuristic(graph, target.with_budget(None))
+    if target.l1_bytes is None or arena <= target.l1_bytes:
+        info = SolverInfo(name, "heuristic", ws, 0.0, {"order": oname0, "layout": lname, "spill": "none"})
+        plans.append(nospill_plan(graph, target, order0, offs, info))
+    orders: dict[tuple[str, ...], str] = {tuple(order0): oname0}
+    for oname, fn in ORDERS.items():
+        orders.setdefault(tuple(fn(graph, target)), oname)
+    for order, oname in orders.items():
+        for pol in policies:
+            stages = _SpillWalk(graph, target, order, pol, k).run()
+            info = SolverInfo(name, "heuristic", ws, 0.0, {"order": oname, "policy": pol, "k": k})
+            plans.append(finalize(Plan(graph, target, stages, info)))
+    return plans
+
+
+def best_spill_plan(graph: Graph, target: Target, objective: str | None = None,
+                    policies: Sequence[str] = POLICIES, k: int = 3, name: str = "spill") -> Plan:
+    """The best candidate plan; objective defaults to traffic when a budget is set, else peak."""
+    if objective is None:
+        objective = "traffic" if target.l1_bytes is not None else "peak"
+    plans = candidate_plans(graph, target, policies, k, name)
+    return min(plans, key=lambda pl: plan_key(pl, objective))
+
+
+def _solver(name: str, policy: str):
+    def solve(graph: Graph, target: Target, options: SolveOptions | None = None) -> Plan:
+        options = options or SolveOptions()
+        timer = Timer()
+        k = int(options.extra.get("k", 3))
+        objective = "traffic" if target.l1_bytes is not None else "peak"
+        plan = best_spill_plan(graph, target, objective, (policy,), k, name)
+        plan.solver.wall_s = timer.elapsed
+        return plan
+
+    solve.__name__ = f"solve_{name.replace('-', '_')}"
+    solve.__doc__ = (f"Spill heuristic {name}: every order heuristic walked with {policy} eviction under the "
+                     "L1 budget (and the no-spill plan when it fits); least non-compulsory traffic kept.")
+    return solve
+
+
+solve_spill_belady = _solver("spill-belady", "belady")
+solve_spill_largest = _solver("spill-largest", "largest")

@@ -1,0 +1,41 @@
+"""Decomposition: windows of an order reproduce the global peak; sequential points are exact."""
+
+import random
+
+import networkx as nx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planner.models.generators import random_dag, series_parallel
+from planner.solvers.bounds import max_live
+from planner.solvers.decompose import segment_subgraph, sequential_points
+from planner.solvers.heuristics.order import greedy_memory
+from planner.target import Target
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(2, 40), seed=st.integers(0, 10**6), weights=st.sampled_from(["in_place", "load"]),
+       align=st.sampled_from([1, 16]))
+def test_windows_reproduce_the_global_peak(n, seed, weights, align):
+    g = random_dag(n, seed, max_outputs=2, max_inputs=3, n_inputs=2, weight_prob=0.4)
+    t = Target("t", None, weights=weights, alignment=align)
+    order = greedy_memory(g, t)
+    rng = random.Random(seed)
+    cuts = sorted({0, len(order), *(rng.randrange(1, len(order)) for _ in range(3))})
+    segs = [segment_subgraph(g, t, order, a, b) for a, b in zip(cuts, cuts[1:])]
+    if all(s.exact for s in segs):
+        stitched = max(max_live(s.graph, t, order[a:b], aligned=True) + s.background
+                       for s, (a, b) in zip(segs, zip(cuts, cuts[1:])))
+        assert stitched == max_live(g, t, order, aligned=True)
+
+
+def test_sequential_points_are_comparable_with_everything():
+    g = series_parallel(120, seed=3)
+    pts = sequential_points(g)
+    assert pts, "a series-parallel chain of cells has cut points"
+    n = len(g.ops)
+    for p in pts:
+        assert len(nx.ancestors(g.dag, p)) + len(nx.descendants(g.dag, p)) == n - 1
+    others = [o.name for o in g.ops if o.name not in set(pts)]
+    for o in others[:20]:
+        assert len(nx.ancestors(g.dag, o)) + len(nx.descendants(g.dag, o)) < n - 1
