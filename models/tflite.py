@@ -41,15 +41,30 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from planner.models.errors import ModelError
+
 from planner.graph import Graph, GraphError, Op, Tensor
 
 INSTALL = "pip install --no-deps tflite-micro"
 
 # TFLM's TfLiteTypeSizeOf (memory_helpers.cc); anything else TFLM refuses to allocate.
 TYPE_BYTES = {
-    "FLOAT16": 2, "FLOAT32": 4, "FLOAT64": 8, "INT16": 2, "INT32": 4, "UINT32": 4, "UINT8": 1,
-    "INT8": 1, "INT64": 8, "UINT64": 8, "BOOL": 1, "RESOURCE": 4, "COMPLEX64": 8, "COMPLEX128": 16,
-    "INT4": 1, "UINT16": 2,
+    "FLOAT16": 2,
+    "FLOAT32": 4,
+    "FLOAT64": 8,
+    "INT16": 2,
+    "INT32": 4,
+    "UINT32": 4,
+    "UINT8": 1,
+    "INT8": 1,
+    "INT64": 8,
+    "UINT64": 8,
+    "BOOL": 1,
+    "RESOURCE": 4,
+    "COMPLEX64": 8,
+    "COMPLEX128": 16,
+    "INT4": 1,
+    "UINT16": 2,
 }
 # Ops that run another subgraph: their bodies may touch variables, so they keep their
 # place relative to every variable op.
@@ -57,7 +72,7 @@ CALLS_SUBGRAPH = {"CALL_ONCE", "IF", "WHILE", "CALL", "STABLEHLO_WHILE", "STABLE
 VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
 
 
-class TfliteModelError(ValueError):
+class TfliteModelError(ModelError):
     """The .tflite cannot be imported (one line saying what and where)."""
 
 
@@ -185,7 +200,6 @@ class TfliteInfo:
 
 def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
     """Import subgraph `subgraph` (0 is the one TFLM invokes) of a .tflite file."""
-    s = schema()
     path = Path(path)
     model, data = read_model(path)
     if not 0 <= subgraph < len(model.subgraphs):
@@ -196,8 +210,9 @@ def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
     names = tensor_names(model, subgraph)
     sg_inputs = [int(i) for i in (sg.inputs if sg.inputs is not None else []) if i >= 0]
     sg_outputs = [int(i) for i in (sg.outputs if sg.outputs is not None else []) if i >= 0]
-    info = TfliteInfo(str(path), hashlib.sha256(data).hexdigest(), subgraph,
-                      n_tensors=[len(g.tensors or []) for g in model.subgraphs])
+    info = TfliteInfo(
+        str(path), hashlib.sha256(data).hexdigest(), subgraph, n_tensors=[len(g.tensors or []) for g in model.subgraphs]
+    )
 
     def kind_of(i: int) -> str:
         t = tens[i]
@@ -218,7 +233,7 @@ def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
     op_outs: list[list[str]] = []
     for k, o in enumerate(ops_fb):
         ins, outs = [], []
-        for i in (o.inputs if o.inputs is not None else []):
+        for i in o.inputs if o.inputs is not None else []:
             i = int(i)
             if i < 0:
                 continue  # omitted optional input (e.g. no bias)
@@ -226,7 +241,7 @@ def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
                 raise TfliteModelError(f"{path.name}: op {op_names[k]} reads tensor {i}, subgraph has {len(tens)}")
             ins.append(names[i])
             used[i] = None
-        for i in (o.outputs if o.outputs is not None else []):
+        for i in o.outputs if o.outputs is not None else []:
             i = int(i)
             if i < 0 or i >= len(tens):
                 raise TfliteModelError(f"{path.name}: op {op_names[k]} writes invalid tensor {i}")
@@ -254,7 +269,7 @@ def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
         if op_types[k] in VARIABLE_OPS:
             var_ops.append(k)
     for seq in per_var.values():
-        edges += list(zip(seq, seq[1:]))
+        edges += list(zip(seq, seq[1:], strict=False))
     callers = [k for k in range(len(ops_fb)) if op_types[k] in CALLS_SUBGRAPH]
     for c in callers:
         edges += [(min(c, v), max(c, v)) for v in var_ops]
@@ -285,9 +300,12 @@ def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
         if t.kind in ("activation", "output") and t.name not in produced:
             raise TfliteModelError(
                 f"{path.name}: tensor {t.name!r} is read or exported but no operator writes it "
-                "and it is neither a constant nor a subgraph input")
-    ops = [Op(op_names[k], op_types[k], tuple(op_ins[k]), tuple(op_outs[k]),
-              {"index": k, "subgraph": subgraph}) for k in range(len(ops_fb))]
+                "and it is neither a constant nor a subgraph input"
+            )
+    ops = [
+        Op(op_names[k], op_types[k], tuple(op_ins[k]), tuple(op_outs[k]), {"index": k, "subgraph": subgraph})
+        for k in range(len(ops_fb))
+    ]
     info.op_index = {op_names[k]: k for k in range(len(ops_fb))}
     try:
         graph = Graph(path.stem, tensors, ops)
@@ -295,4 +313,3 @@ def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
         raise TfliteModelError(f"{path.name}: {e}") from e
     graph.tflite = info  # type: ignore[attr-defined]
     return graph
-

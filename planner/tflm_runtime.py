@@ -51,8 +51,12 @@ def available() -> bool:
     return True
 
 
-def tflm_run_full(path: str | Path, invocations: Sequence[Sequence[np.ndarray]] = (),
-                  arena_size: int = DEFAULT_ARENA, timeout: float = 300.0) -> TflmResult:
+def tflm_run_full(
+    path: str | Path,
+    invocations: Sequence[Sequence[np.ndarray]] = (),
+    arena_size: int = DEFAULT_ARENA,
+    timeout: float = 300.0,
+) -> TflmResult:
     """Load `path` in TFLM, invoke once per entry of `invocations` (a list of arrays, one
     per model input, in the model's input order) and report outputs and arena sections.
 
@@ -87,8 +91,9 @@ def tflm_run_full(path: str | Path, invocations: Sequence[Sequence[np.ndarray]] 
     return TflmResult(outputs, int(head.group(1)), int(tail_m.group(1)) if tail_m else 0)
 
 
-def tflm_run(path: str | Path, invocations: Sequence[Sequence[np.ndarray]],
-             arena_size: int = DEFAULT_ARENA) -> list[list[np.ndarray]]:
+def tflm_run(
+    path: str | Path, invocations: Sequence[Sequence[np.ndarray]], arena_size: int = DEFAULT_ARENA
+) -> list[list[np.ndarray]]:
     """Outputs of TFLM for each invocation (see `tflm_run_full`)."""
     return tflm_run_full(path, invocations, arena_size).outputs
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ortools.sat.python import cp_model
+from planner.solvers.base import Progress, SolveOptions, Timer, aligned_intervals, arena_of_layout, nospill_plan
+from planner.solvers.heuristics.layout import LAYOUTS
+from planner.solvers.lowering import Interval
 
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
-from planner.solvers.base import Progress, SolveOptions, Timer, nospill_plan
-from planner.solvers.heuristics.layout import LAYOUTS
-from planner.solvers.lowering import Interval
 from planner.target import Target
 
 
@@ -93,8 +93,13 @@ def _heuristic_layout(intervals: Sequence[Interval], alignment: int) -> tuple[di
 class _Reporter(cp_model.CpSolverSolutionCallback):
     """Forwards incumbents (and, via `on_bound`, bound improvements) to a progress callback."""
 
-    def __init__(self, name: str, progress: Callable[[Progress], None] | None, timer: Timer,
-                 scale: Callable[[float], int] = round) -> None:
+    def __init__(
+        self,
+        name: str,
+        progress: Callable[[Progress], None] | None,
+        timer: Timer,
+        scale: Callable[[float], int] = round,
+    ) -> None:
         super().__init__()
         self.name, self.progress, self.timer, self.scale = name, progress, timer, scale
         self.incumbent: int | None = None
@@ -104,8 +109,11 @@ class _Reporter(cp_model.CpSolverSolutionCallback):
         with self.lock:
             self.incumbent = self.scale(self.objective_value)
             if self.progress is not None:
-                self.progress(Progress(self.name, self.incumbent, self.scale(self.best_objective_bound),
-                                       self.timer.elapsed, "solution"))
+                self.progress(
+                    Progress(
+                        self.name, self.incumbent, self.scale(self.best_objective_bound), self.timer.elapsed, "solution"
+                    )
+                )
 
     def on_bound(self, bound: float) -> None:
         with self.lock:
@@ -134,9 +142,16 @@ def make_solver(time_limit: float, workers: int, seed: int, deterministic: bool 
     return solver
 
 
-def optimal_layout(intervals: Sequence[Interval], time_limit: float = 10.0, workers: int = 1, seed: int = 0,
-                   alignment: int = 1, progress: Callable[[Progress], None] | None = None,
-                   hint: dict[str, int] | None = None, deterministic: bool = False) -> LayoutResult:
+def optimal_layout(
+    intervals: Sequence[Interval],
+    time_limit: float = 10.0,
+    workers: int = 1,
+    seed: int = 0,
+    alignment: int = 1,
+    progress: Callable[[Progress], None] | None = None,
+    hint: dict[str, int] | None = None,
+    deterministic: bool = False,
+) -> LayoutResult:
     """Minimum raw arena offsets (multiples of `alignment`) for residencies with fixed times.
 
     `intervals` carry raw byte sizes (as `lowering.live_intervals` gives them); aligned sizes
@@ -190,13 +205,20 @@ def optimal_layout(intervals: Sequence[Interval], time_limit: float = 10.0, work
         if new_arena <= arena:
             offsets, arena = new, new_arena
         status = "optimal" if st == cp_model.OPTIMAL or arena <= bound else "feasible"
-    elif st == cp_model.UNKNOWN:
+    elif st == cp_model.UNKNOWN and math.isfinite(solver.best_objective_bound):
         bound = max(lb, math.ceil(solver.best_objective_bound - 1e-6))
         status = "feasible" if bound > lb else "heuristic"
     if arena <= bound:
         status = "optimal"
-    return LayoutResult(offsets, arena, min(bound, arena), status, timer.elapsed, hint_arena,
-                        {"hint": hname, "cpsat_status": solver.status_name(st)})
+    return LayoutResult(
+        offsets,
+        arena,
+        min(bound, arena),
+        status,
+        timer.elapsed,
+        hint_arena,
+        {"hint": hname, "cpsat_status": solver.status_name(st)},
+    )
 
 
 def solve_joint(graph: Graph, target: Target, options: SolveOptions | None = None) -> Plan:
@@ -212,27 +234,30 @@ def solve_joint(graph: Graph, target: Target, options: SolveOptions | None = Non
     timer = Timer()
     max_ops = int(options.extra.get("max_ops", 60))
     if len(graph.ops) > max_ops:
-        raise ValueError(f"cpsat-joint is for small graphs: {len(graph.ops)} ops > max_ops={max_ops}; "
-                         "use cpsat-order (order, then layout) instead")
+        raise ValueError(
+            f"cpsat-joint is for small graphs: {len(graph.ops)} ops > max_ops={max_ops}; "
+            "use cpsat-order (order, then layout) instead"
+        )
     a = target.alignment
     start = heuristic_start(graph, target)
     h_arena, h_order, h_offs = start.arena, start.arena_order, start.arena_offsets
     items = lifetime_items(graph, target)
     m = cp_model.CpModel()
-    om = build_order_model(m, graph, target, items, hint_order=h_order)
+    max_slack = max((it.max_slack for it in items), default=0)
+    # an order whose aligned max-live exceeds h_arena + max_slack cannot beat the hint's arena
+    om = build_order_model(m, graph, target, items, hint_order=h_order, upper=h_arena + max_slack)
     lb = max(om.raw_bound, 0)
     obj = m.new_int_var(min(lb, h_arena), h_arena, "arena")
     xs, ys, ks = [], [], {}
     for it in items:
         if it.aligned == 0:
             continue
-        kmax = max(0, (h_arena - it.min_raw) // a)
         # one address per tensor of the (merged) item: merged tensors share times, not addresses
         for key in it.keys:
             raw = graph.size(key)
             if raw == 0:
                 continue
-            k = m.new_int_var(0, kmax, f"k_{key}")
+            k = m.new_int_var(0, max(0, (h_arena - raw) // a), f"k_{key}")
             ks[key] = k
             m.add(obj >= a * k + raw)
             m.add_hint(k, h_offs[key] // a)
@@ -243,8 +268,14 @@ def solve_joint(graph: Graph, target: Target, options: SolveOptions | None = Non
     m.add(obj >= om.capacity - om.max_slack)
     m.add_hint(obj, h_arena)
     m.minimize(obj)
-    solver = make_solver(options.time_limit - timer.elapsed, options.workers, options.seed,
-                         bool(options.extra.get("deterministic", False)))
+    if h_arena <= lb:  # the heuristic plan already meets the bound: nothing to search
+        return _joint_plan(graph, target, options, timer, h_order, h_offs, h_arena, lb, "not run", h_arena)
+    solver = make_solver(
+        options.time_limit - timer.elapsed,
+        options.workers,
+        options.seed,
+        bool(options.extra.get("deterministic", False)),
+    )
     rep = _Reporter("cpsat-joint", options.progress, timer)
     if options.progress is not None:
         solver.best_bound_callback = rep.on_bound
@@ -258,21 +289,43 @@ def solve_joint(graph: Graph, target: Target, options: SolveOptions | None = Non
         new_offs = {key: a * solver.value(k) for key, k in ks.items()}
         for t in graph.tensors:
             new_offs.setdefault(t, 0)
-        from planner.solvers.base import aligned_intervals, arena_of_layout
-
         new_arena = arena_of_layout(graph, aligned_intervals(graph, target, new_order), new_offs)
         if new_arena <= arena:
             order, offsets, arena = new_order, new_offs, new_arena
-    elif st == cp_model.UNKNOWN:
+    elif st == cp_model.UNKNOWN and math.isfinite(solver.best_objective_bound):
         bound = max(lb, math.ceil(solver.best_objective_bound - 1e-6))
+    return _joint_plan(graph, target, options, timer, order, offsets, arena, bound, cp_status, h_arena)
+
+
+def _joint_plan(
+    graph: Graph,
+    target: Target,
+    options: SolveOptions,
+    timer: Timer,
+    order: Sequence[str],
+    offsets: dict[str, int],
+    arena: int,
+    bound: int,
+    cp_status: str,
+    h_arena: int,
+) -> Plan:
     bound = min(bound, arena)
     status = "optimal" if arena <= bound else "feasible"
-    info = SolverInfo("cpsat-joint", status, bound, 0.0, {
-        **options.to_dict(), "cpsat_status": cp_status, "gap": _gap(arena, bound), "heuristic_arena": h_arena,
-    })
+    info = SolverInfo(
+        "cpsat-joint",
+        status,
+        bound,
+        0.0,
+        {
+            **options.to_dict(),
+            "cpsat_status": cp_status,
+            "gap": _gap(arena, bound),
+            "heuristic_arena": h_arena,
+        },
+    )
     plan = nospill_plan(graph, target, order, offsets, info)
     plan.solver.wall_s = timer.elapsed
-    plan.solver.options["wall_s"] = plan.solver.wall_s
+    plan.solver.options["wall_s"] = round(plan.solver.wall_s, 3)
     return plan
 
 

@@ -1,89 +1,153 @@
-"""`auto`: the answer users get by default.
+"""`auto`: the answer users get by default, anytime and never worse than a baseline.
 
-Heuristics first (an instant, valid answer), then the exact order model warm-started from
-the best heuristic with the remaining time, then the layout; the best plan the simulator
-accepts wins, marked optimal only when proven. Below the no-spill arena it hands over to
-the spill solvers and returns the plan with the least traffic that fits.
+1. Heuristics (every order × every layout): an instant valid answer.
+2. Order: split at sequential points (solvers/decompose.py); each segment is solved by
+   the CP-SAT order model warm-started from the heuristics (segments past EXACT_OP_LIMIT
+   keep the heuristic order); beam search adds a candidate on graphs that do not split.
+3. If the order is not proven optimal: large-neighbourhood search, re-solving windows of
+   the order around its peak with CP-SAT while the rest stays fixed.
+4. Layout: heuristics, then CP-SAT layout when they leave fragmentation above max-live.
+5. The best plan the simulator accepts wins; `optimal` only when its arena equals the
+   proven bound. Below the no-spill arena, the spill solvers take over and the plan with
+   the least traffic that fits wins.
 """
 
 from __future__ import annotations
 
-from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, nospill_plan
-from planner.solvers.bounds import working_set_bound
-from planner.solvers.heuristic import best_heuristic
+import random
 
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
+from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, nospill_plan
+from planner.solvers.bounds import max_live, working_set_bound
+from planner.solvers.cpsat_order import heuristic_start, layout_order, optimal_order
+from planner.solvers.decompose import decompose_order, segment_subgraph
+from planner.solvers.heuristics.beam import beam_search
 from planner.target import Target
 
-# Past this many ops the monolithic order model rarely closes its gap within a minute.
+# Past this many ops in one segment the monolithic order model rarely closes its gap in a
+# minute: such segments keep their heuristic order and are improved by LNS windows instead.
 EXACT_OP_LIMIT = 1200
+LNS_WINDOW = 60
+ORDER_SHARE = 0.55  # of the time limit, for segments (the rest: LNS, then layout)
+LNS_SHARE = 0.75  # LNS runs until this share of the time limit
 
 
-def _nospill_candidates(graph: Graph, target: Target, options: SolveOptions, timer: Timer) -> Plan:
-    """Best no-spill plan (ignoring the budget), proven optimal where the solver can."""
-    unbounded = target.with_budget(None)
-    arena, order, oname, lname, offs = best_heuristic(graph, unbounded)
-    options.report(Progress("auto", arena, working_set_bound(graph, target), timer.elapsed, f"heuristic {oname}"))
-    best = nospill_plan(
-        graph, unbounded, order, offs, SolverInfo("auto", "heuristic", 0, 0.0, {"order": oname, "layout": lname})
-    )
-    remaining = options.time_limit - timer.elapsed
-    if remaining > 0.5 and len(graph.ops) <= EXACT_OP_LIMIT and len(graph.ops) > 1:
-        from planner.solvers.cpsat_order import solve_cpsat_order
+def _segment_solver(options: SolveOptions, timer: Timer, stats: dict):
+    def solve(g: Graph, target: Target, time_limit: float):
+        stats["segments_solved"] = stats.get("segments_solved", 0) + 1
+        if len(g.ops) > EXACT_OP_LIMIT or time_limit < 0.05:
+            order = heuristic_start(g, target).peak_order
+            return order, max_live(g, target, order, aligned=True), working_set_bound(g, target), False
+        res = optimal_order(g, target, time_limit, options.workers, options.seed, progress=None)
+        options.report(Progress("auto", None, None, timer.elapsed, f"segment {stats['segments_solved']}: "
+                                f"{len(g.ops)} ops {res.status}"))
+        return res.order, res.peak, res.raw_bound, res.status == "optimal"
 
-        sub = SolveOptions(
-            time_limit=remaining,
-            workers=options.workers,
-            seed=options.seed,
-            objective=options.objective,
-            progress=options.progress,
-            extra={"hint_order": order},
-        )
-        try:
-            exact = solve_cpsat_order(graph, unbounded, sub)
-        except DoesNotFit:
-            exact = None
-        if exact is not None:
-            if exact.metrics.arena_bytes <= best.metrics.arena_bytes:
-                best = exact
-            best.solver.bound = max(best.solver.bound, exact.solver.bound)
-    return best
+    return solve
+
+
+def _lns(graph: Graph, target: Target, order: list[str], deadline: float, options: SolveOptions,
+         timer: Timer, bound: int) -> tuple[list[str], int]:
+    """Re-solve windows around the peak position; accept when the global peak does not grow."""
+    rng = random.Random(options.seed)
+    n = len(order)
+    peak = max_live(graph, target, order, aligned=True)
+    k = min(LNS_WINDOW, n)
+    tries = 0
+    while timer.elapsed < deadline and peak > bound and tries < 200 and n > 2:
+        tries += 1
+        # positions where the peak is reached: pick one, centre a window of k ops near it
+        live = _live_profile(graph, target, order)
+        peaks = [p for p, v in enumerate(live) if v == peak]
+        p = rng.choice(peaks)
+        lo = max(0, min(n - k, p - rng.randint(k // 4, 3 * k // 4)))
+        seg = segment_subgraph(graph, target, order, lo, lo + k)
+        left = deadline - timer.elapsed
+        if left < 0.2:
+            break
+        res = optimal_order(seg.graph, target, min(left, 5.0), options.workers, options.seed + tries,
+                            hint=order[lo:lo + k])
+        cand = order[:lo] + res.order + order[lo + k:]
+        cpeak = max_live(graph, target, cand, aligned=True)
+        if cpeak <= peak:
+            if cpeak < peak:
+                options.report(Progress("auto", None, bound, timer.elapsed, f"LNS peak {cpeak}"))
+            order, peak = cand, cpeak
+    return order, peak
+
+
+def _live_profile(graph: Graph, target: Target, order: list[str]) -> list[int]:
+    from planner.solvers.lowering import live_intervals
+
+    delta = [0] * (len(order) + 1)
+    for iv in live_intervals(graph, target, order):
+        s = target.align(iv.size)
+        delta[iv.start] += s
+        delta[iv.end + 1] -= s
+    out, cur = [], 0
+    for d in delta[:-1]:
+        cur += d
+        out.append(cur)
+    return out
+
+
+def _best_nospill(graph: Graph, target: Target, options: SolveOptions, timer: Timer) -> tuple[Plan, dict]:
+    """The best no-spill plan (budget ignored), with its proven bound."""
+    free = target.with_budget(None)
+    stats: dict = {}
+    start = heuristic_start(graph, free)
+    lb = working_set_bound(graph, free)
+    options.report(Progress("auto", start.arena, lb, timer.elapsed, f"heuristic {start.arena_name}"))
+    stats["heuristic_arena"] = start.arena
+    order, peak = start.peak_order, start.peak
+    bound = lb
+    proven = False
+    if len(graph.ops) > 1 and options.time_limit > 0.2:
+        res = decompose_order(graph, free, _segment_solver(options, timer, stats),
+                              ORDER_SHARE * options.time_limit, order)
+        stats.update(segments=res.segments, largest_segment=res.largest_segment)
+        rpeak = max_live(graph, free, res.order, aligned=True)
+        if rpeak <= peak:
+            order, peak = res.order, rpeak
+        bound = max(bound, res.bound_raw)
+        proven = res.proven
+        if not proven and len(graph.ops) <= 3000:
+            left = LNS_SHARE * options.time_limit - timer.elapsed
+            if left > 0.5:
+                b_order, b_peak = beam_search(graph, free, time_limit=min(left / 4, 10.0))
+                stats["beam_peak"] = b_peak
+                if b_peak < peak:
+                    order, peak = b_order, b_peak
+            order, peak = _lns(graph, free, order, LNS_SHARE * options.time_limit, options, timer,
+                               bound + free.alignment - 1)
+        options.report(Progress("auto", None, bound, timer.elapsed, f"order peak {peak}"))
+    margin = 0.1 + 0.002 * len(graph.ops)
+    arena, offs, method, _ = layout_order(graph, free, order, options.time_limit - timer.elapsed - margin,
+                                          options.workers, options.seed, None)
+    src = "auto-order"
+    if start.arena < arena:
+        order, offs, arena, method, src = start.arena_order, start.arena_offsets, start.arena, start.arena_name, "heuristic"
+    stats.update(layout=method, source=src, order_proven=proven)
+    status = "optimal" if arena <= bound else "feasible"
+    info = SolverInfo("auto", status, bound, 0.0, stats)
+    plan = nospill_plan(graph, free, order, offs, info)
+    return plan, offs
 
 
 def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None) -> Plan:
     options = options or SolveOptions()
     timer = Timer()
-    best = _nospill_candidates(graph, target, options, timer)
+    best, offs = _best_nospill(graph, target, options, timer)
     budget = target.l1_bytes
     if budget is None or best.metrics.arena_bytes <= budget:
-        # re-lower under the real target so the plan file carries the user's budget
-        plan = nospill_plan(
-            graph,
-            target,
-            best.order,
-            _offsets(best),
-            SolverInfo(
-                "auto",
-                best.solver.status,
-                best.solver.bound,
-                0.0,
-                {**best.solver.options, "inner": best.solver.name, **options.to_dict()},
-            ),
-        )
+        # lower again under the real target so the plan file carries the user's budget
+        info = best.solver
+        info.options = {**info.options, **options.to_dict()}
+        plan = nospill_plan(graph, target, best.order, offs, info)
         plan.solver.wall_s = timer.elapsed
         return plan
     return _spill(graph, target, options, timer, best)
-
-
-def _offsets(plan: Plan) -> dict[str, int]:
-    offs: dict[str, int] = {}
-    for s in plan.stages:
-        if s.kind == "L":
-            offs[s.name] = s.offset
-        elif s.kind == "R":
-            offs.update(s.offsets or {})
-    return offs
 
 
 def _spill(graph: Graph, target: Target, options: SolveOptions, timer: Timer, nospill: Plan) -> Plan:
@@ -94,43 +158,27 @@ def _spill(graph: Graph, target: Target, options: SolveOptions, timer: Timer, no
         raise DoesNotFit(target.l1_bytes, nospill.metrics.arena_bytes, working_set_bound(graph, target))
     best: Plan | None = None
     failure: DoesNotFit | None = None
-    # heuristics first, exact last with whatever time is left
-    for spec in sorted(spillers, key=lambda s: s.exact):
+    for spec in sorted(spillers, key=lambda s: s.exact):  # heuristics first, exact with the time left
         remaining = options.time_limit - timer.elapsed
         if spec.exact and remaining < 1.0:
             continue
-        sub = SolveOptions(
-            time_limit=max(remaining, 0.1),
-            workers=options.workers,
-            seed=options.seed,
-            objective="traffic",
-            progress=options.progress,
-            extra={"hint_plan": best} if best is not None else {},
-        )
+        sub = SolveOptions(time_limit=max(remaining, 0.1), workers=options.workers, seed=options.seed,
+                           objective="traffic", progress=options.progress,
+                           extra={"hint_plan": best} if best is not None else {})
         try:
             p = spec.load()(graph, target, sub)
         except DoesNotFit as e:
             failure = e if failure is None or e.needed < failure.needed else failure
             continue
-        if best is None or (p.metrics.traffic_bytes, p.metrics.arena_bytes) < (
-            best.metrics.traffic_bytes,
-            best.metrics.arena_bytes,
-        ):
+        key = (p.metrics.traffic_bytes, p.metrics.arena_bytes)
+        if best is None or key < (best.metrics.traffic_bytes, best.metrics.arena_bytes):
             best = p
     if best is None:
         if failure is not None:
             raise failure
-        raise DoesNotFit(
-            target.l1_bytes,
-            nospill.metrics.arena_bytes,
-            working_set_bound(graph, target),
-            how="with or without spilling",
-        )
-    best.solver = SolverInfo(
-        "auto",
-        best.solver.status,
-        best.solver.bound,
-        timer.elapsed,
-        {**best.solver.options, "inner": best.solver.name, **options.to_dict()},
-    )
+        raise DoesNotFit(target.l1_bytes, nospill.metrics.arena_bytes, working_set_bound(graph, target),
+                         how="with or without spilling")
+    best.solver = SolverInfo("auto", best.solver.status, best.solver.bound, timer.elapsed,
+                             {**best.solver.options, "inner": best.solver.name,
+                              "nospill_arena": nospill.metrics.arena_bytes, **options.to_dict()})
     return best

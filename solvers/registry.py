@@ -44,6 +44,21 @@ SOLVERS: dict[str, SolverSpec] = {
         ),
         SolverSpec("dfs", "heuristic:solve_dfs", "DFS post-orders + best layout heuristic"),
         SolverSpec("best", "heuristic:solve_best", "every order heuristic × every layout heuristic, best kept"),
+        SolverSpec("spill-belady", "heuristics.spill:solve_spill_belady",
+                   "every order heuristic walked under the budget, evicting the furthest next use (Belady)",
+                   spills=True),
+        SolverSpec("spill-largest", "heuristics.spill:solve_spill_largest",
+                   "every order heuristic walked under the budget, evicting the largest tensor not needed soon",
+                   spills=True),
+        SolverSpec("cpsat-stage", "cpsat_stage:solve_cpsat_stage",
+                   "CP-SAT timestep L/R/S/F reference model, hinted by the spill heuristics (small graphs)",
+                   exact=True, spills=True),
+        SolverSpec("cpsat-order", "cpsat_order:solve_cpsat_order",
+                   "CP-SAT minimum-peak order (no spills), then heuristic / CP-SAT layout", exact=True),
+        SolverSpec("cpsat-joint", "cpsat_layout:solve_joint",
+                   "CP-SAT joint order + offsets in one model (small graphs, <= 60 ops)", exact=True),
+        SolverSpec("dp", "dp:solve_dp",
+                   "Serenity-style exact DP over executed-op sets (small / narrow graphs), then layout", exact=True),
     ]
 }
 

@@ -91,7 +91,8 @@ def _check_tflm_overlaps(plan: Plan, planned: dict[str, int]) -> None:
             if a0 < b1 and b0 < a1:
                 raise ExportError(
                     f"under TFLM's lifetimes {t} [{a0}, {a1}) at ops {s}..{e} overlaps {u} [{b0}, {b1}) "
-                    f"at ops {ivs[u][0]}..{ivs[u][1]} (TFLM keeps inputs from the start and outputs to the end)")
+                    f"at ops {ivs[u][0]}..{ivs[u][1]} (TFLM keeps inputs from the start and outputs to the end)"
+                )
         active.append(t)
 
 
@@ -169,7 +170,7 @@ def _aligned_buffer_class(s):
                 raw = bytes(np.asarray(self.data, dtype=np.uint8).tobytes())
                 builder.StartVector(1, len(raw), BUFFER_ALIGN)
                 builder.head = builder.head - len(raw)
-                builder.Bytes[builder.head:builder.head + len(raw)] = raw
+                builder.Bytes[builder.head : builder.head + len(raw)] = raw
                 data = builder.EndVector()
             s.BufferStart(builder)
             if data is not None:
@@ -200,13 +201,17 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> Ex
     """Write `model_in` with the plan's op order and offline offsets to `model_out`."""
     sim = check(plan)  # raises PlanError: TFLM would not notice an invalid plan
     if plan.spills:
-        raise ExportError("the plan spills activations (L/S of activations); TFLite Micro cannot express "
-                          "spills — plan without spilling (a no-spill solver or a larger budget)")
+        raise ExportError(
+            "the plan spills activations (L/S of activations); TFLite Micro cannot express "
+            "spills — plan without spilling (a no-spill solver or a larger budget)"
+        )
     model, data = read_model(model_in)
     digest = hashlib.sha256(data).hexdigest()
     if plan.model_sha256 and plan.model_sha256 != digest:
-        raise ExportError(f"the plan was made for a different model (sha256 {plan.model_sha256[:12]}…, "
-                          f"{Path(model_in).name} is {digest[:12]}…)")
+        raise ExportError(
+            f"the plan was made for a different model (sha256 {plan.model_sha256[:12]}…, "
+            f"{Path(model_in).name} is {digest[:12]}…)"
+        )
     try:
         graph = load_tflite(model_in)
     except TfliteModelError as e:
@@ -220,11 +225,14 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> Ex
         if t in info.control:
             continue
         if t in planned and planned[t] != off:
-            raise ExportError(f"tensor {t} is placed at two offsets ({planned[t]} and {off}); "
-                              "TFLite Micro gives every tensor one buffer")
+            raise ExportError(
+                f"tensor {t} is placed at two offsets ({planned[t]} and {off}); "
+                "TFLite Micro gives every tensor one buffer"
+            )
         planned[t] = off
-    planned = {t: o for t, o in planned.items()
-               if t in info.tensor_index and tflm_allocates(model, 0, info.tensor_index[t])}
+    planned = {
+        t: o for t, o in planned.items() if t in info.tensor_index and tflm_allocates(model, 0, info.tensor_index[t])
+    }
     bad_align = [t for t, o in planned.items() if o % 4]
     if bad_align:
         raise ExportError(f"offset of {bad_align[0]} is not a multiple of 4; TFLM kernels need aligned buffers")
@@ -234,18 +242,28 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> Ex
     flat = [-1] * sum(n_per_sg)
     for t, off in planned.items():
         flat[info.tensor_index[t]] = int(off)
-    report = ExportReport(planned=len(planned), online=0,
-                          arena_bytes=max((o + plan.graph.size(t) for t, o in planned.items()), default=0))
+    report = ExportReport(
+        planned=len(planned), online=0, arena_bytes=max((o + plan.graph.size(t) for t, o in planned.items()), default=0)
+    )
     index_name = {i: n for n, i in info.tensor_index.items()}
     _fix_local_index_aliasing(model, flat, index_name, report)
     report.planned = sum(1 for v in flat if v != -1)
-    report.online = sum(1 for k, n in enumerate(n_per_sg) for j in range(n) if tflm_allocates(model, k, j)) \
-        - report.planned
+    report.online = (
+        sum(1 for k, n in enumerate(n_per_sg) for j in range(n) if tflm_allocates(model, k, j)) - report.planned
+    )
 
-    # Operator order of subgraph 0.
-    sg0 = model.subgraphs[info.subgraph]
+    _write(model, info.subgraph, [info.op_index[name] for name in plan.order], flat, model_out)
+    return report
+
+
+def _write(model, subgraph: int, order: list[int], flat: list[int], model_out: str | Path) -> None:
+    """Reorder the operators of `subgraph`, set the metadata entry, pack, write."""
+    n_per_sg = [len(sg.tensors or []) for sg in model.subgraphs]
+    if len(flat) != sum(n_per_sg):
+        raise ExportError(f"offline plan has {len(flat)} entries, the model has {sum(n_per_sg)} tensors")
+    sg0 = model.subgraphs[subgraph]
     ops = list(sg0.operators or [])
-    sg0.operators = [ops[info.op_index[name]] for name in plan.order]
+    sg0.operators = [ops[k] for k in order]
 
     # Metadata: replace an existing entry, else append one.
     s = schema()
@@ -269,7 +287,16 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> Ex
         else:
             model.metadata.append(md)
     Path(model_out).write_bytes(_pack(model))
-    return report
+
+
+def write_unchecked(model_in: str | Path, model_out: str | Path, order: list[int], flat: list[int]) -> None:
+    """Write an op order (operator indices) and raw offline offsets WITHOUT any check.
+
+    For tests and experiments only (e.g. proving that TFLM silently corrupts outputs
+    when handed an overlapping plan); `export_tflite` is the safe entry point.
+    """
+    model, _ = read_model(model_in)
+    _write(model, 0, order, flat, model_out)
 
 
 def read_offline_plan(path: str | Path) -> list[int] | None:
@@ -280,7 +307,7 @@ def read_offline_plan(path: str | Path) -> list[int] | None:
         return None
     raw = np.asarray(model.buffers[entries[0].buffer].data, dtype=np.uint8).tobytes()
     words = np.frombuffer(raw, dtype="<i4")
-    return [int(v) for v in words[3:3 + int(words[2])]]
+    return [int(v) for v in words[3 : 3 + int(words[2])]]
 
 
 def count_offline_entries(path: str | Path) -> int:

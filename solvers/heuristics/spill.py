@@ -123,7 +123,7 @@ class _SpillWalk:
             return ((0, hi - lo, start), victims)
         nxt = [self.next_use(v, self.p) for v in victims]
         soonest = min(nxt)
-        dirty = sum(self.g.size(v) for v, n in zip(victims, nxt) if v not in self.llb and n < INF)
+        dirty = sum(self.g.size(v) for v, n in zip(victims, nxt, strict=True) if v not in self.llb and n < INF)
         freed = sum(self.g.size(v) for v in victims)
         belady = (-soonest, dirty, freed, start)
         if self.policy == "largest":
@@ -228,8 +228,9 @@ class _SpillWalk:
         return self.stages
 
 
-def spill_plan(graph: Graph, target: Target, order: Sequence[str] | None = None, policy: str = "belady",
-               k: int = 3) -> list[Stage]:
+def spill_plan(
+    graph: Graph, target: Target, order: Sequence[str] | None = None, policy: str = "belady", k: int = 3
+) -> list[Stage]:
     """Stages for `order` (default: the best no-spill heuristic order) within target.l1_bytes.
 
     Raises DoesNotFit (with the smallest workable budget) when some op cannot fit at all.
@@ -254,8 +255,9 @@ def plan_key(plan: Plan, objective: str) -> tuple[int, int, int]:
     return (m.arena_bytes, m.spill_traffic_bytes, m.steps)
 
 
-def candidate_plans(graph: Graph, target: Target, policies: Sequence[str] = POLICIES, k: int = 3,
-                    name: str = "spill") -> list[Plan]:
+def candidate_plans(
+    graph: Graph, target: Target, policies: Sequence[str] = POLICIES, k: int = 3, name: str = "spill"
+) -> list[Plan]:
     """Every order heuristic × policy as a spill plan, plus the best no-spill plan if it fits.
 
     All are finalized (simulated) plans that respect target.l1_bytes.
@@ -282,8 +284,14 @@ def candidate_plans(graph: Graph, target: Target, policies: Sequence[str] = POLI
     return plans
 
 
-def best_spill_plan(graph: Graph, target: Target, objective: str | None = None,
-                    policies: Sequence[str] = POLICIES, k: int = 3, name: str = "spill") -> Plan:
+def best_spill_plan(
+    graph: Graph,
+    target: Target,
+    objective: str | None = None,
+    policies: Sequence[str] = POLICIES,
+    k: int = 3,
+    name: str = "spill",
+) -> Plan:
     """The best candidate plan; objective defaults to traffic when a budget is set, else peak."""
     if objective is None:
         objective = "traffic" if target.l1_bytes is not None else "peak"
@@ -302,8 +310,10 @@ def _solver(name: str, policy: str):
         return plan
 
     solve.__name__ = f"solve_{name.replace('-', '_')}"
-    solve.__doc__ = (f"Spill heuristic {name}: every order heuristic walked with {policy} eviction under the "
-                     "L1 budget (and the no-spill plan when it fits); least non-compulsory traffic kept.")
+    solve.__doc__ = (
+        f"Spill heuristic {name}: every order heuristic walked with {policy} eviction under the "
+        "L1 budget (and the no-spill plan when it fits); least non-compulsory traffic kept."
+    )
     return solve
 
 

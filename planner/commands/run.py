@@ -1,0 +1,174 @@
+"""`planner run`: execute a plan on real tensors and compare with onnxruntime.
+
+The plan's stages drive one numpy arena (planner.execute); the outputs must equal
+onnxruntime's on the same inputs and the measured peak / arena / traffic must equal the
+plan's. Exit 0 only when both hold, 1 when not, 2 for bad input (files, shapes, a plan
+made for another model, an invalid plan without --unchecked).
+
+Tolerances: float outputs match when |ours - ref| <= atol + rtol * |ref| elementwise.
+The default rtol 1e-4 is the project's agreement target; the default atol 1e-5 only
+absorbs last-bit noise around zero (per-node kernels round differently from
+onnxruntime's fused whole-graph run). Integer and boolean outputs must be identical.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from planner.cli import CliError
+from planner.commands.common import parse_pins
+from planner.execute import DEFAULT_ATOL, DEFAULT_RTOL, ExecutionError, ExecutionReport, Executor, random_inputs
+from planner.plan import PlanFormatError, read_plan
+from planner.target import format_bytes
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="execute a plan in a numpy arena and check the outputs against onnxruntime")
+    p.add_argument("model", help="ONNX file or zoo name the plan was made for")
+    p.add_argument("plan", help="plan file (planner.plan v1 JSON)")
+    p.add_argument(
+        "--inputs", metavar="FILE.npz", help="input values (one array per graph input name); default: random by --seed"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed for random inputs: floats ~ N(0,1), ints in [0,4), bools (default 0)"
+    )
+    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
+    p.add_argument(
+        "--atol",
+        type=float,
+        default=DEFAULT_ATOL,
+        help=f"absolute tolerance for values near zero (default {DEFAULT_ATOL:g})",
+    )
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=1x3x224x224",
+        help="pin a graph input's shape (repeatable; default: the shapes recorded in the plan)",
+    )
+    p.add_argument("--dim", action="append", default=[], metavar="N=1", help="pin a symbolic dimension (repeatable)")
+    p.add_argument(
+        "--unchecked",
+        action="store_true",
+        help="run even if the simulator rejects the plan (to watch a bad plan corrupt outputs)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=run)
+
+
+def _load_inputs(path: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: np.asarray(z[k]) for k in z.files}
+    except (OSError, ValueError) as e:
+        raise CliError(f"cannot read inputs {path}: {e}") from None
+
+
+def _model_path(name: str) -> Path:
+    from planner.models.zoo import ZOO, locate
+
+    if name in ZOO and not Path(name).is_file():
+        return locate(name)
+    p = Path(name)
+    if not p.is_file():
+        raise CliError(f"model {name!r} is neither a file nor a zoo model ({', '.join(ZOO)})")
+    if p.suffix.lower() != ".onnx":
+        raise CliError(f"{p.name}: `planner run` executes ONNX models only")
+    return p
+
+
+def run(args) -> int:
+    from planner.models.zoo import load_model
+
+    if args.rtol < 0 or args.atol < 0:
+        raise CliError("--rtol and --atol must be non-negative")
+    try:
+        plan = read_plan(args.plan)
+    except PlanFormatError as e:
+        raise CliError(str(e)) from None
+    path = _model_path(args.model)
+    shapes, dims = parse_pins(args)
+    # pin the inputs to the shapes the plan was made for unless told otherwise
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in g.initializer}
+    model_inputs = {i.name for i in g.input if i.name not in inits}
+    planned = {
+        n: plan.graph.tensors[n].shape
+        for n in plan.graph.inputs
+        if plan.graph.tensors[n].shape is not None and n in model_inputs
+    }
+    if set(plan.graph.inputs) - model_inputs:
+        raise CliError(
+            f"plan {args.plan} does not match {path.name}: the plan's inputs "
+            f"{sorted(plan.graph.inputs)[:5]} are not the model's {sorted(model_inputs)[:5]}"
+        )
+    shapes = {**planned, **shapes}
+    graph = load_model(
+        args.model if not Path(args.model).is_file() else str(path), input_shapes=shapes or None, dims=dims or None
+    )
+    try:
+        ex = Executor(path, graph)
+        inputs = _load_inputs(args.inputs) if args.inputs else random_inputs(ex.graph, args.seed)
+        report = ex.run(plan, inputs, unchecked=args.unchecked, rtol=args.rtol, atol=args.atol)
+    except ExecutionError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        d = report.to_dict()
+        d["model_path"] = str(path)
+        d["plan_path"] = args.plan
+        json.dump(d, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print_report(report, Console())
+    return 0 if report.ok else 1
+
+
+def print_report(r: ExecutionReport, con: Console) -> None:
+    t = Table(
+        title=f"{r.model}: plan by {r.solver} executed in a numpy arena vs onnxruntime "
+        f"(rtol {r.rtol:g}, atol {r.atol:g})"
+    )
+    for c in ("output", "shape", "dtype", "max abs err", "max rel err", "match"):
+        t.add_column(c, justify="right" if "err" in c else "left")
+    for c in r.checks:
+        t.add_row(
+            c.name,
+            "x".join(map(str, c.shape)) or "scalar",
+            c.dtype,
+            f"{c.max_abs:.3g}",
+            f"{c.max_rel:.3g}",
+            "[green]yes[/green]" if c.match else "[red]NO[/red]",
+        )
+    con.print(t)
+    m = Table(title="measured vs planned")
+    for c in ("", "measured", "planned", "equal"):
+        m.add_column(c, justify="right" if c else "left")
+    for label, a, b in (
+        ("peak L1", r.peak_l1_bytes, r.planned_peak_l1_bytes),
+        ("arena high-water", r.arena_touched_bytes, r.planned_arena_bytes),
+        ("traffic (L+S)", r.traffic_bytes, r.planned_traffic_bytes),
+    ):
+        m.add_row(
+            label,
+            f"{format_bytes(a)} ({a} B)",
+            f"{format_bytes(b)} ({b} B)",
+            "[green]yes[/green]" if a == b else "[red]NO[/red]",
+        )
+    con.print(m)
+    backends = ", ".join(f"{k} {v}" for k, v in r.backends.items())
+    con.print(
+        f"time: ours {r.run_s * 1e3:.1f} ms (+{r.kernel_build_s * 1e3:.0f} ms building per-op kernels: "
+        f"{backends}), onnxruntime {r.ort_run_s * 1e3:.2f} ms (+{r.ort_build_s * 1e3:.0f} ms session)"
+    )
+    if not r.checked:
+        con.print("[yellow]plan NOT checked by the simulator (--unchecked)[/yellow]")
+    verdict = "[green]OK[/green]" if r.ok else "[red]MISMATCH[/red]"
+    con.print(f"result: {verdict}")

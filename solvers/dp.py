@@ -1,0 +1,224 @@
+"""Exact minimum-peak order by dynamic programming over executed-op sets (Serenity-style).
+
+A state is the set S of ops already run (always a down-set of the DAG, kept as a bitmask).
+What is live between steps depends only on S, not on the order inside it, so
+`best(S) = min over the last op o of max(best(S - o), step(S - o, o))` is exact. States are
+expanded layer by layer (|S| = 0, 1, ...), each memoised once with the best peak and the
+op that reached it, so the order is rebuilt by walking back from the full set.
+
+Memory model: exactly the no-spill lifetimes of `lowering.live_intervals`, in aligned
+bytes (what the layout packs), so the peak equals `bounds.max_live(order, aligned=True)`.
+With `carry(S)` the bytes live between steps after S, running o from S needs
+`carry(S) + (bytes starting at o)`, and afterwards `carry(S + o) = that - (bytes ending at o)`.
+
+Pruning: states whose peak reaches the best heuristic's peak (an upper bound) are dropped;
+if no complete state survives, the heuristic order is optimal. Exact but exponential in
+the DAG's width: the number of states is capped (default 2e6) and beyond it `ValueError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.solvers.base import Progress, SolveOptions, Timer, nospill_plan
+from planner.solvers.cpsat_layout import _gap
+from planner.solvers.cpsat_order import Reach, forced_live_bounds, heuristic_start, layout_order, lifetime_items
+
+from planner.graph import Graph
+from planner.plan import Plan, SolverInfo
+from planner.target import Target
+
+DEFAULT_STATE_LIMIT = 2_000_000
+
+
+class DPTimeout(Exception):
+    """The DP ran out of time; carries the lower bound proven so far."""
+
+    def __init__(self, bound: int, states: int) -> None:
+        self.bound, self.states = bound, states
+        super().__init__(f"DP timed out after {states} states (bound so far {bound})")
+
+
+@dataclass
+class DPResult:
+    order: list[str]
+    peak: int  # aligned max-live of `order`, the minimum over all topological orders
+    states: int
+    from_heuristic: bool  # the upper bound was already optimal
+
+
+def _dp(
+    graph: Graph,
+    target: Target,
+    upper_order: list[str],
+    upper: int,
+    lower: int,
+    state_limit: int,
+    deadline: float | None,
+    timer: Timer,
+) -> DPResult:
+    items = lifetime_items(graph, target)
+    names = [o.name for o in graph.ops]
+    idx = graph.op_index
+    n = len(names)
+    full = (1 << n) - 1
+    if upper <= lower or n == 0:
+        return DPResult(list(upper_order), upper, 0, True)
+    pred = [0] * n
+    for u, v in graph.dag.edges:
+        pred[idx[v]] |= 1 << idx[u]
+
+    def mask(ops) -> int:
+        m = 0
+        for o in ops:
+            m |= 1 << idx[o]
+        return m
+
+    # per op: items that may start at it (size, other start ops) and may end at it (size, other end ops)
+    starts: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    ends: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    carry0 = 0
+    for it in items:
+        if it.aligned == 0:
+            continue
+        if it.start[0] == "zero":
+            carry0 += it.aligned
+        else:
+            sm = mask(it.start[1])
+            for o in it.start[1]:
+                starts[idx[o]].append((it.aligned, sm))
+        if it.end[0] == "max":
+            em = mask(it.end[1])
+            for o in it.end[1]:
+                i = idx[o]
+                ends[i].append((it.aligned, em & ~(1 << i)))
+
+    layer: dict[int, tuple[int, int]] = {0: (0, carry0)}  # S -> (peak, carry)
+    parent: dict[int, int] = {}
+    states = 1
+    for k in range(n):
+        nxt: dict[int, tuple[int, int]] = {}
+        for count, (s, (peak, carry)) in enumerate(layer.items()):
+            if deadline is not None and count & 4095 == 4095 and timer.elapsed > deadline:
+                raise DPTimeout(max(lower, min(min(v[0] for v in layer.values()), upper)), states)
+            free = full & ~s
+            while free:
+                low = free & -free
+                i = low.bit_length() - 1
+                free ^= low
+                if pred[i] & ~s:
+                    continue
+                step = carry
+                for size, sm in starts[i]:
+                    if not sm & s:
+                        step += size
+                p = peak if peak >= step else step
+                if p >= upper:
+                    continue
+                t = s | low
+                old = nxt.get(t)
+                if old is not None and old[0] <= p:
+                    continue
+                for size, em in ends[i]:
+                    if not em & ~s:
+                        step -= size
+                nxt[t] = (p, step)
+                parent[t] = i
+        states += len(nxt)
+        if states > state_limit:
+            raise ValueError(
+                f"DP needs more than {state_limit} states for {graph.name!r} ({n} ops, reached layer "
+                f"{k + 1}); the graph is too wide for the exact DP: use cpsat-order"
+            )
+        if deadline is not None and timer.elapsed > deadline:
+            bound = min((v[0] for v in nxt.values()), default=upper)
+            raise DPTimeout(max(lower, min(bound, upper)), states)
+        layer = nxt
+        if not layer:
+            return DPResult(list(upper_order), upper, states, True)
+    peak = layer[full][0]
+    order: list[int] = []
+    s = full
+    while s:
+        i = parent[s]
+        order.append(i)
+        s ^= 1 << i
+    return DPResult([names[i] for i in reversed(order)], peak, states, False)
+
+
+def dp_order(graph: Graph, target: Target, state_limit: int = DEFAULT_STATE_LIMIT) -> tuple[list[str], int]:
+    """(order, peak): a topological order minimising the aligned max-live, and that peak.
+
+    Raises ValueError when the DP would need more than `state_limit` states."""
+    start = heuristic_start(graph, target)
+    lower, _ = forced_live_bounds(graph, target)
+    res = _dp(graph, target, start.peak_order, start.peak, lower, state_limit, None, Timer())
+    return res.order, res.peak
+
+
+def solve_dp(graph: Graph, target: Target, options: SolveOptions | None = None) -> Plan:
+    """Exact order by DP, then the best layout (heuristics, CP-SAT layout with the time left).
+
+    `optimal` only when the final arena equals the proven lower bound on the arena.
+    `options.extra["state_limit"]` caps the DP (ValueError beyond it); `time_limit` is
+    honoured (on timeout the best heuristic plan is returned as `feasible`)."""
+    options = options or SolveOptions()
+    timer = Timer()
+    limit = int(options.extra.get("state_limit", DEFAULT_STATE_LIMIT))
+    start = heuristic_start(graph, target)
+    items = lifetime_items(graph, target)
+    al_lb, raw_lb = forced_live_bounds(graph, target, items, Reach(graph))
+    max_slack = max((it.max_slack for it in items), default=0)
+    notes: dict = {}
+    try:
+        res = _dp(graph, target, start.peak_order, start.peak, al_lb, limit, float(options.extra.get("order_share", 0.6)) * options.time_limit, timer)
+        order, peak_bound, exact = res.order, res.peak, True
+        notes["states"] = res.states
+    except DPTimeout as e:
+        order, peak_bound, exact = start.peak_order, e.bound, False
+        notes["states"] = e.states
+        notes["timeout"] = True
+    options.report(Progress("dp", None, peak_bound, timer.elapsed, "order done" if exact else "timeout"))
+    raw_bound = max(raw_lb, peak_bound - max_slack)
+    margin = 0.05 + 0.001 * len(graph.ops)
+    arena, offs, method, _ = layout_order(
+        graph,
+        target,
+        order,
+        options.time_limit - timer.elapsed - margin,
+        options.workers,
+        options.seed,
+        options.progress,
+    )
+    source = "dp"
+    if start.arena < arena:
+        order, offs, arena, method, source = (
+            start.arena_order,
+            start.arena_offsets,
+            start.arena,
+            start.arena_name,
+            "heuristic",
+        )
+    bound = min(raw_bound, arena)
+    status = "optimal" if arena <= bound else "feasible"
+    info = SolverInfo(
+        "dp",
+        status,
+        bound,
+        0.0,
+        {
+            **options.to_dict(),
+            "gap": _gap(arena, bound),
+            "order_exact": exact,
+            "order_peak_bound": peak_bound,
+            "hint_peak": start.peak,
+            "heuristic_arena": start.arena,
+            "layout": method,
+            "source": source,
+            **notes,
+        },
+    )
+    plan = nospill_plan(graph, target, order, offs, info)
+    plan.solver.wall_s = timer.elapsed
+    plan.solver.options["wall_s"] = round(plan.solver.wall_s, 3)
+    return plan
