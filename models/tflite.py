@@ -41,9 +41,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from planner.models.errors import ModelError
-
 from planner.graph import Graph, GraphError, Op, Tensor
+from planner.models.errors import ModelError
 
 INSTALL = "pip install --no-deps tflite-micro"
 

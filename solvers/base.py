@@ -7,12 +7,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from planner.solvers.bounds import working_set_bound
-from planner.solvers.lowering import Interval, live_intervals, lower
-
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.simulate import finalize
+from planner.solvers.bounds import working_set_bound
+from planner.solvers.lowering import Interval, live_intervals, lower
 from planner.target import Target, format_bytes
 
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ortools.sat.python import cp_model
-from planner.solvers.base import Progress, SolveOptions, Timer, aligned_intervals, arena_of_layout, nospill_plan
-from planner.solvers.heuristics.layout import LAYOUTS
-from planner.solvers.lowering import Interval
 
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
+from planner.solvers.base import Progress, SolveOptions, Timer, aligned_intervals, arena_of_layout, nospill_plan
+from planner.solvers.heuristics.layout import LAYOUTS
+from planner.solvers.lowering import Interval
 from planner.target import Target
 
 

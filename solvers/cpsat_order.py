@@ -32,15 +32,15 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 from ortools.sat.python import cp_model
+
+from planner.graph import Graph
+from planner.plan import Plan, SolverInfo
 from planner.solvers.base import Progress, SolveOptions, Timer, nospill_plan
 from planner.solvers.bounds import max_live
 from planner.solvers.cpsat_layout import _gap, _Reporter, layout_lower_bound, make_solver, optimal_layout
 from planner.solvers.heuristic import best_layout
 from planner.solvers.heuristics.order import ORDERS
 from planner.solvers.lowering import live_intervals
-
-from planner.graph import Graph
-from planner.plan import Plan, SolverInfo
 from planner.target import Target
 
 # --------------------------------------------------------------------------------------

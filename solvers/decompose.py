@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import networkx as nx
 
@@ -120,8 +121,9 @@ class StitchResult:
     largest_segment: int
 
 
-def decompose_order(graph: Graph, target: Target, solve_segment: SegmentSolver, time_limit: float,
-                    base_order: Sequence[str]) -> StitchResult:
+def decompose_order(
+    graph: Graph, target: Target, solve_segment: SegmentSolver, time_limit: float, base_order: Sequence[str]
+) -> StitchResult:
     """Solve each segment between sequential points; time is shared by segment size."""
     pts = set(sequential_points(graph))
     order = list(base_order)
@@ -129,7 +131,7 @@ def decompose_order(graph: Graph, target: Target, solve_segment: SegmentSolver, 
     if cuts[-1] != len(order):
         cuts.append(len(order))
     cuts = sorted(set(cuts))
-    spans = [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    spans = [(a, b) for a, b in pairwise(cuts) if b > a]
     big = sum(b - a for a, b in spans if b - a > 1) or 1
     new_order: list[str] = []
     bound = 0

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from planner.graph import Graph
+from planner.plan import Plan, SolverInfo
 from planner.solvers.base import Progress, SolveOptions, Timer, nospill_plan
 from planner.solvers.cpsat_layout import _gap
 from planner.solvers.cpsat_order import Reach, forced_live_bounds, heuristic_start, layout_order, lifetime_items
-
-from planner.graph import Graph
-from planner.plan import Plan, SolverInfo
 from planner.target import Target
 
 DEFAULT_STATE_LIMIT = 2_000_000
@@ -171,7 +170,16 @@ def solve_dp(graph: Graph, target: Target, options: SolveOptions | None = None) 
     max_slack = max((it.max_slack for it in items), default=0)
     notes: dict = {}
     try:
-        res = _dp(graph, target, start.peak_order, start.peak, al_lb, limit, float(options.extra.get("order_share", 0.6)) * options.time_limit, timer)
+        res = _dp(
+            graph,
+            target,
+            start.peak_order,
+            start.peak,
+            al_lb,
+            limit,
+            float(options.extra.get("order_share", 0.6)) * options.time_limit,
+            timer,
+        )
         order, peak_bound, exact = res.order, res.peak, True
         notes["states"] = res.states
     except DPTimeout as e:

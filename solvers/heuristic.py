@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from planner.graph import Graph
+from planner.plan import Plan, SolverInfo
 from planner.solvers.base import SolveOptions, Timer, aligned_intervals, arena_of_layout, nospill_plan
 from planner.solvers.heuristics.layout import LAYOUTS
 from planner.solvers.heuristics.order import ORDERS
-
-from planner.graph import Graph
-from planner.plan import Plan, SolverInfo
 from planner.target import Target
 
 

@@ -40,15 +40,19 @@ def _segment_solver(options: SolveOptions, timer: Timer, stats: dict):
             order = heuristic_start(g, target).peak_order
             return order, max_live(g, target, order, aligned=True), working_set_bound(g, target), False
         res = optimal_order(g, target, time_limit, options.workers, options.seed, progress=None)
-        options.report(Progress("auto", None, None, timer.elapsed, f"segment {stats['segments_solved']}: "
-                                f"{len(g.ops)} ops {res.status}"))
+        options.report(
+            Progress(
+                "auto", None, None, timer.elapsed, f"segment {stats['segments_solved']}: {len(g.ops)} ops {res.status}"
+            )
+        )
         return res.order, res.peak, res.raw_bound, res.status == "optimal"
 
     return solve
 
 
-def _lns(graph: Graph, target: Target, order: list[str], deadline: float, options: SolveOptions,
-         timer: Timer, bound: int) -> tuple[list[str], int]:
+def _lns(
+    graph: Graph, target: Target, order: list[str], deadline: float, options: SolveOptions, timer: Timer, bound: int
+) -> tuple[list[str], int]:
     """Re-solve windows around the peak position; accept when the global peak does not grow."""
     rng = random.Random(options.seed)
     n = len(order)
@@ -66,9 +70,10 @@ def _lns(graph: Graph, target: Target, order: list[str], deadline: float, option
         left = deadline - timer.elapsed
         if left < 0.2:
             break
-        res = optimal_order(seg.graph, target, min(left, 5.0), options.workers, options.seed + tries,
-                            hint=order[lo:lo + k])
-        cand = order[:lo] + res.order + order[lo + k:]
+        res = optimal_order(
+            seg.graph, target, min(left, 5.0), options.workers, options.seed + tries, hint=order[lo : lo + k]
+        )
+        cand = order[:lo] + res.order + order[lo + k :]
         cpeak = max_live(graph, target, cand, aligned=True)
         if cpeak <= peak:
             if cpeak < peak:
@@ -104,8 +109,9 @@ def _best_nospill(graph: Graph, target: Target, options: SolveOptions, timer: Ti
     bound = lb
     proven = False
     if len(graph.ops) > 1 and options.time_limit > 0.2:
-        res = decompose_order(graph, free, _segment_solver(options, timer, stats),
-                              ORDER_SHARE * options.time_limit, order)
+        res = decompose_order(
+            graph, free, _segment_solver(options, timer, stats), ORDER_SHARE * options.time_limit, order
+        )
         stats.update(segments=res.segments, largest_segment=res.largest_segment)
         rpeak = max_live(graph, free, res.order, aligned=True)
         if rpeak <= peak:
@@ -119,15 +125,23 @@ def _best_nospill(graph: Graph, target: Target, options: SolveOptions, timer: Ti
                 stats["beam_peak"] = b_peak
                 if b_peak < peak:
                     order, peak = b_order, b_peak
-            order, peak = _lns(graph, free, order, LNS_SHARE * options.time_limit, options, timer,
-                               bound + free.alignment - 1)
+            order, peak = _lns(
+                graph, free, order, LNS_SHARE * options.time_limit, options, timer, bound + free.alignment - 1
+            )
         options.report(Progress("auto", None, bound, timer.elapsed, f"order peak {peak}"))
     margin = 0.1 + 0.002 * len(graph.ops)
-    arena, offs, method, _ = layout_order(graph, free, order, options.time_limit - timer.elapsed - margin,
-                                          options.workers, options.seed, None)
+    arena, offs, method, _ = layout_order(
+        graph, free, order, options.time_limit - timer.elapsed - margin, options.workers, options.seed, None
+    )
     src = "auto-order"
     if start.arena < arena:
-        order, offs, arena, method, src = start.arena_order, start.arena_offsets, start.arena, start.arena_name, "heuristic"
+        order, offs, arena, method, src = (
+            start.arena_order,
+            start.arena_offsets,
+            start.arena,
+            start.arena_name,
+            "heuristic",
+        )
     stats.update(layout=method, source=src, order_proven=proven)
     status = "optimal" if arena <= bound else "feasible"
     info = SolverInfo("auto", status, bound, 0.0, stats)
@@ -162,9 +176,14 @@ def _spill(graph: Graph, target: Target, options: SolveOptions, timer: Timer, no
         remaining = options.time_limit - timer.elapsed
         if spec.exact and remaining < 1.0:
             continue
-        sub = SolveOptions(time_limit=max(remaining, 0.1), workers=options.workers, seed=options.seed,
-                           objective="traffic", progress=options.progress,
-                           extra={"hint_plan": best} if best is not None else {})
+        sub = SolveOptions(
+            time_limit=max(remaining, 0.1),
+            workers=options.workers,
+            seed=options.seed,
+            objective="traffic",
+            progress=options.progress,
+            extra={"hint_plan": best} if best is not None else {},
+        )
         try:
             p = spec.load()(graph, target, sub)
         except DoesNotFit as e:
@@ -176,9 +195,22 @@ def _spill(graph: Graph, target: Target, options: SolveOptions, timer: Timer, no
     if best is None:
         if failure is not None:
             raise failure
-        raise DoesNotFit(target.l1_bytes, nospill.metrics.arena_bytes, working_set_bound(graph, target),
-                         how="with or without spilling")
-    best.solver = SolverInfo("auto", best.solver.status, best.solver.bound, timer.elapsed,
-                             {**best.solver.options, "inner": best.solver.name,
-                              "nospill_arena": nospill.metrics.arena_bytes, **options.to_dict()})
+        raise DoesNotFit(
+            target.l1_bytes,
+            nospill.metrics.arena_bytes,
+            working_set_bound(graph, target),
+            how="with or without spilling",
+        )
+    best.solver = SolverInfo(
+        "auto",
+        best.solver.status,
+        best.solver.bound,
+        timer.elapsed,
+        {
+            **best.solver.options,
+            "inner": best.solver.name,
+            "nospill_arena": nospill.metrics.arena_bytes,
+            **options.to_dict(),
+        },
+    )
     return best

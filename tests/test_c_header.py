@@ -9,13 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from planner.solvers.base import DoesNotFit, SolveOptions
-from planner.solvers.registry import SOLVERS, get_solver
 
 from planner.export.c_header import c_identifier, c_string, export_c_header
 from planner.graph import graph_from_records
 from planner.plan import Plan, SolverInfo, Stage
 from planner.simulate import PlanError, finalize
+from planner.solvers.base import DoesNotFit, SolveOptions
+from planner.solvers.registry import SOLVERS, get_solver
 from planner.target import Target
 
 GCC = shutil.which("gcc") or shutil.which("cc")

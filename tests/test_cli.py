@@ -13,8 +13,7 @@ from planner.cli import main
 
 def run_cli(*args, cwd=None):
     """Run the real console entry point in a subprocess (what users get)."""
-    p = subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True, cwd=cwd,
-                       timeout=300)
+    p = subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -82,8 +81,11 @@ def test_truncated_model_is_a_clear_error(tmp_path):
 def test_cyclic_model(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    nodes = [helper.make_node("Add", ["x", "b"], ["a"], name="n1"), helper.make_node("Relu", ["a"], ["b"], name="n2"),
-             helper.make_node("Relu", ["a"], ["y"], name="n3")]
+    nodes = [
+        helper.make_node("Add", ["x", "b"], ["a"], name="n1"),
+        helper.make_node("Relu", ["a"], ["b"], name="n2"),
+        helper.make_node("Relu", ["a"], ["y"], name="n3"),
+    ]
     path = _write(helper.make_model(helper.make_graph(nodes, "g", [x], [y])), tmp_path / "c.onnx")
     code, _, err = run_cli("plan", path)
     assert code == 2 and "cycle" in err and "Traceback" not in err
@@ -92,8 +94,10 @@ def test_cyclic_model(tmp_path):
 def test_unknown_dimension(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
-    path = _write(helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])),
-                  tmp_path / "d.onnx")
+    path = _write(
+        helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])),
+        tmp_path / "d.onnx",
+    )
     code, _, err = run_cli("plan", path)
     assert code == 2 and "--input-shape" in err
     code, out, err = run_cli("plan", path, "--dim", "N=2", "--json", "-o", str(tmp_path / "p.json"))

@@ -1,6 +1,7 @@
 """Decomposition: windows of an order reproduce the global peak; sequential points are exact."""
 
 import random
+from itertools import pairwise
 
 import networkx as nx
 from hypothesis import given, settings
@@ -14,18 +15,24 @@ from planner.target import Target
 
 
 @settings(max_examples=80, deadline=None)
-@given(n=st.integers(2, 40), seed=st.integers(0, 10**6), weights=st.sampled_from(["in_place", "load"]),
-       align=st.sampled_from([1, 16]))
+@given(
+    n=st.integers(2, 40),
+    seed=st.integers(0, 10**6),
+    weights=st.sampled_from(["in_place", "load"]),
+    align=st.sampled_from([1, 16]),
+)
 def test_windows_reproduce_the_global_peak(n, seed, weights, align):
     g = random_dag(n, seed, max_outputs=2, max_inputs=3, n_inputs=2, weight_prob=0.4)
     t = Target("t", None, weights=weights, alignment=align)
     order = greedy_memory(g, t)
     rng = random.Random(seed)
     cuts = sorted({0, len(order), *(rng.randrange(1, len(order)) for _ in range(3))})
-    segs = [segment_subgraph(g, t, order, a, b) for a, b in zip(cuts, cuts[1:])]
+    segs = [segment_subgraph(g, t, order, a, b) for a, b in pairwise(cuts)]
     if all(s.exact for s in segs):
-        stitched = max(max_live(s.graph, t, order[a:b], aligned=True) + s.background
-                       for s, (a, b) in zip(segs, zip(cuts, cuts[1:])))
+        stitched = max(
+            max_live(s.graph, t, order[a:b], aligned=True) + s.background
+            for s, (a, b) in zip(segs, pairwise(cuts), strict=True)
+        )
         assert stitched == max_live(g, t, order, aligned=True)
 
 

@@ -11,7 +11,10 @@ import networkx as nx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from planner.graph import graph_from_records
 from planner.models.generators import random_dag
+from planner.simulate import simulate
 from planner.solvers.base import SolveOptions, aligned_intervals
 from planner.solvers.bounds import max_live
 from planner.solvers.cpsat_layout import layout_lower_bound, optimal_layout, raw_arena, solve_joint
@@ -26,9 +29,6 @@ from planner.solvers.dp import dp_order, solve_dp
 from planner.solvers.heuristics.layout import best_fit
 from planner.solvers.lowering import Interval, live_intervals
 from planner.solvers.registry import get_solver
-
-from planner.graph import graph_from_records
-from planner.simulate import simulate
 from planner.target import Target
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

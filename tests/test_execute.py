@@ -16,12 +16,12 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from planner.solvers.base import DoesNotFit, SolveOptions
-from planner.solvers.registry import SOLVERS, get_solver
 
 from planner.execute import Executor, _reference_fixes, execute, random_inputs
 from planner.plan import Plan, Stage
 from planner.simulate import PlanError
+from planner.solvers.base import DoesNotFit, SolveOptions
+from planner.solvers.registry import SOLVERS, get_solver
 from planner.target import Target
 
 pytest.importorskip("onnxruntime")

@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from planner.graph import GraphError
 from planner.models import zoo
 from planner.models.errors import ModelError
 from planner.models.onnx import fold_constants, load_onnx
 from planner.models.zoo import ZOO, ZooEntry, ZooError, load_model, locate
-
-from planner.graph import GraphError
 
 F = TensorProto.FLOAT
 

@@ -23,7 +23,10 @@ dags = st.builds(
     weight_prob=st.sampled_from([0.0, 0.3]),
 )
 targets = st.builds(
-    Target, name=st.just("t"), l1_bytes=st.none(), weights=st.sampled_from(["in_place", "load"]),
+    Target,
+    name=st.just("t"),
+    l1_bytes=st.none(),
+    weights=st.sampled_from(["in_place", "load"]),
     alignment=st.sampled_from([1, 16]),
 )
 

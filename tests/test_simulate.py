@@ -9,8 +9,12 @@ from planner.target import Target
 
 # x -> a -> y -> b -> z(output);  a also reads weight w
 G = graph_from_records(
-    "g", [("a", ["x", "w"], ["y"]), ("b", ["y"], ["z"])], {"x": 32, "w": 16, "y": 64, "z": 32},
-    inputs=["x"], outputs=["z"], weights=["w"],
+    "g",
+    [("a", ["x", "w"], ["y"]), ("b", ["y"], ["z"])],
+    {"x": 32, "w": 16, "y": 64, "z": 32},
+    inputs=["x"],
+    outputs=["z"],
+    weights=["w"],
 )
 T = Target("t", 256, weights="in_place", alignment=16)
 TL = Target("t", 256, weights="load", alignment=16)
@@ -66,8 +70,18 @@ def test_free_loses_needed_data():
 
 
 def test_free_after_store_is_fine():
-    stages = [GOOD[0], GOOD[1], Stage("S", "y"), Stage("F", "y"), Stage("F", "x"), Stage("L", "y", offset=0),
-              Stage("R", "b", offsets={"z": 64}), Stage("S", "z"), Stage("F", "y"), Stage("F", "z")]
+    stages = [
+        GOOD[0],
+        GOOD[1],
+        Stage("S", "y"),
+        Stage("F", "y"),
+        Stage("F", "x"),
+        Stage("L", "y", offset=0),
+        Stage("R", "b", offsets={"z": 64}),
+        Stage("S", "z"),
+        Stage("F", "y"),
+        Stage("F", "z"),
+    ]
     sim = simulate(G, T, stages)
     assert sim.ok, sim.violations
     assert sim.metrics.traffic_bytes == 32 + 64 + 64 + 32

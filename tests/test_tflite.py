@@ -12,16 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from planner.solvers.base import SolveOptions
-from planner.solvers.registry import get_solver
 
 from planner.plan import Plan, Stage
 from planner.simulate import PlanError, finalize
+from planner.solvers.base import SolveOptions
+from planner.solvers.registry import get_solver
 from planner.target import get_target
 
 pytest.importorskip("tflite_micro", reason="needs the TFLite Micro wheel: pip install --no-deps tflite-micro")
-
-from planner.models.tflite import load_tflite, read_model, tflm_allocates  # noqa: E402
 
 from planner.export.tflm import (  # noqa: E402
     ExportError,
@@ -30,6 +28,7 @@ from planner.export.tflm import (  # noqa: E402
     read_offline_plan,
     write_unchecked,
 )
+from planner.models.tflite import load_tflite, read_model, tflm_allocates  # noqa: E402
 from planner.tflm_runtime import tflm_run_full  # noqa: E402
 
 WAKEWORD_INSTALL = "pip install --no-deps pymicro-wakeword==2.5.0"

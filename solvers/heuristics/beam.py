@@ -15,8 +15,9 @@ from planner.solvers.bounds import resident_in_l1
 from planner.target import Target
 
 
-def beam_search(graph: Graph, target: Target, width: int = 8, branch: int = 4,
-                time_limit: float | None = None) -> tuple[list[str], int]:
+def beam_search(
+    graph: Graph, target: Target, width: int = 8, branch: int = 4, time_limit: float | None = None
+) -> tuple[list[str], int]:
     """(order, peak in aligned bytes). Each state expands its `branch` best ready ops."""
     ops = [o.name for o in graph.ops]
     idx = {o: i for i, o in enumerate(ops)}
@@ -32,8 +33,7 @@ def beam_search(graph: Graph, target: Target, width: int = 8, branch: int = 4,
         op = graph.op(o)
         alloc = sum(size.get(t, 0) for t in op.outputs)
         loads = [t for t in dict.fromkeys(op.inputs) if load_w and graph.tensors[t].kind == "weight"]
-        frees = [(t, cons_bits[t]) for t in dict.fromkeys(op.inputs)
-                 if t in size and graph.tensors[t].kind != "output"]
+        frees = [(t, cons_bits[t]) for t in dict.fromkeys(op.inputs) if t in size and graph.tensors[t].kind != "output"]
         dead_outs = sum(size[t] for t in op.outputs if not graph.consumers[t] and graph.tensors[t].kind != "output")
         info.append((alloc, loads, frees, dead_outs))
     start_live = sum(size[t] for t in graph.inputs if graph.consumers[t] and t in size)

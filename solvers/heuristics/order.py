@@ -10,9 +10,9 @@ import heapq
 from collections.abc import Callable
 
 import networkx as nx
-from planner.solvers.bounds import resident_in_l1
 
 from planner.graph import Graph
+from planner.solvers.bounds import resident_in_l1
 from planner.target import Target
 
 Order = list[str]
