@@ -120,7 +120,7 @@ class Plan:
             ],
             "stages": [s.to_dict() for s in self.stages],
             "metrics": asdict(self.metrics),
-            "solver": asdict(self.solver),
+            "solver": _jsonable(asdict(self.solver)),
         }
 
     def to_json(self) -> str:
@@ -128,6 +128,17 @@ class Plan:
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")
+
+
+def _jsonable(v):
+    """Solver options are free-form: keep what JSON can hold, describe the rest."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return f"<{type(v).__name__}>"
 
 
 def _need(d: dict, key: str, typ: type | tuple, where: str):

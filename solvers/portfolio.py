@@ -15,12 +15,13 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, nospill_plan
 from planner.solvers.bounds import max_live, working_set_bound
-from planner.solvers.cpsat_order import heuristic_start, layout_order, optimal_order
+from planner.solvers.cpsat_order import HeuristicStart, heuristic_start, layout_order, optimal_order
 from planner.solvers.decompose import decompose_order, segment_subgraph
 from planner.solvers.heuristics.beam import beam_search
 from planner.target import Target
@@ -97,11 +98,12 @@ def _live_profile(graph: Graph, target: Target, order: list[str]) -> list[int]:
     return out
 
 
-def _best_nospill(graph: Graph, target: Target, options: SolveOptions, timer: Timer) -> tuple[Plan, dict]:
+def _best_nospill(
+    graph: Graph, target: Target, options: SolveOptions, timer: Timer, start: HeuristicStart
+) -> tuple[Plan, dict]:
     """The best no-spill plan (budget ignored), with its proven bound."""
     free = target.with_budget(None)
     stats: dict = {}
-    start = heuristic_start(graph, free)
     lb = working_set_bound(graph, free)
     options.report(Progress("auto", start.arena, lb, timer.elapsed, f"heuristic {start.arena_name}"))
     stats["heuristic_arena"] = start.arena
@@ -152,8 +154,16 @@ def _best_nospill(graph: Graph, target: Target, options: SolveOptions, timer: Ti
 def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None) -> Plan:
     options = options or SolveOptions()
     timer = Timer()
-    best, offs = _best_nospill(graph, target, options, timer)
     budget = target.l1_bytes
+    need = working_set_bound(graph, target)
+    if budget is not None and need > budget:
+        raise DoesNotFit(budget, _min_spill_budget(graph, target, need), need, how="even with spilling")
+    start = heuristic_start(graph, target.with_budget(None))
+    nospill_opts = options
+    if budget is not None and start.arena > budget:
+        # spills will probably be needed: keep half the time for them
+        nospill_opts = replace(options, time_limit=options.time_limit / 2)
+    best, offs = _best_nospill(graph, target, nospill_opts, timer, start)
     if budget is None or best.metrics.arena_bytes <= budget:
         # lower again under the real target so the plan file carries the user's budget
         info = best.solver
@@ -162,6 +172,15 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
         plan.solver.wall_s = timer.elapsed
         return plan
     return _spill(graph, target, options, timer, best)
+
+
+def _min_spill_budget(graph: Graph, target: Target, need: int) -> int:
+    """The smallest budget a spill plan can use (alignment included), if the spiller says."""
+    try:
+        from planner.solvers.heuristics.spill import min_budget
+    except ImportError:
+        return need
+    return max(need, min_budget(graph, target))
 
 
 def _spill(graph: Graph, target: Target, options: SolveOptions, timer: Timer, nospill: Plan) -> Plan:
