@@ -15,6 +15,11 @@ from planner.plan import Plan
 from planner.target import format_bytes
 
 
+def console() -> Console:
+    """stdout console; piped output gets a wide fixed width so tables do not wrap."""
+    return Console() if sys.stdout.isatty() else Console(width=140)
+
+
 def summary_dict(plan: Plan, plan_path: str | None = None) -> dict:
     """The `--json` summary: the plan file's metrics and solver keys, plus context."""
     from dataclasses import asdict

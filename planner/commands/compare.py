@@ -7,13 +7,12 @@ import json
 import sys
 from dataclasses import dataclass
 
-from rich.console import Console
 from rich.table import Table
 
 from planner.cli import CliError
 from planner.commands.common import add_model_args, add_solver_args, add_target_args, load_graph, make_target
 from planner.plan import Plan
-from planner.report import live_progress
+from planner.report import console, live_progress
 from planner.solvers.base import DoesNotFit, SolveOptions, Timer
 from planner.solvers.bounds import working_set_bound
 from planner.solvers.registry import SOLVERS, get_solver
@@ -69,7 +68,7 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
     except DoesNotFit as e:
         return Row(name, target.l1_bytes, None, timer.elapsed, f"does not fit (needs {e.needed} B)")
     except ValueError as e:  # e.g. the DP refuses a graph too large for it
-        return Row(name, target.l1_bytes, None, timer.elapsed, f"skipped: {str(e).splitlines()[0][:60]}")
+        return Row(name, target.l1_bytes, None, timer.elapsed, f"skipped: {str(e).splitlines()[0][:50]}")
     return Row(name, target.l1_bytes, plan, timer.elapsed)
 
 
@@ -135,7 +134,7 @@ def run(args) -> int:
             str(d["status"]),
             f"{d['wall_s']:.2f} s",
         )
-    con = Console()
+    con = console()
     con.print(t)
     for path in (args.csv, args.plot):
         if path:

@@ -6,10 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from planner.commands.common import add_model_args, add_solver_args, add_target_args, load_graph, make_target
-from planner.report import live_progress, summary_dict, summary_table
+from planner.report import console, live_progress, summary_dict, summary_table
 from planner.solvers.base import SolveOptions
 from planner.solvers.registry import get_solver
 
@@ -42,5 +40,5 @@ def run(args) -> int:
         json.dump(summary_dict(plan, str(Path(out))), sys.stdout)
         sys.stdout.write("\n")
     else:
-        Console().print(summary_table(plan, str(Path(out))))
+        console().print(summary_table(plan, str(Path(out))))
     return 0

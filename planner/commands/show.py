@@ -6,11 +6,9 @@ import json
 import sys
 from dataclasses import asdict
 
-from rich.console import Console
-
 from planner.cli import CliError
 from planner.plan import read_plan
-from planner.report import summary_dict, summary_table
+from planner.report import console, summary_dict, summary_table
 from planner.simulate import simulate
 from planner.solvers.bounds import working_set_bound
 
@@ -44,7 +42,7 @@ def run(args) -> int:
         json.dump(d, sys.stdout)
         sys.stdout.write("\n")
     else:
-        con = Console()
+        con = console()
         con.print(summary_table(plan, title=f"{args.plan} (valid: re-checked by the simulator)"))
         if args.stages:
             for i, s in enumerate(plan.stages):

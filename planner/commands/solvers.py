@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
 
+from planner.report import console
 from planner.solvers.registry import SOLVERS
 from planner.target import PRESETS, format_bytes
 
@@ -25,7 +25,7 @@ def run(args) -> int:
         b.add_column(c)
     for p in PRESETS.values():
         b.add_row(p.name, format_bytes(p.l1_bytes), format_bytes(p.llb_bytes), p.weights, p.source)
-    con = Console()
+    con = console()
     con.print(t)
     con.print(b)
     return 0
