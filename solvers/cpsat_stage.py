@@ -32,6 +32,7 @@ present). The plan is never worse than the heuristic plan that hinted it.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ from planner.solvers.lowering import Interval
 from planner.target import Target
 
 NAME = "cpsat-stage"
+# steps × L1 tensors the model may have per second of time limit (building it is Python
+# work of roughly a few µs per cell and variable, solving needs the rest)
+MAX_CELLS_PER_S = 2500
 
 
 # -- schedules: L/R/S steps with frees attached ----------------------------------------------
@@ -167,10 +171,16 @@ def residency_intervals(graph: Graph, target: Target, stages: Sequence[Stage]) -
 
 
 def layout_stages(
-    graph: Graph, target: Target, stages: Sequence[Stage], options: SolveOptions | None = None, time_limit: float = 0.0
+    graph: Graph,
+    target: Target,
+    stages: Sequence[Stage],
+    options: SolveOptions | None = None,
+    time_limit: float = 0.0,
+    good_enough: int | None = None,
 ) -> tuple[list[Stage], int, str]:
     """Offsets for a schedule's residencies: best of the layout heuristics (and the CP-SAT
-    layout when available and time is left). Returns (stages with offsets, arena, method)."""
+    layout when available, time is left and the heuristics' arena is above `good_enough`).
+    Returns (stages with offsets, arena, method)."""
     ivs = residency_intervals(graph, target, stages)
     items = [iv for iv, _ in ivs]
     raw = {iv.key: graph.size(iv.key.rsplit("#", 1)[0]) for iv in items}
@@ -185,13 +195,16 @@ def layout_stages(
         if best is None or a < best[0]:
             best = (a, name, offs)
     peak = _raw_peak(graph, target, stages)
-    if best is not None and best[0] > peak and time_limit > 0.5:
+    enough = peak if good_enough is None else max(peak, good_enough)
+    if best is not None and best[0] > enough and time_limit > 0.5:
         try:  # someone else owns cpsat_layout; use it only if it is there and answers sanely
             from planner.solvers.cpsat_layout import optimal_layout  # type: ignore
 
             opts = options or SolveOptions()
-            res = optimal_layout(items, time_limit, opts.workers, opts.seed, target.alignment)
-            offs = res if isinstance(res, dict) else next((r for r in res if isinstance(r, dict)), None)
+            # optimal_layout takes raw sizes (it aligns them itself) and returns a LayoutResult
+            raw_items = [Interval(iv.key, iv.start, iv.end, raw[iv.key]) for iv in items]
+            res = optimal_layout(raw_items, time_limit, opts.workers, opts.seed, target.alignment, hint=best[2])
+            offs = getattr(res, "offsets", None)
             if offs is not None and set(offs) >= set(raw):
                 a = arena(offs)
                 if a < best[0] and _disjoint(items, offs):
@@ -676,15 +689,39 @@ def solve_cpsat_stage(graph: Graph, target: Target, options: SolveOptions | None
     nospill_fits = any(pl.solver.options.get("spill") == "none" for pl in cands)
     forced = B is not None and not nospill_fits
     mode = "traffic" if options.objective == "traffic" or forced else "peak"
+    hint_plan = options.extra.get("hint_plan")
+    if isinstance(hint_plan, Plan) and (B is None or hint_plan.metrics.arena_bytes <= B):
+        cands.append(_detached(hint_plan))  # the portfolio's best so far (its object stays as is)
     heur = min(cands, key=lambda pl: plan_key(pl, mode))
+    if mode == "traffic" and heur.metrics.spill_traffic_bytes > 0 and B is not None:
+        # exact spills for the hint's order (the fixed-order model is tiny): a better hint
+        # and a shorter horizon for the timestep model
+        from planner.solvers.cpsat_spill import solve_order
+
+        order = [s.name for s in heur.stages if s.kind == "R"]
+        fixed = solve_order(graph, target, order, options, min(2.0, 0.1 * options.time_limit), heur.stages)
+        if fixed.plan is not None and plan_key(fixed.plan, mode) < plan_key(heur, mode):
+            heur = fixed.plan
     heur.solver.status = "heuristic"
     hint = canonicalize(graph, target, heur.stages)
     horizon = options.extra.get("horizon")
     slack = int(options.extra.get("slack", 0))
     T = max(int(horizon or 0), len(hint.steps) + slack)
     left = options.time_limit - timer.elapsed
-    info_opts = {**options.to_dict(), "mode": mode, "horizon": T, "hint": heur.solver.options}
-    res = solve_stage_model(graph, target, hint, mode, options, left, T, timer)
+    info_opts = {
+        **{k: v for k, v in options.to_dict().items() if k != "hint_plan"},
+        "mode": mode,
+        "horizon": T,
+        "hint": {k: v for k, v in heur.solver.options.items() if k != "hint_plan"},
+    }
+    cells = T * sum(1 for t in graph.tensors if resident_in_l1(graph, target, t))
+    max_cells = int(options.extra.get("max_cells", MAX_CELLS_PER_S * max(0.0, left)))
+    if cells > max_cells:
+        # building the model alone (Python, O(T·|V|)) would overrun the time limit: keep the
+        # (fixed-order refined) hint, which is what the model would start from anyway
+        res = StageModelResult(None, mode, T, notes=[f"model too large for the time left ({cells} cells)"])
+    else:
+        res = solve_stage_model(graph, target, hint, mode, options, left, T, timer)
     if mode == "traffic" and res.optimal and not res.horizon_sufficient and res.traffic is not None:
         # the proof holds for horizon T only; when a horizon long enough for any cheaper plan
         # is affordable, prove again there (hinted with the schedule just found)
@@ -719,8 +756,8 @@ def solve_cpsat_stage(graph: Graph, target: Target, options: SolveOptions | None
         else:
             status = "optimal" if m.traffic_bytes <= res.traffic_bound else "feasible"
     else:
-        status = "feasible" if best is not heur else "heuristic"
-    if best is heur and status == "feasible":
+        status = "feasible" if best is not heur or heur.solver.name == "cpsat-spill" else "heuristic"
+    if best is heur and status == "feasible" and heur.solver.name != "cpsat-spill":
         status = "heuristic"
     from planner.solvers.brute_force import compulsory_traffic
 
@@ -748,3 +785,11 @@ def _compulsory(graph: Graph, target: Target) -> int:
     from planner.solvers.brute_force import compulsory_traffic
 
     return compulsory_traffic(graph, target)
+
+
+def _detached(plan: Plan) -> Plan:
+    """A copy of a caller's plan whose solver info can be rewritten without touching theirs."""
+    out = copy.copy(plan)
+    out.solver = copy.copy(plan.solver)
+    out.solver.options = dict(plan.solver.options)
+    return out

@@ -20,10 +20,17 @@ from dataclasses import replace
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, nospill_plan
-from planner.solvers.bounds import max_live, working_set_bound
-from planner.solvers.cpsat_order import HeuristicStart, heuristic_start, layout_order, optimal_order
+from planner.solvers.bounds import max_live, resident_in_l1, working_set_bound
+from planner.solvers.cpsat_order import (
+    HeuristicStart,
+    forced_live_bounds,
+    heuristic_start,
+    layout_order,
+    optimal_order,
+)
 from planner.solvers.decompose import decompose_order, segment_subgraph
 from planner.solvers.heuristics.beam import beam_search
+from planner.solvers.relax import relaxed_order_bound
 from planner.target import Target
 
 # Past this many ops in one segment the monolithic order model rarely closes its gap in a
@@ -32,6 +39,9 @@ EXACT_OP_LIMIT = 1200
 LNS_WINDOW = 60
 ORDER_SHARE = 0.55  # of the time limit, for segments (the rest: LNS, then layout)
 LNS_SHARE = 0.75  # LNS runs until this share of the time limit
+SEGMENT_RELAX_SHARE = 0.3  # of a segment's time, for the relaxation bound before CP-SAT
+SEGMENT_RELAX_MIN_OPS = 30  # below this CP-SAT closes segments in a blink
+STRONG_SHARE = 0.25  # of the time limit, first, for the relaxation bound (may prove the heuristic order)
 
 
 def _segment_solver(options: SolveOptions, timer: Timer, stats: dict):
@@ -40,13 +50,28 @@ def _segment_solver(options: SolveOptions, timer: Timer, stats: dict):
         if len(g.ops) > EXACT_OP_LIMIT or time_limit < 0.05:
             order = heuristic_start(g, target).peak_order
             return order, max_live(g, target, order, aligned=True), working_set_bound(g, target), False
-        res = optimal_order(g, target, time_limit, options.workers, options.seed, progress=None)
-        options.report(
-            Progress(
-                "auto", None, None, timer.elapsed, f"segment {stats['segments_solved']}: {len(g.ops)} ops {res.status}"
-            )
+        t0 = timer.elapsed
+        hint = heuristic_start(g, target)
+        strong = 0
+        if len(g.ops) > SEGMENT_RELAX_MIN_OPS:
+            # the relaxation DP (solvers/relax.py) first: when it proves the heuristic order,
+            # CP-SAT is skipped; else it still strengthens the segment's bound
+            strong = relaxed_order_bound(g, target, hint.peak, time_limit=SEGMENT_RELAX_SHARE * time_limit).aligned
+        slack = max(
+            (target.align(t.bytes) - t.bytes for n, t in g.tensors.items() if resident_in_l1(g, target, n)), default=0
         )
-        return res.order, res.peak, res.raw_bound, res.status == "optimal"
+        if strong >= hint.peak:
+            raw = max(strong - slack, forced_live_bounds(g, target)[1])
+            order, peak, ok = hint.peak_order, hint.peak, True
+        else:
+            left = time_limit - (timer.elapsed - t0)
+            res = optimal_order(g, target, left, options.workers, options.seed, hint=hint.peak_order, progress=None)
+            order, peak, raw = res.order, res.peak, max(res.raw_bound, strong - slack)
+            ok = res.status == "optimal" or peak <= strong
+        options.report(
+            Progress("auto", None, None, timer.elapsed, f"segment {stats['segments_solved']}: {len(g.ops)} ops {ok}")
+        )
+        return order, peak, raw, ok
 
     return solve
 
@@ -110,16 +135,27 @@ def _best_nospill(
     order, peak = start.peak_order, start.peak
     bound = lb
     proven = False
-    if len(graph.ops) > 1 and options.time_limit > 0.2:
-        res = decompose_order(
-            graph, free, _segment_solver(options, timer, stats), ORDER_SHARE * options.time_limit, order
+    strong = 0  # proven bound on the aligned max-live of every order (solvers/relax.py)
+    if len(graph.ops) > 1 and options.time_limit > 0.2 and peak > lb:
+        strong_time = max(STRONG_SHARE * options.time_limit, min(5.0, 0.5 * options.time_limit))
+        sb = relaxed_order_bound(graph, free, peak, time_limit=strong_time)
+        strong = sb.aligned
+        stats.update(strong_bound=strong, strong_bound_how=sb.how)
+        slack = max(
+            (free.align(t.bytes) - t.bytes for n, t in graph.tensors.items() if resident_in_l1(graph, free, n)),
+            default=0,
         )
+        bound = max(bound, strong - slack)
+    if len(graph.ops) > 1 and options.time_limit > 0.2:
+        # when the relaxation already proved the order, the segments only refine the raw bound
+        share = ORDER_SHARE if peak > strong else 0.2
+        res = decompose_order(graph, free, _segment_solver(options, timer, stats), share * options.time_limit, order)
         stats.update(segments=res.segments, largest_segment=res.largest_segment)
         rpeak = max_live(graph, free, res.order, aligned=True)
         if rpeak <= peak:
             order, peak = res.order, rpeak
         bound = max(bound, res.bound_raw)
-        proven = res.proven
+        proven = res.proven or peak <= strong
         if not proven and len(graph.ops) <= 3000:
             left = LNS_SHARE * options.time_limit - timer.elapsed
             if left > 0.5:
@@ -128,7 +164,13 @@ def _best_nospill(
                 if b_peak < peak:
                     order, peak = b_order, b_peak
             order, peak = _lns(
-                graph, free, order, LNS_SHARE * options.time_limit, options, timer, bound + free.alignment - 1
+                graph,
+                free,
+                order,
+                LNS_SHARE * options.time_limit,
+                options,
+                timer,
+                max(bound + free.alignment - 1, strong),
             )
         options.report(Progress("auto", None, bound, timer.elapsed, f"order peak {peak}"))
     margin = 0.1 + 0.002 * len(graph.ops)

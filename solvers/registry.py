@@ -57,6 +57,19 @@ SOLVERS: dict[str, SolverSpec] = {
             spills=True,
         ),
         SolverSpec(
+            "spill-cost",
+            "heuristics.spill:solve_spill_cost",
+            "every order heuristic walked under the budget, evicting what costs least to reload (and store)",
+            spills=True,
+        ),
+        SolverSpec(
+            "cpsat-spill",
+            "cpsat_spill:solve_cpsat_spill",
+            "CP-SAT exact spills for a fixed order (one Boolean per gap), local search over the order",
+            exact=True,
+            spills=True,
+        ),
+        SolverSpec(
             "cpsat-stage",
             "cpsat_stage:solve_cpsat_stage",
             "CP-SAT timestep L/R/S/F reference model, hinted by the spill heuristics (small graphs)",

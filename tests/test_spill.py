@@ -12,6 +12,7 @@ from planner.simulate import simulate
 from planner.solvers.base import DoesNotFit, SolveOptions
 from planner.solvers.bounds import max_live, working_set_bound
 from planner.solvers.brute_force import brute_force, compulsory_traffic
+from planner.solvers.cpsat_spill import FixedOrder, solve_cpsat_spill, solve_joint, solve_order
 from planner.solvers.cpsat_stage import canonicalize, solve_cpsat_stage, solve_stage_model
 from planner.solvers.heuristic import best_heuristic
 from planner.solvers.heuristics.spill import (
@@ -19,6 +20,7 @@ from planner.solvers.heuristics.spill import (
     min_budget,
     plan_key,
     solve_spill_belady,
+    solve_spill_cost,
     solve_spill_largest,
     spill_plan,
 )
@@ -102,7 +104,7 @@ def test_stage_model_traffic_equals_brute_force(graph: Graph, weights: str, frac
 
 
 # -- every spill solver's plan is valid under its budget ---------------------------------------
-SOLVERS = [solve_spill_belady, solve_spill_largest, solve_cpsat_stage]
+SOLVERS = [solve_spill_belady, solve_spill_largest, solve_spill_cost, solve_cpsat_spill, solve_cpsat_stage]
 
 
 @FAST
@@ -178,3 +180,103 @@ def test_spilling_buys_a_smaller_budget_at_least_traffic() -> None:
     plan = solve_cpsat_stage(g, tg, SolveOptions(time_limit=5, workers=1))
     assert plan.metrics.spill_traffic_bytes == bf.spill_traffic > 0
     assert plan.solver.status == "optimal"
+
+
+# -- the fixed-order model ---------------------------------------------------------------------
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dags(5), st.sampled_from(["load", "in_place"]), st.floats(0, 1))
+def test_fixed_order_model_is_exact_for_the_optimal_order(graph: Graph, weights: str, frac: float) -> None:
+    """The raw fixed-order optimum for the order of an exhaustive optimum equals it: the
+    gap model loses nothing (load right before use, free right after use, store right
+    after production), and for any order it is at least the global optimum."""
+    tg0 = target_for(weights)
+    lo, hi = min_budget(graph, tg0), best_heuristic(graph, tg0)[0]
+    tg = tg0.with_budget(lo + int(frac**2 * (hi - lo)))
+    bf = brute_force(graph, tg)
+    order = [s.name for s in bf.stages if s.kind == "R"]
+    res = FixedOrder(graph, tg, order).solve(tg.l1_bytes, 5.0)
+    assert res is not None and res.optimal
+    assert res.traffic == bf.spill_traffic
+    for other in list(nx.all_topological_sorts(graph.dag))[:4]:
+        r = FixedOrder(graph, tg, other).solve(tg.l1_bytes, 5.0)
+        assert r is not None and r.traffic >= bf.spill_traffic
+
+
+@FAST
+@given(dags(7), st.sampled_from(["load", "in_place"]), st.floats(0, 1), st.sampled_from([1, 16]))
+def test_cpsat_spill_never_worse_than_the_heuristics(graph: Graph, weights: str, frac: float, align: int) -> None:
+    tg0 = Target("t", None, None, weights, alignment=align)
+    lo, hi = min_budget(graph, tg0), best_heuristic(graph, tg0)[0]
+    tg = tg0.with_budget(max(1, lo + int(frac * (hi - lo))))
+    heur = min(candidate_plans(graph, tg), key=lambda p: plan_key(p, "traffic"))
+    plan = solve_cpsat_spill(graph, tg, SolveOptions(time_limit=2, workers=1, extra={"stall": 10}))
+    assert simulate(graph, tg, plan.stages).ok
+    assert plan.metrics.spill_traffic_bytes <= heur.metrics.spill_traffic_bytes
+    if plan.solver.status == "optimal" and align == 1 and len(graph.ops) <= 6:  # single order: nothing beats it
+        assert plan.metrics.spill_traffic_bytes == brute_force(graph, tg).spill_traffic
+
+
+def _chain_with_skips() -> Graph:
+    """A single-order chain whose early tensors are read again at the end (U-Net skips)."""
+    recs, sizes = [], {"x": 64}
+    prev = "x"
+    for i in range(8):
+        ins = [prev] + ([f"t{7 - i}"] if i >= 5 else [])
+        recs.append((f"op{i}", ins, [f"t{i}"]))
+        sizes[f"t{i}"] = 64 * (1 + i % 3)
+        prev = f"t{i}"
+    return graph_from_records("chain", recs, sizes, inputs=["x"], outputs=["t7"])
+
+
+def test_cpsat_spill_proves_a_single_order_graph_and_beats_belady() -> None:
+    g = _chain_with_skips()
+    tg0 = Target("t", None, None, "load", alignment=1)
+    tg = tg0.with_budget(min_budget(g, tg0))
+    plan = solve_cpsat_spill(g, tg, SolveOptions(time_limit=5, workers=1))
+    assert plan.solver.status == "optimal"
+    assert plan.metrics.spill_traffic_bytes == brute_force(g, tg, max_ops=8).spill_traffic
+    belady = solve_spill_belady(g, tg).metrics.spill_traffic_bytes
+    assert plan.metrics.spill_traffic_bytes <= belady
+
+
+def test_solve_order_fits_the_budget_with_alignment() -> None:
+    """Aligned sizes fragment L1; the fixed-order solve still returns a plan inside B."""
+    g = _diamond()
+    tg0 = Target("t", None, None, "load", alignment=16)
+    tg = tg0.with_budget(min_budget(g, tg0))
+    heur = min(candidate_plans(g, tg), key=lambda p: plan_key(p, "traffic"))
+    order = [s.name for s in heur.stages if s.kind == "R"]
+    res = solve_order(g, tg, order, SolveOptions(workers=1), 5.0, heur.stages)
+    assert res.plan is not None and res.plan.metrics.arena_bytes <= tg.l1_bytes
+    assert res.plan.metrics.spill_traffic_bytes <= heur.metrics.spill_traffic_bytes
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dags(5), st.sampled_from(["load", "in_place"]), st.floats(0, 1))
+def test_joint_model_equals_brute_force(graph: Graph, weights: str, frac: float) -> None:
+    """The joint order+spill model's optimum is the exhaustive optimum (raw bytes), with or
+    without a hint, and its order's fixed-order optimum equals it."""
+    tg0 = target_for(weights)
+    lo, hi = min_budget(graph, tg0), best_heuristic(graph, tg0)[0]
+    tg = tg0.with_budget(lo + int(frac**2 * (hi - lo)))
+    bf = brute_force(graph, tg)
+    heur = min(candidate_plans(graph, tg), key=lambda p: plan_key(p, "traffic"))
+    order = [s.name for s in heur.stages if s.kind == "R"]
+    for hint in (None, order):
+        res = solve_joint(graph, tg, hint, heur.stages if hint else None, 5.0)
+        assert res.optimal and res.traffic == res.bound == bf.spill_traffic
+    assert FixedOrder(graph, tg, res.order).solve(tg.l1_bytes, 5.0).traffic == bf.spill_traffic
+
+
+def test_cpsat_spill_proves_a_branchy_graph_optimal() -> None:
+    """Several topological orders: optimality comes from the joint model's bound."""
+    g = _diamond()
+    tg0 = Target("t", None, None, "in_place", alignment=1)
+    tg = tg0.with_budget(min_budget(g, tg0))
+    plan = solve_cpsat_spill(g, tg, SolveOptions(time_limit=5, workers=1))
+    assert plan.solver.status == "optimal"
+    assert (
+        plan.metrics.spill_traffic_bytes
+        == brute_force(g, tg).spill_traffic
+        == plan.solver.options["spill_traffic_bound"]
+    )

@@ -11,7 +11,10 @@ policy:
   (Belady's MIN rule, lifted to contiguous windows because fragmentation is real here);
 - ``largest``: a window whose victims are all not needed within the next ``k`` ops, with
   the largest such victim (one big eviction makes room for several later allocations);
-  falls back to Belady when every window holds something needed soon.
+  falls back to Belady when every window holds something needed soon;
+- ``cost``: the window whose victims cost least to evict — reload bytes, plus store bytes
+  for a victim without an LLB copy — each divided by its distance to the next use (a
+  tensor already in LLB is half as expensive to drop as a dirty one of the same size).
 
 A victim without an LLB copy that is still needed is stored (S) first. Tensors are freed
 right after their last use; graph outputs are stored right after they are produced and
@@ -35,7 +38,7 @@ from planner.solvers.base import DoesNotFit, SolveOptions, Timer
 from planner.solvers.bounds import resident_in_l1, working_set_bound
 from planner.target import Target
 
-POLICIES = ("belady", "largest")
+POLICIES = ("belady", "largest", "cost")
 INF = math.inf
 
 
@@ -126,6 +129,15 @@ class _SpillWalk:
         dirty = sum(self.g.size(v) for v, n in zip(victims, nxt, strict=True) if v not in self.llb and n < INF)
         freed = sum(self.g.size(v) for v in victims)
         belady = (-soonest, dirty, freed, start)
+        if self.policy == "cost":
+            # what evicting costs (reload, plus the store when there is no LLB copy yet),
+            # discounted by how far away the reload is: cheap, far-needed victims first
+            cost = sum(
+                (1 if v in self.llb else 2) * self.g.size(v) / (n - self.p)
+                for v, n in zip(victims, nxt, strict=True)
+                if n < INF
+            )
+            return ((1, cost, *belady), victims)
         if self.policy == "largest":
             near = soonest <= self.p + self.k
             largest = 0 if near else -max(self.g.size(v) for v in victims)
@@ -319,3 +331,4 @@ def _solver(name: str, policy: str):
 
 solve_spill_belady = _solver("spill-belady", "belady")
 solve_spill_largest = _solver("spill-largest", "largest")
+solve_spill_cost = _solver("spill-cost", "cost")
