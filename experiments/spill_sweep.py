@@ -228,10 +228,44 @@ def main(argv: list[str] | None = None) -> int:
             f"{st} | {r.get('arena', '')} | {r.get('spill_traffic', '')} | {r.get('vs_belady', '')} | "
             f"{r.get('traffic_bound', '')} | {r.get('gap', '')} | {r.get('time_s', '')} |"
         )
+    lines = [*lines[:4], "", *summary(rows), "", "All runs:", "", *lines[5:]]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     _plot(rows, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.csv')}, .md, .png")
     return 0
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """One line per (model, budget) that needs spills: Belady, the best heuristic, the exact
+    solvers and auto, each as traffic (status, seconds)."""
+    by: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        by.setdefault((r["model"], r["weights"], r["ops"], r["budget_label"], r["budget"]), {})[r["solver"]] = r
+
+    def cell(r: dict | None, bound: bool = False) -> str:
+        if not r:
+            return ""
+        if r.get("arena") in (None, ""):
+            return str(r["status"])
+        b = f", bound {r['traffic_bound']}" if bound and r.get("traffic_bound") not in (None, "") else ""
+        return f"{r['spill_traffic']} ({r['status']}{b}, {float(r['time_s']):.1f} s)"
+
+    out = [
+        "| model | weights | ops | budget | B | Belady | best heuristic | cpsat-spill | cpsat-stage | auto "
+        "| auto vs Belady |",
+        "|---|---|---:|---|---:|---:|---:|---|---|---|---:|",
+    ]
+    for (model, w, ops, label, b), v in by.items():
+        bel = v.get("spill-belady", {})
+        if str(bel.get("spill_traffic", "")) in ("", "0"):
+            continue
+        heur = [int(v[h]["spill_traffic"]) for h in HEURISTICS if h in v and v[h].get("arena") not in (None, "")]
+        out.append(
+            f"| {model} | {w} | {ops} | {label} | {b} | {bel['spill_traffic']} | {min(heur) if heur else ''} | "
+            f"{cell(v.get('cpsat-spill'), True)} | {cell(v.get('cpsat-stage'), True)} | {cell(v.get('auto'))} | "
+            f"{v.get('auto', {}).get('vs_belady', '')} |"
+        )
+    return out
 
 
 def _plot(rows: list[dict], path: Path) -> None:

@@ -225,6 +225,11 @@ def _min_spill_budget(graph: Graph, target: Target, need: int) -> int:
     return max(need, min_budget(graph, target))
 
 
+def _spill_key(p: Plan) -> tuple:
+    """Least traffic, then least arena; on a tie the plan whose optimality is proven."""
+    return (p.metrics.traffic_bytes, p.metrics.arena_bytes, p.solver.status != "optimal")
+
+
 def _spill(graph: Graph, target: Target, options: SolveOptions, timer: Timer, nospill: Plan) -> Plan:
     from planner.solvers.registry import SOLVERS
 
@@ -250,8 +255,7 @@ def _spill(graph: Graph, target: Target, options: SolveOptions, timer: Timer, no
         except DoesNotFit as e:
             failure = e if failure is None or e.needed < failure.needed else failure
             continue
-        key = (p.metrics.traffic_bytes, p.metrics.arena_bytes)
-        if best is None or key < (best.metrics.traffic_bytes, best.metrics.arena_bytes):
+        if best is None or _spill_key(p) < _spill_key(best):
             best = p
     if best is None:
         if failure is not None:
