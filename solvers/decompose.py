@@ -27,6 +27,7 @@ class Segment:
     background: int  # bytes (aligned) live throughout the segment, from outside it
     background_raw: int  # the same in raw bytes (for bounds on the simulator's metrics)
     exact: bool  # lifetimes in the segment model equal those in the whole graph
+    background_slack: int = 0  # largest alignment slack among the background tensors
 
 
 def sequential_points(graph: Graph) -> list[str]:
@@ -60,7 +61,7 @@ def segment_subgraph(graph: Graph, target: Target, order: Sequence[str], lo: int
     inside = set(window)
     pos = {o: i for i, o in enumerate(order)}
     tensors: list[Tensor] = []
-    background = background_raw = 0
+    background = background_raw = bg_slack = 0
     exact = True
     dropped: set[str] = set()
     for t in graph.tensors.values():
@@ -84,6 +85,7 @@ def segment_subgraph(graph: Graph, target: Target, order: Sequence[str], lo: int
                 exact = exact and live_across
                 background += target.align(t.bytes)
                 background_raw += t.bytes
+                bg_slack = max(bg_slack, target.align(t.bytes) - t.bytes) if t.bytes else bg_slack
                 dropped.add(t.name)
             continue
         made_before = prod is None or pos[prod] < lo
@@ -100,12 +102,13 @@ def segment_subgraph(graph: Graph, target: Target, order: Sequence[str], lo: int
             elif live_after:
                 background += target.align(t.bytes)
                 background_raw += t.bytes
+                bg_slack = max(bg_slack, target.align(t.bytes) - t.bytes) if t.bytes else bg_slack
                 dropped.add(t.name)
     ops = []
     for name in window:
         o = graph.op(name)
         ops.append(Op(o.name, o.type, tuple(i for i in o.inputs if i not in dropped), o.outputs))
-    return Segment(Graph(f"{graph.name}[{lo}:{hi}]", tensors, ops), background, background_raw, exact)
+    return Segment(Graph(f"{graph.name}[{lo}:{hi}]", tensors, ops), background, background_raw, exact, bg_slack)
 
 
 # order solver for one segment: (graph, target, time_limit) -> (order, peak_aligned, bound_raw, proven)
@@ -122,9 +125,19 @@ class StitchResult:
 
 
 def decompose_order(
-    graph: Graph, target: Target, solve_segment: SegmentSolver, time_limit: float, base_order: Sequence[str]
+    graph: Graph,
+    target: Target,
+    solve_segment: SegmentSolver,
+    time_limit: float,
+    base_order: Sequence[str],
+    raw_bound: Callable[[Segment, float], int | None] | None = None,
 ) -> StitchResult:
-    """Solve each segment between sequential points; time is shared by segment size."""
+    """Solve each segment between sequential points; time is shared by segment size.
+
+    `raw_bound(segment, seconds)` may add a bound on the raw arena that already includes the
+    segment's background (e.g. the slack-aware DP). Bounds from segments whose model is not
+    exact (a loaded weight used on one side only) leave the background out, to stay valid.
+    """
     pts = set(sequential_points(graph))
     order = list(base_order)
     cuts = [0] + [i + 1 for i, o in enumerate(order) if o in pts]
@@ -136,18 +149,31 @@ def decompose_order(
     new_order: list[str] = []
     bound = 0
     proven = True
+    solved: list[tuple[int, Segment]] = []  # (aligned peak incl. background, segment)
     for a, b in spans:
         seg = segment_subgraph(graph, target, order, a, b)
         if b - a == 1:
-            sub_order = list(order[a:b])
             from planner.solvers.bounds import max_live
 
+            sub_order = list(order[a:b])
             sub_bound = max_live(seg.graph, target, sub_order)
+            sub_peak = max_live(seg.graph, target, sub_order, aligned=True)
             ok = True
         else:
-            sub_order, _, sub_bound, ok = solve_segment(seg.graph, target, time_limit * (b - a) / big)
+            sub_order, sub_peak, sub_bound, ok = solve_segment(seg.graph, target, time_limit * (b - a) / big)
         new_order += sub_order
-        bound = max(bound, sub_bound + seg.background_raw)
+        bound = max(bound, sub_bound + (seg.background_raw if seg.exact else 0))
         proven = proven and ok and seg.exact
+        if seg.exact:
+            solved.append((sub_peak + seg.background, seg))
+    if raw_bound is not None:
+        # only segments whose aligned peak exceeds the bound can raise it: the highest first
+        critical = sorted((x for x in solved if x[0] > bound), key=lambda x: -x[0])[:8]
+        for value, seg in critical:
+            if value <= bound:
+                break
+            extra = raw_bound(seg, time_limit / max(len(critical), 1))
+            if extra is not None:
+                bound = max(bound, extra)
     largest = max((b - a for a, b in spans), default=0)
     return StitchResult(new_order, bound, proven, len(spans), largest)

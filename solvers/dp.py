@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.solvers.base import Progress, SolveOptions, Timer, nospill_plan
+from planner.solvers.bounds import max_live
 from planner.solvers.cpsat_layout import _gap
 from planner.solvers.cpsat_order import Reach, forced_live_bounds, heuristic_start, layout_order, lifetime_items
 from planner.target import Target
@@ -55,6 +56,8 @@ def _dp(
     state_limit: int,
     deadline: float | None,
     timer: Timer,
+    slack_aware: bool = False,
+    background: tuple[int, int] = (0, 0),
 ) -> DPResult:
     items = lifetime_items(graph, target)
     names = [o.name for o in graph.ops]
@@ -92,6 +95,21 @@ def _dp(
                 i = idx[o]
                 ends[i].append((it.aligned, em & ~(1 << i)))
 
+    # slack-aware cost: the top tensor of a layout only occupies its raw bytes, so at each
+    # step the arena is at least (aligned live) - (largest alignment slack among live tensors)
+    slacky = sorted(
+        (
+            (
+                it.max_slack,
+                0 if it.start[0] == "zero" else mask(it.start[1]),
+                mask(it.end[1]) if it.end[0] == "max" else 0,
+            )
+            for it in items
+            if slack_aware and it.max_slack > 0 and it.aligned > 0
+        ),
+        reverse=True,
+    )
+    bg_aligned, bg_slack = background
     layer: dict[int, tuple[int, int]] = {0: (0, carry0)}  # S -> (peak, carry)
     parent: dict[int, int] = {}
     states = 1
@@ -111,7 +129,18 @@ def _dp(
                 for size, sm in starts[i]:
                     if not sm & s:
                         step += size
-                p = peak if peak >= step else step
+                cost = step
+                if slack_aware:
+                    si = s | low
+                    top = bg_slack
+                    for sl, sm, em in slacky:
+                        if sl <= top:
+                            break
+                        if (not sm or sm & si) and (not em or em & ~s):
+                            top = sl
+                            break
+                    cost += bg_aligned - top
+                p = peak if peak >= cost else cost
                 if p >= upper:
                     continue
                 t = s | low
@@ -143,6 +172,31 @@ def _dp(
         order.append(i)
         s ^= 1 << i
     return DPResult([names[i] for i in reversed(order)], peak, states, False)
+
+
+def raw_arena_bound(
+    graph: Graph,
+    target: Target,
+    time_limit: float,
+    state_limit: int = 300_000,
+    background: tuple[int, int] = (0, 0),
+) -> int | None:
+    """A lower bound on the raw `arena_bytes` of every no-spill plan, or None if the DP gives up.
+
+    Offsets are multiples of the alignment, so tensors live together occupy disjoint aligned
+    ranges and only the top one can end early: arena >= aligned live - its slack. The DP
+    minimises, over all orders, the max over steps of (aligned live - largest slack among
+    the live tensors), which closes the alignment gap that `aligned bound - max slack` leaves.
+    `background` = (aligned bytes, largest slack) of tensors live throughout (a segment's
+    context, solvers/decompose.py): they join every step's sum and its top candidates.
+    """
+    timer = Timer()
+    upper = max_live(graph, target, heuristic_start(graph, target).peak_order, aligned=True) + background[0] + 1
+    try:
+        res = _dp(graph, target, [], upper, 0, state_limit, time_limit, timer, slack_aware=True, background=background)
+    except (ValueError, DPTimeout):
+        return None
+    return None if res.from_heuristic else res.peak
 
 
 def dp_order(graph: Graph, target: Target, state_limit: int = DEFAULT_STATE_LIMIT) -> tuple[list[str], int]:

@@ -28,7 +28,8 @@ from planner.solvers.cpsat_order import (
     layout_order,
     optimal_order,
 )
-from planner.solvers.decompose import decompose_order, segment_subgraph
+from planner.solvers.decompose import Segment, decompose_order, segment_subgraph
+from planner.solvers.dp import raw_arena_bound
 from planner.solvers.heuristics.beam import beam_search
 from planner.solvers.relax import relaxed_order_bound
 from planner.target import Target
@@ -74,6 +75,16 @@ def _segment_solver(options: SolveOptions, timer: Timer, stats: dict):
         return order, peak, raw, ok
 
     return solve
+
+
+RAW_BOUND_MAX_OPS = 60  # the slack-aware DP is cheap on segments up to about this size
+
+
+def _raw_segment_bound(seg: Segment, target: Target, seconds: float) -> int | None:
+    """Close the alignment-slack gap of a small segment with the slack-aware DP (solvers/dp.py)."""
+    if len(seg.graph.ops) > RAW_BOUND_MAX_OPS or seconds < 0.01:
+        return None
+    return raw_arena_bound(seg.graph, target, min(seconds, 5.0), background=(seg.background, seg.background_slack))
 
 
 def _lns(
@@ -149,7 +160,14 @@ def _best_nospill(
     if len(graph.ops) > 1 and options.time_limit > 0.2:
         # when the relaxation already proved the order, the segments only refine the raw bound
         share = ORDER_SHARE if peak > strong else 0.2
-        res = decompose_order(graph, free, _segment_solver(options, timer, stats), share * options.time_limit, order)
+        res = decompose_order(
+            graph,
+            free,
+            _segment_solver(options, timer, stats),
+            share * options.time_limit,
+            order,
+            lambda seg, sec: _raw_segment_bound(seg, free, sec),
+        )
         stats.update(segments=res.segments, largest_segment=res.largest_segment)
         rpeak = max_live(graph, free, res.order, aligned=True)
         if rpeak <= peak:
