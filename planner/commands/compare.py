@@ -91,7 +91,12 @@ def run(args) -> int:
             for n in names:
                 rows.append(_run_one(n, graph, target, args, cb))
     extra = _tflm_row(args, graph) if not args.budgets else None
-    lower = max([working_set_bound(graph, base_target)] + [r.plan.solver.bound for r in rows if r.plan])
+    # solver bounds hold for no-spill plans (TFLM lifetimes); a spill plan may store an output
+    # and free it early, so next to spill solvers only the working-set bound is valid
+    spilling = any(SOLVERS[n].spills for n in names)
+    lower = max(
+        [working_set_bound(graph, base_target)] + ([] if spilling else [r.plan.solver.bound for r in rows if r.plan])
+    )
     best_arena = min((r.plan.metrics.arena_bytes for r in rows if r.plan), default=None)
     dicts = [r.as_dict(lower, best_arena) for r in rows]
     if extra:
