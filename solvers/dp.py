@@ -181,7 +181,20 @@ def raw_arena_bound(
     state_limit: int = 300_000,
     background: tuple[int, int] = (0, 0),
 ) -> int | None:
-    """A lower bound on the raw `arena_bytes` of every no-spill plan, or None if the DP gives up.
+    """The value of `raw_arena_order` alone."""
+    res = raw_arena_order(graph, target, time_limit, state_limit, background)
+    return None if res is None else res[0]
+
+
+def raw_arena_order(
+    graph: Graph,
+    target: Target,
+    time_limit: float,
+    state_limit: int = 300_000,
+    background: tuple[int, int] = (0, 0),
+) -> tuple[int, list[str]] | None:
+    """(bound, order): a lower bound on the raw `arena_bytes` of every no-spill plan and an
+    order that attains it in the DP's measure; None if the DP gives up.
 
     Offsets are multiples of the alignment, so tensors live together occupy disjoint aligned
     ranges and only the top one can end early: arena >= aligned live - its slack. The DP
@@ -196,7 +209,7 @@ def raw_arena_bound(
         res = _dp(graph, target, [], upper, 0, state_limit, time_limit, timer, slack_aware=True, background=background)
     except (ValueError, DPTimeout):
         return None
-    return None if res.from_heuristic else res.peak
+    return None if res.from_heuristic else (res.peak, res.order)
 
 
 def dp_order(graph: Graph, target: Target, state_limit: int = DEFAULT_STATE_LIMIT) -> tuple[list[str], int]:
