@@ -90,3 +90,31 @@ def nospill_plan(
     info.bound = max(info.bound, working_set_bound(graph, target))
     plan = Plan(graph, target, lower(graph, target, order, offsets), info)
     return finalize(plan)
+
+
+def gap(value: int, bound: int) -> float:
+    """Relative optimality gap of `value` over a proven lower `bound`."""
+    return 0.0 if value <= 0 else round((value - bound) / value, 6)
+
+
+def proven_plan(
+    graph: Graph,
+    target: Target,
+    name: str,
+    order: Sequence[str],
+    offsets: Mapping[str, int],
+    arena: int,
+    bound: int,
+    timer: Timer,
+    options: SolveOptions,
+    facts: dict,
+) -> Plan:
+    """The tail every exact no-spill solver shares: `optimal` only when the arena meets the
+    proven bound, the facts and gap in the solver options, the plan checked by the simulator."""
+    bound = min(bound, arena)
+    status = "optimal" if arena <= bound else "feasible"
+    info = SolverInfo(name, status, bound, 0.0, {**options.to_dict(), "gap": gap(arena, bound), **facts})
+    plan = nospill_plan(graph, target, order, offsets, info)
+    plan.solver.wall_s = timer.elapsed
+    plan.solver.options["wall_s"] = round(plan.solver.wall_s, 3)
+    return plan

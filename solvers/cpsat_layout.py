@@ -29,8 +29,15 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from planner.graph import Graph
-from planner.plan import Plan, SolverInfo
-from planner.solvers.base import Progress, SolveOptions, Timer, aligned_intervals, arena_of_layout, nospill_plan
+from planner.plan import Plan
+from planner.solvers.base import (
+    Progress,
+    SolveOptions,
+    Timer,
+    aligned_intervals,
+    arena_of_layout,
+    proven_plan,
+)
 from planner.solvers.heuristics.layout import LAYOUTS
 from planner.solvers.lowering import Interval
 from planner.target import Target
@@ -309,25 +316,5 @@ def _joint_plan(
     cp_status: str,
     h_arena: int,
 ) -> Plan:
-    bound = min(bound, arena)
-    status = "optimal" if arena <= bound else "feasible"
-    info = SolverInfo(
-        "cpsat-joint",
-        status,
-        bound,
-        0.0,
-        {
-            **options.to_dict(),
-            "cpsat_status": cp_status,
-            "gap": _gap(arena, bound),
-            "heuristic_arena": h_arena,
-        },
-    )
-    plan = nospill_plan(graph, target, order, offsets, info)
-    plan.solver.wall_s = timer.elapsed
-    plan.solver.options["wall_s"] = round(plan.solver.wall_s, 3)
-    return plan
-
-
-def _gap(value: int, bound: int) -> float:
-    return 0.0 if value <= 0 else round((value - bound) / value, 6)
+    facts = {"cpsat_status": cp_status, "heuristic_arena": h_arena}
+    return proven_plan(graph, target, "cpsat-joint", order, offsets, arena, bound, timer, options, facts)

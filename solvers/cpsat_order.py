@@ -34,10 +34,10 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from planner.graph import Graph
-from planner.plan import Plan, SolverInfo
-from planner.solvers.base import Progress, SolveOptions, Timer, nospill_plan
+from planner.plan import Plan
+from planner.solvers.base import Progress, SolveOptions, Timer, proven_plan
 from planner.solvers.bounds import max_live
-from planner.solvers.cpsat_layout import _gap, _Reporter, layout_lower_bound, make_solver, optimal_layout
+from planner.solvers.cpsat_layout import _Reporter, layout_lower_bound, make_solver, optimal_layout
 from planner.solvers.heuristic import best_layout
 from planner.solvers.heuristics.order import ORDERS
 from planner.solvers.lowering import live_intervals
@@ -209,6 +209,12 @@ class HeuristicStart:
     arena: int
     arena_offsets: dict[str, int]
     arena_name: str
+
+    def never_worse(self, order, offsets, arena: int, method: str, source: str) -> tuple:
+        """(order, offsets, arena, method, source): the heuristic plan when its arena is smaller."""
+        if self.arena < arena:
+            return self.arena_order, self.arena_offsets, self.arena, self.arena_name, "heuristic"
+        return order, offsets, arena, method, source
 
 
 def heuristic_start(graph: Graph, target: Target) -> HeuristicStart:
@@ -454,25 +460,18 @@ def solve_cpsat_order(graph: Graph, target: Target, options: SolveOptions | None
         options.seed,
         options.progress,
     )
-    order, source = res.order, "cpsat-order"
-    if start.arena < arena:  # never worse than the heuristics
-        order, offs, arena, method, source = (
-            start.arena_order,
-            start.arena_offsets,
-            start.arena,
-            start.arena_name,
-            "heuristic",
-        )
-    bound = min(res.raw_bound, arena)
-    status = "optimal" if arena <= bound else "feasible"
-    info = SolverInfo(
+    order, offs, arena, method, source = start.never_worse(res.order, offs, arena, method, "cpsat-order")
+    return proven_plan(
+        graph,
+        target,
         "cpsat-order",
-        status,
-        bound,
-        0.0,
+        order,
+        offs,
+        arena,
+        res.raw_bound,
+        timer,
+        options,
         {
-            **options.to_dict(),
-            "gap": _gap(arena, bound),
             "order_status": res.status,
             "order_peak": res.peak,
             "order_bound": res.bound,
@@ -483,7 +482,3 @@ def solve_cpsat_order(graph: Graph, target: Target, options: SolveOptions | None
             "source": source,
         },
     )
-    plan = nospill_plan(graph, target, order, offs, info)
-    plan.solver.wall_s = timer.elapsed
-    plan.solver.options["wall_s"] = round(plan.solver.wall_s, 3)
-    return plan

@@ -21,10 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.graph import Graph
-from planner.plan import Plan, SolverInfo
-from planner.solvers.base import Progress, SolveOptions, Timer, nospill_plan
+from planner.plan import Plan
+from planner.solvers.base import Progress, SolveOptions, Timer, proven_plan
 from planner.solvers.bounds import max_live
-from planner.solvers.cpsat_layout import _gap
 from planner.solvers.cpsat_order import Reach, forced_live_bounds, heuristic_start, layout_order, lifetime_items
 from planner.target import Target
 
@@ -265,25 +264,18 @@ def solve_dp(graph: Graph, target: Target, options: SolveOptions | None = None) 
         options.seed,
         options.progress,
     )
-    source = "dp"
-    if start.arena < arena:
-        order, offs, arena, method, source = (
-            start.arena_order,
-            start.arena_offsets,
-            start.arena,
-            start.arena_name,
-            "heuristic",
-        )
-    bound = min(raw_bound, arena)
-    status = "optimal" if arena <= bound else "feasible"
-    info = SolverInfo(
+    order, offs, arena, method, source = start.never_worse(order, offs, arena, method, "dp")
+    return proven_plan(
+        graph,
+        target,
         "dp",
-        status,
-        bound,
-        0.0,
+        order,
+        offs,
+        arena,
+        raw_bound,
+        timer,
+        options,
         {
-            **options.to_dict(),
-            "gap": _gap(arena, bound),
             "order_exact": exact,
             "order_peak_bound": peak_bound,
             "hint_peak": start.peak,
@@ -293,7 +285,3 @@ def solve_dp(graph: Graph, target: Target, options: SolveOptions | None = None) 
             **notes,
         },
     )
-    plan = nospill_plan(graph, target, order, offs, info)
-    plan.solver.wall_s = timer.elapsed
-    plan.solver.options["wall_s"] = round(plan.solver.wall_s, 3)
-    return plan

@@ -195,15 +195,7 @@ def _best_nospill(
     arena, offs, method, _ = layout_order(
         graph, free, order, options.time_limit - timer.elapsed - margin, options.workers, options.seed, None
     )
-    src = "auto-order"
-    if start.arena < arena:
-        order, offs, arena, method, src = (
-            start.arena_order,
-            start.arena_offsets,
-            start.arena,
-            start.arena_name,
-            "heuristic",
-        )
+    order, offs, arena, method, src = start.never_worse(order, offs, arena, method, "auto-order")
     stats.update(layout=method, source=src, order_proven=proven)
     status = "optimal" if arena <= bound else "feasible"
     info = SolverInfo("auto", status, bound, 0.0, stats)
