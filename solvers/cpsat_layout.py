@@ -158,11 +158,14 @@ def optimal_layout(
     progress: Callable[[Progress], None] | None = None,
     hint: dict[str, int] | None = None,
     deterministic: bool = False,
+    known_bound: int = 0,
 ) -> LayoutResult:
     """Minimum raw arena offsets (multiples of `alignment`) for residencies with fixed times.
 
     `intervals` carry raw byte sizes (as `lowering.live_intervals` gives them); aligned sizes
     are derived here. Never returns an arena above the best layout heuristic (or `hint`).
+    `known_bound`: a bound proven elsewhere (e.g. on every order of the graph) lets the
+    search stop as soon as a layout reaches it.
     """
     timer = Timer()
     a = alignment
@@ -170,7 +173,7 @@ def optimal_layout(
     if hint is not None and raw_arena(intervals, hint) < arena:
         offsets, arena, hname = dict(hint), raw_arena(intervals, hint), "hint"
     hint_arena = arena
-    lb = layout_lower_bound(intervals, a)
+    lb = max(layout_lower_bound(intervals, a), known_bound)
     items = [iv for iv in intervals if iv.size > 0]
     for iv in intervals:
         if iv.size == 0:

@@ -409,15 +409,19 @@ def layout_order(
     workers: int,
     seed: int,
     progress: Callable[[Progress], None] | None = None,
+    known_bound: int = 0,
 ) -> tuple[int, dict[str, int], str, int]:
     """Layout heuristics on `order`, then CP-SAT layout when they leave fragmentation.
 
-    Returns (raw arena, offsets, method, the order's layout lower bound)."""
+    Returns (raw arena, offsets, method, the order's layout lower bound); `known_bound`, a
+    bound valid for every order, stops the search early."""
     arena, lname, offs = best_layout(graph, target, order)
     ivs = live_intervals(graph, target, order)
-    lb = layout_lower_bound(ivs, target.alignment)
+    lb = max(layout_lower_bound(ivs, target.alignment), known_bound)
     if arena > lb and time_limit > 0.05:
-        res = optimal_layout(ivs, time_limit, workers, seed, target.alignment, progress, hint=offs)
+        res = optimal_layout(
+            ivs, time_limit, workers, seed, target.alignment, progress, hint=offs, known_bound=known_bound
+        )
         if res.arena < arena:
             arena, offs, lname = res.arena, res.offsets, "cpsat-layout"
         lb = max(lb, res.bound)

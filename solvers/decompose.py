@@ -12,7 +12,7 @@ whole. The same segment construction re-optimises windows of an order (LNS, belo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 import networkx as nx
@@ -28,6 +28,7 @@ class Segment:
     background_raw: int  # the same in raw bytes (for bounds on the simulator's metrics)
     exact: bool  # lifetimes in the segment model equal those in the whole graph
     background_slack: int = 0  # largest alignment slack among the background tensors
+    background_tensors: tuple[str, ...] = ()  # the tensors behind `background`
 
 
 def sequential_points(graph: Graph) -> list[str]:
@@ -108,7 +109,27 @@ def segment_subgraph(graph: Graph, target: Target, order: Sequence[str], lo: int
     for name in window:
         o = graph.op(name)
         ops.append(Op(o.name, o.type, tuple(i for i in o.inputs if i not in dropped), o.outputs))
-    return Segment(Graph(f"{graph.name}[{lo}:{hi}]", tensors, ops), background, background_raw, exact, bg_slack)
+    seg_graph = Graph(f"{graph.name}[{lo}:{hi}]", tensors, ops)
+    return Segment(seg_graph, background, background_raw, exact, bg_slack, tuple(sorted(dropped)))
+
+
+def with_background(seg: Segment, graph: Graph) -> Graph:
+    """The segment with its background tensors as inputs read by its last ops.
+
+    Each background tensor then occupies its own block for the whole segment, as it does in
+    any plan of the whole graph: a layout-aware bound on this graph (e.g. cpsat-joint) is a
+    bound on the whole arena when the segment is exact.
+    """
+    g = seg.graph
+    if not seg.background_tensors:
+        return g
+    extra = tuple(seg.background_tensors)
+    sinks = {o.name for o in g.ops if not any(g.consumers[t] for t in o.outputs)}
+    tensors = list(g.tensors.values()) + [
+        Tensor(t, graph.tensors[t].bytes, "input", graph.tensors[t].shape, graph.tensors[t].dtype) for t in extra
+    ]
+    ops = [Op(o.name, o.type, o.inputs + extra if o.name in sinks else o.inputs, o.outputs) for o in g.ops]
+    return Graph(g.name, tensors, ops)
 
 
 # order solver for one segment: (graph, target, time_limit) -> (order, peak_aligned, bound_raw, proven)
@@ -122,6 +143,7 @@ class StitchResult:
     proven: bool  # every segment solved to optimality with exact cuts
     segments: int
     largest_segment: int
+    critical: list[Segment] = field(default_factory=list)  # exact segments above `bound_raw`, highest first
 
 
 def decompose_order(
@@ -176,4 +198,5 @@ def decompose_order(
             if extra is not None:
                 bound = max(bound, extra)
     largest = max((b - a for a, b in spans), default=0)
-    return StitchResult(new_order, bound, proven, len(spans), largest)
+    critical = [seg for value, seg in sorted(solved, key=lambda x: -x[0]) if value > bound]
+    return StitchResult(new_order, bound, proven, len(spans), largest, critical)

@@ -21,6 +21,7 @@ from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, nospill_plan
 from planner.solvers.bounds import max_live, resident_in_l1, working_set_bound
+from planner.solvers.cpsat_layout import layout_lower_bound, solve_joint
 from planner.solvers.cpsat_order import (
     HeuristicStart,
     forced_live_bounds,
@@ -28,9 +29,11 @@ from planner.solvers.cpsat_order import (
     layout_order,
     optimal_order,
 )
-from planner.solvers.decompose import Segment, decompose_order, segment_subgraph
+from planner.solvers.decompose import Segment, decompose_order, segment_subgraph, with_background
 from planner.solvers.dp import raw_arena_bound
+from planner.solvers.heuristic import best_layout
 from planner.solvers.heuristics.beam import beam_search
+from planner.solvers.lowering import live_intervals
 from planner.solvers.relax import relaxed_order_bound
 from planner.target import Target
 
@@ -87,6 +90,53 @@ def _raw_segment_bound(seg: Segment, target: Target, seconds: float) -> int | No
     return raw_arena_bound(seg.graph, target, min(seconds, 5.0), background=(seg.background, seg.background_slack))
 
 
+JOINT_BOUND_MAX_OPS = 60  # cpsat-joint proves small segments in seconds
+JOINT_SHARE = 0.2  # of the time limit at most, for it
+
+
+def _layout_bound(graph: Graph, target: Target, order: list[str]) -> int:
+    return layout_lower_bound(live_intervals(graph, target, order), target.alignment)
+
+
+def _joint_segments(
+    graph: Graph, target: Target, segments: list[Segment], arena: int, options: SolveOptions, seconds: float
+) -> tuple[int, dict[tuple[str, ...], list[str]]]:
+    """Layout-aware bounds and orders from cpsat-joint on the critical segments (highest first).
+
+    Order bounds count aligned live bytes; when the arena is a few bytes above them only a
+    model that places blocks can tell whether it is optimal (sp:400:3: 16,353 vs 16,354).
+    Each exact segment with its background is a relaxation of the whole plan, so its joint
+    optimum bounds the whole arena; its order (packable below `arena`) is a candidate too.
+    Returns (bound, {segment ops: better segment order}).
+    """
+    timer = Timer()
+    bound = 0
+    orders: dict[tuple[str, ...], list[str]] = {}
+    for seg in segments:
+        left = seconds - timer.elapsed
+        if bound >= arena or left < 0.3:
+            break
+        if not seg.exact or len(seg.graph.ops) > JOINT_BOUND_MAX_OPS:
+            continue
+        plan = solve_joint(
+            with_background(seg, graph), target, replace(options, time_limit=left, progress=None, extra={})
+        )
+        bound = max(bound, plan.metrics.lower_bound_bytes)
+        if plan.metrics.arena_bytes < arena:
+            orders[tuple(o.name for o in seg.graph.ops)] = list(plan.order)
+    return bound, orders
+
+
+def _substitute(order: list[str], segments: dict[tuple[str, ...], list[str]]) -> list[str]:
+    """`order` with each segment's ops (contiguous in every topological order) reordered."""
+    out = list(order)
+    pos = {o: i for i, o in enumerate(out)}
+    for ops, new in segments.items():
+        lo = min(pos[o] for o in ops)
+        out[lo : lo + len(new)] = new
+    return out
+
+
 def _lns(
     graph: Graph, target: Target, order: list[str], deadline: float, options: SolveOptions, timer: Timer, bound: int
 ) -> tuple[list[str], int]:
@@ -120,8 +170,6 @@ def _lns(
 
 
 def _live_profile(graph: Graph, target: Target, order: list[str]) -> list[int]:
-    from planner.solvers.lowering import live_intervals
-
     delta = [0] * (len(order) + 1)
     for iv in live_intervals(graph, target, order):
         s = target.align(iv.size)
@@ -147,6 +195,7 @@ def _best_nospill(
     bound = lb
     proven = False
     strong = 0  # proven bound on the aligned max-live of every order (solvers/relax.py)
+    critical: list[Segment] = []
     if len(graph.ops) > 1 and options.time_limit > 0.2 and peak > lb:
         strong_time = max(STRONG_SHARE * options.time_limit, min(5.0, 0.5 * options.time_limit))
         sb = relaxed_order_bound(graph, free, peak, time_limit=strong_time)
@@ -169,6 +218,7 @@ def _best_nospill(
             lambda seg, sec: _raw_segment_bound(seg, free, sec),
         )
         stats.update(segments=res.segments, largest_segment=res.largest_segment)
+        critical = res.critical
         rpeak = max_live(graph, free, res.order, aligned=True)
         if rpeak <= peak:
             order, peak = res.order, rpeak
@@ -192,8 +242,20 @@ def _best_nospill(
             )
         options.report(Progress("auto", None, bound, timer.elapsed, f"order peak {peak}"))
     margin = 0.1 + 0.002 * len(graph.ops)
+    small = [seg for seg in critical if seg.exact and len(seg.graph.ops) <= JOINT_BOUND_MAX_OPS]
+    if small and options.time_limit - timer.elapsed > 1.0:
+        h_arena = best_layout(graph, free, order)[0]
+        if h_arena > bound:
+            seconds = min(JOINT_SHARE * options.time_limit, options.time_limit - timer.elapsed - 2 * margin)
+            joint, seg_orders = _joint_segments(graph, free, small, h_arena, options, seconds)
+            if joint > bound:
+                stats["joint_segment_bound"] = bound = joint
+            if seg_orders:
+                cand = _substitute(order, seg_orders)
+                if _layout_bound(graph, free, cand) <= _layout_bound(graph, free, order):
+                    order, stats["joint_segment_orders"] = cand, len(seg_orders)
     arena, offs, method, _ = layout_order(
-        graph, free, order, options.time_limit - timer.elapsed - margin, options.workers, options.seed, None
+        graph, free, order, options.time_limit - timer.elapsed - margin, options.workers, options.seed, None, bound
     )
     order, offs, arena, method, src = start.never_worse(order, offs, arena, method, "auto-order")
     stats.update(layout=method, source=src, order_proven=proven)

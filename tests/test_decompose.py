@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from planner.models.generators import random_dag, series_parallel
 from planner.solvers.bounds import max_live
-from planner.solvers.decompose import segment_subgraph, sequential_points
+from planner.solvers.base import SolveOptions
+from planner.solvers.cpsat_layout import solve_joint
+from planner.solvers.decompose import segment_subgraph, sequential_points, with_background
 from planner.solvers.heuristics.order import greedy_memory
 from planner.target import Target
 
@@ -46,3 +48,30 @@ def test_sequential_points_are_comparable_with_everything():
     others = [o.name for o in g.ops if o.name not in set(pts)]
     for o in others[:20]:
         assert len(nx.ancestors(g.dag, o)) + len(nx.descendants(g.dag, o)) < n - 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(2, 9),
+    seed=st.integers(0, 10**6),
+    weights=st.sampled_from(["in_place", "load"]),
+)
+def test_segment_joint_bound_never_exceeds_the_whole_optimum(n, seed, weights):
+    """cpsat-joint on a segment between sequential points, its background tensors kept as
+    blocks, bounds the whole graph's raw arena (the portfolio relies on this)."""
+    g = random_dag(n, seed, size_range=(1, 100), max_outputs=2, max_inputs=3, n_inputs=2, weight_prob=0.3)
+    t = Target("t", None, weights=weights, alignment=16)
+    whole = solve_joint(g, t, SolveOptions(time_limit=20))
+    assert whole.solver.status == "optimal"
+    order = list(whole.order)
+    pts = set(sequential_points(g))
+    cuts = sorted({0, len(order), *(i + 1 for i, o in enumerate(order) if o in pts)})
+    for a, b in pairwise(cuts):
+        seg = segment_subgraph(g, t, order, a, b)
+        if not seg.exact:
+            continue
+        sub = with_background(seg, g)
+        assert sum(sub.size(x) for x in seg.background_tensors) == seg.background_raw
+        part = solve_joint(sub, t, SolveOptions(time_limit=20))
+        assert part.metrics.lower_bound_bytes <= whole.metrics.arena_bytes
+        assert part.metrics.arena_bytes <= whole.metrics.arena_bytes  # optimal on both sides
