@@ -99,7 +99,13 @@ def _layout_bound(graph: Graph, target: Target, order: list[str]) -> int:
 
 
 def _joint_segments(
-    graph: Graph, target: Target, segments: list[Segment], arena: int, options: SolveOptions, seconds: float
+    graph: Graph,
+    target: Target,
+    order: list[str],
+    segments: list[Segment],
+    arena: int,
+    options: SolveOptions,
+    seconds: float,
 ) -> tuple[int, dict[tuple[str, ...], list[str]]]:
     """Layout-aware bounds and orders from cpsat-joint on the critical segments (highest first).
 
@@ -112,7 +118,15 @@ def _joint_segments(
     timer = Timer()
     bound = 0
     orders: dict[tuple[str, ...], list[str]] = {}
-    for seg in segments:
+    # highest first by their peak in the current order: the decomposition's estimates may
+    # come from heuristic orders of segments it had no time for
+    pos = {o: i for i, o in enumerate(order)}
+
+    def peak_now(seg: Segment) -> int:
+        seg_order = sorted((o.name for o in seg.graph.ops), key=pos.__getitem__)
+        return max_live(seg.graph, target, seg_order, aligned=True) + seg.background
+
+    for seg in sorted(segments, key=peak_now, reverse=True):
         left = seconds - timer.elapsed
         if bound >= arena or left < 0.3:
             break
@@ -247,7 +261,7 @@ def _best_nospill(
         h_arena = best_layout(graph, free, order)[0]
         if h_arena > bound:
             seconds = min(JOINT_SHARE * options.time_limit, options.time_limit - timer.elapsed - 2 * margin)
-            joint, seg_orders = _joint_segments(graph, free, small, h_arena, options, seconds)
+            joint, seg_orders = _joint_segments(graph, free, order, small, h_arena, options, seconds)
             if joint > bound:
                 stats["joint_segment_bound"] = bound = joint
             if seg_orders:
