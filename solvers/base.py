@@ -31,7 +31,9 @@ class SolveOptions:
     time_limit: float = 30.0
     workers: int = 2
     seed: int = 0
-    objective: str = "peak"  # peak | traffic (spill planning)
+    # traffic: least spill traffic that fits the budget, then the smallest arena (spill only
+    # when no plan without spills fits); peak: the smallest arena, spills allowed, then traffic
+    objective: str = "traffic"
     progress: Callable[[Progress], None] | None = field(default=None, repr=False)
     extra: dict = field(default_factory=dict)
 

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
+from planner.simulate import finalize
 from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, nospill_plan
 from planner.solvers.bounds import max_live, resident_in_l1, working_set_bound
 from planner.solvers.cpsat_layout import layout_lower_bound, solve_joint
@@ -288,10 +289,19 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
         raise DoesNotFit(budget, _min_spill_budget(graph, target, need), need, how="even with spilling")
     start = heuristic_start(graph, target.with_budget(None))
     nospill_opts = options
-    if budget is not None and start.arena > budget:
-        # spills will probably be needed: keep half the time for them
+    peak_first = options.objective == "peak" and start.arena > _min_spill_budget(graph, target, need)
+    if peak_first or (budget is not None and start.arena > budget):
+        # spills will probably be needed (or may shrink the arena): keep half the time for them
         nospill_opts = replace(options, time_limit=options.time_limit / 2)
     best, offs = _best_nospill(graph, target, nospill_opts, timer, start)
+    if peak_first:
+        smallest = _min_spill_budget(graph, target, need)
+        if smallest < best.metrics.arena_bytes:
+            # --objective peak: the smallest arena any plan reaches, with the least traffic there
+            try:
+                return _spill(graph, target.with_budget(smallest), options, timer, best, target)
+            except DoesNotFit:
+                pass  # no spill solver reached it: the no-spill plan stands
     if budget is None or best.metrics.arena_bytes <= budget:
         # lower again under the real target so the plan file carries the user's budget
         info = best.solver
@@ -316,7 +326,11 @@ def _spill_key(p: Plan) -> tuple:
     return (p.metrics.traffic_bytes, p.metrics.arena_bytes, p.solver.status != "optimal")
 
 
-def _spill(graph: Graph, target: Target, options: SolveOptions, timer: Timer, nospill: Plan) -> Plan:
+def _spill(
+    graph: Graph, target: Target, options: SolveOptions, timer: Timer, nospill: Plan, user_target: Target | None = None
+) -> Plan:
+    """The least-traffic spill plan under `target`'s budget (`user_target`: the budget the
+    user gave, when `target` is tighter for --objective peak)."""
     from planner.solvers.registry import SOLVERS
 
     spillers = [s for s in SOLVERS.values() if s.spills]
@@ -364,4 +378,7 @@ def _spill(graph: Graph, target: Target, options: SolveOptions, timer: Timer, no
             **options.to_dict(),
         },
     )
+    if user_target is not None:
+        # planned under a tighter budget; the plan file carries the user's target
+        best = finalize(Plan(graph, user_target, best.stages, best.solver))
     return best

@@ -280,3 +280,20 @@ def test_cpsat_spill_proves_a_branchy_graph_optimal() -> None:
         == brute_force(g, tg).spill_traffic
         == plan.solver.options["spill_traffic_bound"]
     )
+
+
+def test_auto_objective_peak_spills_to_shrink_the_arena_traffic_does_not() -> None:
+    from planner.solvers.portfolio import solve_auto
+
+    g = _diamond()
+    tg = Target("t", None, None, "in_place", alignment=1)
+    smallest, nospill = min_budget(g, tg), best_heuristic(g, tg)[0]
+    assert smallest < nospill
+    traffic = solve_auto(g, tg, SolveOptions(time_limit=5, workers=1, objective="traffic"))
+    assert traffic.metrics.spill_traffic_bytes == 0
+    assert traffic.metrics.arena_bytes <= nospill
+    peak = solve_auto(g, tg, SolveOptions(time_limit=5, workers=1, objective="peak"))
+    assert simulate(g, tg, peak.stages).ok
+    assert peak.metrics.arena_bytes == smallest < traffic.metrics.arena_bytes
+    assert peak.metrics.spill_traffic_bytes > 0
+    assert peak.target.l1_bytes is None  # the plan carries the user's (unbounded) target

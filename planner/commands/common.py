@@ -46,8 +46,10 @@ def add_solver_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--objective",
         choices=["peak", "traffic"],
-        default="peak",
-        help="lexicographic objective order for spill planning (default peak)",
+        default="traffic",
+        help="traffic (default): least spill traffic within the budget, then the smallest arena, so spills "
+        "only when no plan without them fits; peak: the smallest arena, spilling to shrink it if that helps, "
+        "then the least traffic",
     )
 
 
