@@ -672,6 +672,7 @@ def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[
         attrs = {"node": n, "domain": n.domain or "ai.onnx", "opset": opset}
         if k in a.outer:
             attrs["outer_inputs"] = tuple(extra)
+            attrs["nested"] = True  # its bodies' own tensors are not planned (see Graph.nested_ops)
         ops.append(Op(name, n.op_type, tuple(dict.fromkeys(inputs + extra)), tuple(outs[k]), attrs))
 
     # graph outputs without a producing op (a graph input or a constant): synthetic copy

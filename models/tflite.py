@@ -302,7 +302,13 @@ def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
                 "and it is neither a constant nor a subgraph input"
             )
     ops = [
-        Op(op_names[k], op_types[k], tuple(op_ins[k]), tuple(op_outs[k]), {"index": k, "subgraph": subgraph})
+        Op(
+            op_names[k],
+            op_types[k],
+            tuple(op_ins[k]),
+            tuple(op_outs[k]),
+            {"index": k, "subgraph": subgraph, "nested": op_types[k] in CALLS_SUBGRAPH},
+        )
         for k in range(len(ops_fb))
     ]
     info.op_index = {op_names[k]: k for k in range(len(ops_fb))}

@@ -67,6 +67,11 @@ class Graph:
             self.op_index[o.name] = i
         self._validate()
 
+    def nested_ops(self) -> list[Op]:
+        """Ops that run nested graphs (ONNX If/Loop/Scan, TFLite IF/WHILE/CALL_ONCE): each is
+        planned as one op, so the memory their bodies use inside is not in any plan."""
+        return [o for o in self.ops if o.attrs.get("nested")]
+
     # -- derived structure -------------------------------------------------------------
     def _validate(self) -> None:
         producer: dict[str, str] = {}

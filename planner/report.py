@@ -35,7 +35,20 @@ def summary_dict(plan: Plan, plan_path: str | None = None) -> dict:
     d["spill_traffic_bytes"] = plan.metrics.spill_traffic_bytes
     d["solver"] = asdict(plan.solver)
     d["plan_path"] = plan_path
+    d["notes"] = plan_notes(plan)
     return d
+
+
+def plan_notes(plan: Plan) -> list[str]:
+    """What the plan does not cover, in words a user can act on."""
+    nested = plan.graph.nested_ops()
+    if not nested:
+        return []
+    kinds = ", ".join(sorted({o.type for o in nested}))
+    return [
+        f"{len(nested)} op(s) run nested graphs ({kinds}); each is planned as one op, so the memory "
+        "their bodies use inside is not in this plan (the runtime allocates it)"
+    ]
 
 
 def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan") -> Table:
@@ -70,6 +83,7 @@ def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan")
     ]
     if plan_path:
         rows.append(("written", plan_path))
+    rows += [("note", n) for n in plan_notes(plan)]
     for k, v in rows:
         t.add_row(k, v)
     return t

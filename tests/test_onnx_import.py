@@ -385,3 +385,19 @@ def test_load_model_dispatch(tmp_path):
         load_model(tmp_path / "x.pb")
     with pytest.raises(ZooError, match="neither a zoo model nor a file"):
         load_model("definitely_not_a_model")
+
+
+def test_control_flow_ops_are_named_in_the_plan_notes():
+    """A plan cannot see inside If bodies: the summary must say so instead of a silent figure."""
+    from planner.report import plan_notes, summary_dict
+    from planner.solvers.registry import get_solver
+    from planner.target import Target
+
+    need("silero_vad_16k_op15")
+    g = load_model("silero_vad_16k_op15")
+    assert [o.type for o in g.nested_ops()] == ["If"] * 3
+    plan = get_solver("greedy")(g, Target("t", None))
+    assert "3 op(s) run nested graphs (If)" in plan_notes(plan)[0]
+    assert summary_dict(plan)["notes"] == plan_notes(plan)
+    plain = get_solver("greedy")(load_model("resnet8"), Target("t", None))
+    assert plan_notes(plain) == []
