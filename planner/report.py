@@ -62,7 +62,7 @@ def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan")
         (
             "target",
             f"{plan.target.name}  (L1 budget {format_bytes(budget) if budget else 'unbounded'}, "
-            f"weights {plan.target.weights}, alignment {plan.target.alignment})",
+            f"weights {plan.target.weights}, alignment {plan.target.alignment}, lifetimes {plan.target.lifetimes})",
         ),
         ("lower bound", f"{format_bytes(m.lower_bound_bytes)}  ({m.lower_bound_bytes} B)"),
         (

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, replace
 
 WEIGHT_PLACEMENTS = ("in_place", "load")
+LIFETIMES = ("tflm", "minimal")
 
 
 class TargetError(ValueError):
@@ -24,10 +25,15 @@ class Target:
     weights: str = "in_place"
     alignment: int = 16
     source: str = ""  # where the figures come from
+    # no-spill lifetimes: tflm (inputs from the start, outputs to the end: what TFLite Micro's
+    # arena assumes) or minimal (load late, store and free early; see solvers/lifetimes.py)
+    lifetimes: str = "tflm"
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHT_PLACEMENTS:
             raise TargetError(f"weights must be one of {WEIGHT_PLACEMENTS}, got {self.weights!r}")
+        if self.lifetimes not in LIFETIMES:
+            raise TargetError(f"lifetimes must be one of {LIFETIMES}, got {self.lifetimes!r}")
         if self.alignment < 1:
             raise TargetError(f"alignment must be >= 1, got {self.alignment}")
         if self.l1_bytes is not None and self.l1_bytes <= 0:
@@ -50,6 +56,7 @@ class Target:
             "llb_bytes": self.llb_bytes,
             "weights": self.weights,
             "alignment": self.alignment,
+            "lifetimes": self.lifetimes,
         }
 
     @staticmethod
@@ -60,6 +67,7 @@ class Target:
             llb_bytes=None if d.get("llb_bytes") is None else int(d["llb_bytes"]),
             weights=str(d.get("weights", "in_place")),
             alignment=int(d.get("alignment", 16)),
+            lifetimes=str(d.get("lifetimes", "tflm")),
         )
 
 

@@ -34,6 +34,7 @@ from planner.solvers.decompose import Segment, decompose_order, segment_subgraph
 from planner.solvers.dp import raw_arena_bound
 from planner.solvers.heuristic import best_layout
 from planner.solvers.heuristics.beam import beam_search
+from planner.solvers.lifetimes import restore, rewrite
 from planner.solvers.lowering import live_intervals
 from planner.solvers.relax import relaxed_order_bound
 from planner.target import Target
@@ -287,13 +288,15 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
     need = working_set_bound(graph, target)
     if budget is not None and need > budget:
         raise DoesNotFit(budget, _min_spill_budget(graph, target, need), need, how="even with spilling")
-    start = heuristic_start(graph, target.with_budget(None))
+    # no-spill planning runs on the rewritten graph when lifetimes are minimal (solvers/lifetimes.py)
+    work = rewrite(graph) if target.lifetimes == "minimal" else graph
+    start = heuristic_start(work, target.with_budget(None))
     nospill_opts = options
     peak_first = options.objective == "peak" and start.arena > _min_spill_budget(graph, target, need)
     if peak_first or (budget is not None and start.arena > budget):
         # spills will probably be needed (or may shrink the arena): keep half the time for them
         nospill_opts = replace(options, time_limit=options.time_limit / 2)
-    best, offs = _best_nospill(graph, target, nospill_opts, timer, start)
+    best, offs = _best_nospill(work, target, nospill_opts, timer, start)
     if peak_first:
         smallest = _min_spill_budget(graph, target, need)
         if smallest < best.metrics.arena_bytes:
@@ -306,7 +309,9 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
         # lower again under the real target so the plan file carries the user's budget
         info = best.solver
         info.options = {**info.options, **options.to_dict()}
-        plan = nospill_plan(graph, target, best.order, offs, info)
+        plan = nospill_plan(work, target, best.order, offs, info)
+        if work is not graph:
+            plan = restore(plan, graph, target)
         plan.solver.wall_s = timer.elapsed
         return plan
     return _spill(graph, target, options, timer, best)

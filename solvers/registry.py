@@ -103,6 +103,13 @@ class UnknownSolver(ValueError):
 
 
 def get_solver(name: str) -> Callable:
+    """The solver function; no-spill solvers honour `target.lifetimes` (solvers/lifetimes.py),
+    spill solvers and `auto` plan stages directly."""
     if name not in SOLVERS:
         raise UnknownSolver(f"unknown solver {name!r}; available: {', '.join(SOLVERS)}")
-    return SOLVERS[name].load()
+    spec = SOLVERS[name]
+    if spec.spills or name == "auto":
+        return spec.load()
+    from planner.solvers.lifetimes import with_lifetimes
+
+    return with_lifetimes(spec.load())
