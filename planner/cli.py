@@ -3,13 +3,15 @@
 Each subcommand lives in `planner/commands/<name>.py` and exposes
 `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 Exit codes: 0 ok, 1 planning failed (does not fit, outputs differ...), 2 bad input.
-Errors are one line on stderr; `--debug` shows the traceback.
+Errors are one line on stderr; `--debug` shows the traceback. A closed stdout (`planner
+... | head`) is not an error: the command stops quietly with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = ["plan", "show", "solvers", "compare", "run", "export"]
@@ -41,12 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
-        return int(args.func(args) or 0)
+        args = parser.parse_args(argv)  # --help writes to stdout too
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+    except BrokenPipeError:
+        return _stdout_closed()
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
+    except SystemExit as e:  # rich's Console.on_broken_pipe exits 1 when stdout is closed
+        if isinstance(e.__context__, BrokenPipeError):
+            return _stdout_closed()
+        raise
     except KeyboardInterrupt:
         print("planner: interrupted", file=sys.stderr)
         return 130
@@ -56,6 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         code, msg = classify(e)
         print(f"planner: error: {msg}", file=sys.stderr)
         return code
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`| head`): stop quietly with status 0, pointing
+    stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
+        pass
+    return 0
 
 
 def classify(e: Exception) -> tuple[int, str]:

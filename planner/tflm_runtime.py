@@ -31,8 +31,13 @@ INSTALL = "pip install --no-deps tflite-micro"
 DEFAULT_ARENA = 8 * 1024 * 1024
 
 
+DIAGNOSTIC_CHARS = 200  # a TflmError's reason stays one readable line
+_KEY_RE = re.compile(r"\bops?\b|opcode|registration|prepare|allocat", re.IGNORECASE)
+_SRC_DIR_RE = re.compile(r"^(?:[\w.-]+/)+(?=[\w.-]+\.(?:cc|cpp|c|h):\d+)")  # tensorflow/lite/micro/kernels/
+
+
 class TflmError(RuntimeError):
-    """TFLM could not load or run the model (message carries TFLM's own last lines)."""
+    """TFLM could not load or run the model (the message carries TFLM's own diagnostic)."""
 
 
 @dataclass
@@ -79,8 +84,8 @@ def tflm_run_full(
         except subprocess.TimeoutExpired as e:
             raise TflmError(f"TFLM did not finish {path.name} within {timeout:.0f} s") from e
         if proc.returncode != 0:
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-            raise TflmError(f"TFLM failed on {path.name} (exit {proc.returncode}): {tail}")
+            why = tflm_diagnostic(proc.stderr or proc.stdout)
+            raise TflmError(f"TFLM failed on {path.name} (exit {proc.returncode})" + (f": {why}" if why else ""))
         head = HEAD_RE.search(proc.stderr)
         tail_m = TAIL_RE.search(proc.stderr)
         if head is None:
@@ -89,6 +94,53 @@ def tflm_run_full(
             n = int(z["n"])
             outputs = [[z[f"o{k}_{j}"] for j in range(int(z[f"n{k}"]))] for k in range(n)]
     return TflmResult(outputs, int(head.group(1)), int(tail_m.group(1)) if tail_m else 0)
+
+
+def tflm_diagnostic(text: str, limit: int = DIAGNOSTIC_CHARS) -> str:
+    """TFLM's own reason for a failure, as one line, from the child's stderr.
+
+    The child's stderr holds TFLM's C-level messages ("Didn't find op for builtin opcode
+    'DENSIFY'", "Node X (number 0) failed to prepare ...") followed by the Python traceback
+    of the wrapper ("RuntimeError: TFLM failed to allocate tensors"), which says nothing
+    about the cause. Traceback lines are dropped, source paths shortened to the file name,
+    the rest deduplicated; lines about ops, registration, prepare or allocation come first,
+    and lines are joined with "; " while they fit in `limit` characters. Only when TFLM
+    printed nothing is the exception line of the traceback used.
+    """
+    lines: list[str] = []
+    exc_lines: list[str] = []
+    in_tb = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if raw.startswith("Traceback (most recent call last):"):
+            in_tb = True
+            continue
+        if in_tb:
+            if not line or raw[:1].isspace():
+                continue  # a frame, its source line, or a ^^^ marker
+            in_tb = False  # the exception line closes the traceback
+            exc_lines.append(line)
+            continue
+        if (
+            not line
+            or line.startswith("During handling of the above exception")
+            or line.startswith("The above exception was the direct cause")
+        ):
+            continue
+        line = _SRC_DIR_RE.sub("", line)
+        if line not in lines:
+            lines.append(line)
+    keyed = [ln for ln in lines if _KEY_RE.search(ln)]
+    ranked = (keyed + [ln for ln in lines if ln not in keyed]) if lines else exc_lines[-1:]
+    out = ""
+    for ln in ranked:
+        more = f"{out}; {ln}" if out else ln
+        if len(more) > limit:
+            if not out:  # one overlong line: cut it, but say so
+                out = ln[: limit - 1].rstrip() + "…"
+            break
+        out = more
+    return out
 
 
 def tflm_run(

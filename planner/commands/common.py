@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from planner.cli import CliError
 from planner.graph import Graph
 from planner.target import DEFAULT_TARGET, Target, TargetError, get_target
+
+if TYPE_CHECKING:
+    from planner.plan import Plan
 
 DEFAULT_MODEL = "resnet8"
 
@@ -37,6 +42,13 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", help="L1 budget, e.g. 256KiB, 1.5MB, 262144 (overrides the preset's)")
     p.add_argument("--weights", choices=["in_place", "load"], help="weight placement (overrides the preset's)")
     p.add_argument("--alignment", type=int, help="offset alignment in bytes (default 16)")
+    p.add_argument(
+        "--lifetimes",
+        choices=["minimal", "tflm"],
+        help="no-spill tensor lifetimes: minimal (inputs loaded right before their first use, outputs stored "
+        "and freed early) or tflm (inputs from the start, outputs to the end, as TFLite Micro's arena needs); "
+        "default tflm for .tflite models, minimal otherwise",
+    )
 
 
 def add_solver_args(p: argparse.ArgumentParser) -> None:
@@ -80,8 +92,28 @@ def load_graph(args: argparse.Namespace) -> tuple[Graph, str]:
     name = args.model or DEFAULT_MODEL
     path = model_path(name)
     graph = load_model(name, input_shapes=shapes or None, dims=dims or None)
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path and Path(path).is_file() else ""
+    digest = model_sha256(Path(path).read_bytes()) if path and Path(path).is_file() else ""
     return graph, digest
+
+
+def model_sha256(data: bytes) -> str:
+    """The fingerprint a plan records of its model file (`Plan.model_sha256`)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_mismatch(plan: Plan, model: str | Path, data: bytes | None = None) -> str | None:
+    """Why `plan` was not made for the model file `model` (its bytes `data`, read when not
+    given), or None when the sha256 matches or the plan records none (made from a generated
+    graph). Used by `export --format tflite` and `run` before they trust the plan."""
+    if not plan.model_sha256:
+        return None
+    digest = model_sha256(Path(model).read_bytes() if data is None else data)
+    if digest == plan.model_sha256:
+        return None
+    return (
+        f"the plan was made for a different model ({plan.graph.name}, sha256 {plan.model_sha256[:12]}…; "
+        f"{Path(model).name} is {digest[:12]}…)"
+    )
 
 
 def model_path(name: str) -> Path:
@@ -94,6 +126,17 @@ def model_path(name: str) -> Path:
 def make_target(args: argparse.Namespace) -> Target:
     name = args.target or (DEFAULT_TARGET if not getattr(args, "model", None) else "unbounded")
     try:
-        return get_target(name, args.budget, args.weights, args.alignment)
+        target = get_target(name, args.budget, args.weights, args.alignment)
     except TargetError as e:
         raise CliError(str(e)) from None
+    lifetimes = getattr(args, "lifetimes", None) or default_lifetimes(getattr(args, "model", None) or DEFAULT_MODEL)
+    return replace(target, lifetimes=lifetimes)
+
+
+def default_lifetimes(model: str) -> str:
+    """TFLite models run under TFLite Micro, whose arena needs its own lifetimes; any other
+    runtime (our executor, the C header) can load inputs late and store outputs early."""
+    from planner.models.zoo import ZOO
+
+    fmt = ZOO[model].format if model in ZOO else Path(model).suffix.lower().lstrip(".")
+    return "tflm" if fmt == "tflite" else "minimal"

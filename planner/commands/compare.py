@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 
+from rich.markup import escape
 from rich.table import Table
 
 from planner.cli import CliError
@@ -68,7 +69,7 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
     except DoesNotFit as e:
         return Row(name, target.l1_bytes, None, timer.elapsed, f"does not fit (needs {e.needed} B)")
     except ValueError as e:  # e.g. the DP refuses a graph too large for it
-        return Row(name, target.l1_bytes, None, timer.elapsed, f"skipped: {str(e).splitlines()[0][:50]}")
+        return Row(name, target.l1_bytes, None, timer.elapsed, f"skipped: {str(e).strip()}")
     return Row(name, target.l1_bytes, plan, timer.elapsed)
 
 
@@ -97,9 +98,15 @@ def run(args) -> int:
     lower = max(
         [working_set_bound(graph, base_target)] + ([] if spilling else [r.plan.solver.bound for r in rows if r.plan])
     )
-    best_arena = min((r.plan.metrics.arena_bytes for r in rows if r.plan), default=None)
-    dicts = [r.as_dict(lower, best_arena) for r in rows]
-    if extra:
+    # "vs best" compares solvers at the same budget: a sweep has one best per budget
+    best_at: dict[int | None, int] = {}
+    for r in rows:
+        if r.plan:
+            a = r.plan.metrics.arena_bytes
+            best_at[r.budget_bytes] = min(a, best_at.get(r.budget_bytes, a))
+    dicts = [r.as_dict(lower, best_at.get(r.budget_bytes)) for r in rows]
+    if extra:  # only without --budgets: every row shares the one target
+        best_arena = min(best_at.values(), default=None)
         head = extra["arena_bytes"]
         extra["vs_lower_bound"] = round(head / lower, 4) if head and lower else None
         extra["vs_best"] = round(head / best_arena, 4) if head and best_arena else None
@@ -127,6 +134,7 @@ def run(args) -> int:
     cols = ["solver", "budget", "arena", "peak", "vs lower bound", "vs best", "traffic", "status", "time"]
     for c in cols:
         t.add_column(c, justify="left" if c in ("solver", "status") else "right")
+    notes: list[str] = []
     for d in dicts:
         t.add_row(
             d["solver"],
@@ -136,15 +144,31 @@ def run(args) -> int:
             f"{d['vs_lower_bound']:.3f}×" if d["vs_lower_bound"] else "-",
             f"{d['vs_best']:.3f}×" if d["vs_best"] else "-",
             _b(d["traffic_bytes"]),
-            str(d["status"]),
+            _status_cell(d, notes),
             f"{d['wall_s']:.2f} s",
         )
     con = console()
     con.print(t)
+    for note in notes:
+        con.print(note, highlight=False, soft_wrap=True)
     for path in (args.csv, args.plot):
         if path:
             con.print(f"written {path}")
     return 0
+
+
+NOTE_AFTER = 40  # statuses longer than this keep a short label in the table and a note under it
+
+
+def _status_cell(d: dict, notes: list[str]) -> str:
+    """The status column: the whole first line of the status, or for a long "skipped: why" /
+    "unavailable: why" its label and a numbered note (appended to `notes`) with the reason."""
+    first = (str(d["status"]).strip().splitlines() or [""])[0]
+    label, sep, why = first.partition(": ")
+    if len(first) <= NOTE_AFTER or not sep:
+        return escape(first)
+    notes.append(f"[{len(notes) + 1}] {escape(d['solver'])}: {escape(why)}")
+    return f"{escape(label)} [{len(notes)}]"
 
 
 def _b(n: int | None) -> str:
@@ -171,7 +195,7 @@ def _tflm_row(args, graph) -> dict | None:
             "peak_l1_bytes": None,
             "traffic_bytes": None,
             "spill_traffic_bytes": None,
-            "status": f"unavailable: {e}"[:60],
+            "status": f"unavailable: {e}",
             "bound": None,
             "wall_s": 0.0,
         }

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.cli import CliError
-from planner.commands.common import parse_pins
+from planner.commands.common import model_mismatch, parse_pins
 from planner.execute import DEFAULT_ATOL, DEFAULT_RTOL, ExecutionError, ExecutionReport, Executor, random_inputs
 from planner.plan import PlanFormatError, read_plan
 from planner.target import format_bytes
@@ -83,6 +83,20 @@ def _model_path(name: str) -> Path:
     return p
 
 
+def _plan_shape_conflict(vi, shape: tuple[int, ...]) -> str | None:
+    """How the model's declared shape of input `vi` contradicts the shape recorded in the plan."""
+    if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return None
+    declared = vi.type.tensor_type.shape.dim
+    shown = "x".join(map(str, shape)) or "scalar"
+    if len(declared) != len(shape):
+        return f"has rank {len(declared)} in the model, but rank {len(shape)} ({shown})"
+    for ax, (d, w) in enumerate(zip(declared, shape, strict=True)):
+        if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != w:
+            return f"dim {ax} is fixed at {d.dim_value} in the model, but is {w} (shape {shown})"
+    return None
+
+
 def run(args) -> int:
     from planner.models.zoo import load_model
 
@@ -93,6 +107,9 @@ def run(args) -> int:
     except PlanFormatError as e:
         raise CliError(str(e)) from None
     path = _model_path(args.model)
+    mismatch = model_mismatch(plan, path)
+    if mismatch:
+        raise CliError(f"{args.plan}: {mismatch}; plan this model with `planner plan {args.model}`")
     shapes, dims = parse_pins(args)
     # pin the inputs to the shapes the plan was made for unless told otherwise
     import onnx
@@ -110,6 +127,11 @@ def run(args) -> int:
             f"plan {args.plan} does not match {path.name}: the plan's inputs "
             f"{sorted(plan.graph.inputs)[:5]} are not the model's {sorted(model_inputs)[:5]}"
         )
+    for vi in g.input:  # a shape taken from the plan must not be blamed on --input-shape
+        if vi.name in planned and vi.name not in shapes:
+            why = _plan_shape_conflict(vi, planned[vi.name])
+            if why:
+                raise CliError(f"{path.name}: input {vi.name!r} {why} in plan {args.plan}")
     shapes = {**planned, **shapes}
     graph = load_model(
         args.model if not Path(args.model).is_file() else str(path), input_shapes=shapes or None, dims=dims or None

@@ -30,12 +30,12 @@ whether TFLM reads the entries by local or by global index.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from planner.commands.common import model_mismatch
 from planner.models.tflite import TfliteModelError, load_tflite, read_model, schema, tflm_allocates
 from planner.plan import Plan
 from planner.simulate import check
@@ -206,12 +206,9 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> Ex
             "spills — plan without spilling (a no-spill solver or a larger budget)"
         )
     model, data = read_model(model_in)
-    digest = hashlib.sha256(data).hexdigest()
-    if plan.model_sha256 and plan.model_sha256 != digest:
-        raise ExportError(
-            f"the plan was made for a different model (sha256 {plan.model_sha256[:12]}…, "
-            f"{Path(model_in).name} is {digest[:12]}…)"
-        )
+    mismatch = model_mismatch(plan, model_in, data)
+    if mismatch:
+        raise ExportError(mismatch)
     try:
         graph = load_tflite(model_in)
     except TfliteModelError as e:
