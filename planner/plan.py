@@ -7,6 +7,7 @@ raise PlanFormatError with one clear line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -230,3 +231,23 @@ def read_plan(path: str | Path) -> Plan:
     except json.JSONDecodeError as e:
         raise PlanFormatError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from e
     return plan_from_dict(d)
+
+
+def model_sha256(data: bytes) -> str:
+    """The fingerprint a plan records of its model file (`Plan.model_sha256`)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_mismatch(plan: Plan, model: str | Path, data: bytes | None = None) -> str | None:
+    """Why `plan` was not made for the model file `model` (its bytes `data`, read when not
+    given), or None when the sha256 matches or the plan records none (made from a generated
+    graph). Used by `export --format tflite` and `run` before they trust the plan."""
+    if not plan.model_sha256:
+        return None
+    digest = model_sha256(Path(model).read_bytes() if data is None else data)
+    if digest == plan.model_sha256:
+        return None
+    return (
+        f"the plan was made for a different model ({plan.graph.name}, sha256 {plan.model_sha256[:12]}…; "
+        f"{Path(model).name} is {digest[:12]}…)"
+    )

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from planner.cli import CliError
 from planner.graph import Graph
+from planner.plan import model_sha256
 from planner.target import DEFAULT_TARGET, Target, TargetError, get_target
-
-if TYPE_CHECKING:
-    from planner.plan import Plan
 
 DEFAULT_MODEL = "resnet8"
 
@@ -94,26 +90,6 @@ def load_graph(args: argparse.Namespace) -> tuple[Graph, str]:
     graph = load_model(name, input_shapes=shapes or None, dims=dims or None)
     digest = model_sha256(Path(path).read_bytes()) if path and Path(path).is_file() else ""
     return graph, digest
-
-
-def model_sha256(data: bytes) -> str:
-    """The fingerprint a plan records of its model file (`Plan.model_sha256`)."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def model_mismatch(plan: Plan, model: str | Path, data: bytes | None = None) -> str | None:
-    """Why `plan` was not made for the model file `model` (its bytes `data`, read when not
-    given), or None when the sha256 matches or the plan records none (made from a generated
-    graph). Used by `export --format tflite` and `run` before they trust the plan."""
-    if not plan.model_sha256:
-        return None
-    digest = model_sha256(Path(model).read_bytes() if data is None else data)
-    if digest == plan.model_sha256:
-        return None
-    return (
-        f"the plan was made for a different model ({plan.graph.name}, sha256 {plan.model_sha256[:12]}…; "
-        f"{Path(model).name} is {digest[:12]}…)"
-    )
 
 
 def model_path(name: str) -> Path:

@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.cli import CliError
-from planner.commands.common import model_mismatch, parse_pins
+from planner.commands.common import parse_pins
 from planner.execute import DEFAULT_ATOL, DEFAULT_RTOL, ExecutionError, ExecutionReport, Executor, random_inputs
-from planner.plan import PlanFormatError, read_plan
+from planner.plan import PlanFormatError, model_mismatch, read_plan
 from planner.target import format_bytes
 
 

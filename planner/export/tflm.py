@@ -35,9 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.commands.common import model_mismatch
 from planner.models.tflite import TfliteModelError, load_tflite, read_model, schema, tflm_allocates
-from planner.plan import Plan
+from planner.plan import Plan, model_mismatch
 from planner.simulate import check
 
 METADATA_NAME = "OfflineMemoryAllocation"
