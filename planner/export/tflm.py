@@ -90,7 +90,8 @@ def _check_tflm_overlaps(plan: Plan, planned: dict[str, int]) -> None:
             if a0 < b1 and b0 < a1:
                 raise ExportError(
                     f"under TFLM's lifetimes {t} [{a0}, {a1}) at ops {s}..{e} overlaps {u} [{b0}, {b1}) "
-                    f"at ops {ivs[u][0]}..{ivs[u][1]} (TFLM keeps inputs from the start and outputs to the end)"
+                    f"at ops {ivs[u][0]}..{ivs[u][1]} (TFLM keeps inputs from the start and outputs to the end; "
+                    "plan with --lifetimes tflm)"
                 )
         active.append(t)
 
