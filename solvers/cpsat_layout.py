@@ -244,9 +244,10 @@ def solve_joint(graph: Graph, target: Target, options: SolveOptions | None = Non
     timer = Timer()
     max_ops = int(options.extra.get("max_ops", 60))
     if len(graph.ops) > max_ops:
+        pseudo = sum(1 for o in graph.ops if o.attrs.get("pseudo"))  # load/store steps (solvers/lifetimes.py)
+        size = f"{len(graph.ops) - pseudo} ops + {pseudo} load/store steps" if pseudo else f"{len(graph.ops)} ops"
         raise ValueError(
-            f"cpsat-joint is for small graphs: {len(graph.ops)} ops > max_ops={max_ops}; "
-            "use cpsat-order (order, then layout) instead"
+            f"cpsat-joint is for small graphs: {size} > max_ops={max_ops}; use cpsat-order (order, then layout) instead"
         )
     a = target.alignment
     start = heuristic_start(graph, target)
