@@ -4,6 +4,7 @@ import random
 from itertools import pairwise
 
 import networkx as nx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -75,3 +76,16 @@ def test_segment_joint_bound_never_exceeds_the_whole_optimum(n, seed, weights):
         part = solve_joint(sub, t, SolveOptions(time_limit=20))
         assert part.metrics.lower_bound_bytes <= whole.metrics.arena_bytes
         assert part.metrics.arena_bytes <= whole.metrics.arena_bytes  # optimal on both sides
+
+
+@pytest.mark.slow
+def test_auto_proves_the_last_alignment_byte_with_a_joint_segment_bound():
+    """sp:100:3: 16,353 B is optimal, but the order bounds (aligned live bytes) leave
+    alignment doubt; cpsat-joint on the critical 33-op segment (or the slack-aware DP when
+    it has the time) proves it, and the joint order lets the layout reach it."""
+    from planner.models.zoo import load_model
+    from planner.solvers.portfolio import solve_auto
+
+    plan = solve_auto(load_model("sp:100:3"), Target("t", None), SolveOptions(time_limit=60))
+    assert plan.metrics.arena_bytes == 16353
+    assert plan.solver.status == "optimal"
