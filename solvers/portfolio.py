@@ -50,7 +50,10 @@ SEGMENT_RELAX_MIN_OPS = 30  # below this CP-SAT closes segments in a blink
 STRONG_SHARE = 0.25  # of the time limit, first, for the relaxation bound (may prove the heuristic order)
 
 
-def _segment_solver(options: SolveOptions, timer: Timer, stats: dict):
+def _segment_solver(options: SolveOptions, timer: Timer, stats: dict, whole: tuple[int, int] | None = None):
+    """`whole`: (op count, aligned relaxation bound) already computed for the whole graph,
+    reused when a segment is the whole graph (it does not split) instead of computed twice."""
+
     def solve(g: Graph, target: Target, time_limit: float):
         stats["segments_solved"] = stats.get("segments_solved", 0) + 1
         if len(g.ops) > EXACT_OP_LIMIT or time_limit < 0.05:
@@ -59,7 +62,9 @@ def _segment_solver(options: SolveOptions, timer: Timer, stats: dict):
         t0 = timer.elapsed
         hint = heuristic_start(g, target)
         strong = 0
-        if len(g.ops) > SEGMENT_RELAX_MIN_OPS:
+        if whole is not None and len(g.ops) == whole[0]:
+            strong = whole[1]
+        elif len(g.ops) > SEGMENT_RELAX_MIN_OPS:
             # the relaxation DP (solvers/relax.py) first: when it proves the heuristic order,
             # CP-SAT is skipped; else it still strengthens the segment's bound
             strong = relaxed_order_bound(g, target, hint.peak, time_limit=SEGMENT_RELAX_SHARE * time_limit).aligned
@@ -228,8 +233,9 @@ def _best_nospill(
         res = decompose_order(
             graph,
             free,
-            _segment_solver(options, timer, stats),
-            share * options.time_limit,
+            _segment_solver(options, timer, stats, (len(graph.ops), strong) if strong else None),
+            # the order phase ends at `share` of the limit, the relaxation above included
+            max(share * options.time_limit - timer.elapsed, 0.1 * options.time_limit),
             order,
             lambda seg, sec: _raw_segment_bound(seg, free, sec),
         )
