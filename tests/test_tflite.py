@@ -253,3 +253,7 @@ def test_cli_export(tmp_path):
     out = tmp_path / "o.tflite"
     assert main(["export", str(pf), "--format", "tflite", "--model", str(path), "-o", str(out)]) == 0
     assert count_offline_entries(out) == 1
+    by_name = tmp_path / "by_name.tflite"
+    assert main(["export", str(pf), "--format", "tflite", "--model", "sine_float", "-o", str(by_name)]) == 0
+    assert by_name.read_bytes() == out.read_bytes()
+    assert main(["export", str(pf), "--format", "tflite", "--model", "resnet8", "-o", str(by_name)]) == 2

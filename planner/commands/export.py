@@ -18,7 +18,9 @@ def register(sub) -> None:
     )
     p.add_argument("plan", help="plan file (planner.plan v1 JSON)")
     p.add_argument("--format", "-f", choices=FORMATS, default="json", help="output format (default json)")
-    p.add_argument("--model", help="the original .tflite the plan was made for (needed for --format tflite)")
+    p.add_argument(
+        "--model", help="the original .tflite (path or zoo name) the plan was made for (needed for --format tflite)"
+    )
     p.add_argument("-o", "--output", required=True, help="output file")
     p.add_argument("--no-names", action="store_true", help="C header: leave out the tensor/op name tables")
     p.set_defaults(func=run)
@@ -44,13 +46,20 @@ def run(args) -> int:
         else:
             if not args.model:
                 raise CliError("--format tflite needs --model ORIGINAL.tflite (the model the plan was made for)", 2)
-            if Path(args.model).suffix.lower() != ".tflite":
-                raise CliError(f"--model {args.model}: expected a .tflite file", 2)
+            from planner.commands.common import model_path
+            from planner.models.zoo import ZooError
+
+            try:
+                model = model_path(args.model)  # a zoo name or a path
+            except ZooError as e:
+                raise CliError(str(e), 2) from None
+            if model.suffix.lower() != ".tflite":
+                raise CliError(f"--model {args.model}: expected a .tflite file or a TFLite zoo name", 2)
             from planner.export.tflm import ExportError, export_tflite
             from planner.models.errors import ModelError
 
             try:
-                rep = export_tflite(plan, args.model, out)
+                rep = export_tflite(plan, model, out)
             except (ExportError, ModelError) as e:
                 raise CliError(f"cannot export to TFLite: {e}", 2) from None
             extra = f", {len(rep.demoted)} given back to TFLM" if rep.demoted else ""
