@@ -318,3 +318,33 @@ def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
         raise TfliteModelError(f"{path.name}: {e}") from e
     graph.tflite = info  # type: ignore[attr-defined]
     return graph
+
+
+NUMPY_TYPES = {
+    "FLOAT32": "float32",
+    "FLOAT16": "float16",
+    "FLOAT64": "float64",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "INT16": "int16",
+    "UINT16": "uint16",
+    "INT32": "int32",
+    "UINT32": "uint32",
+    "INT64": "int64",
+    "BOOL": "bool",
+}
+
+
+def input_specs(path: str | Path, subgraph: int = 0) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, shape, numpy dtype) of each input of `subgraph`, in the order TFLM takes them."""
+    model, _ = read_model(path)
+    sg = model.subgraphs[subgraph]
+    names = tensor_names(model, subgraph)
+    out = []
+    for i in sg.inputs if sg.inputs is not None else []:
+        t = sg.tensors[int(i)]
+        tname = tensor_type_name(t)
+        if tname not in NUMPY_TYPES:
+            raise TfliteModelError(f"{Path(path).name}: input {names[int(i)]!r} has type {tname}, not a plain array")
+        out.append((names[int(i)], tuple(int(d) for d in (t.shape if t.shape is not None else [])), NUMPY_TYPES[tname]))
+    return out

@@ -257,3 +257,23 @@ def test_cli_export(tmp_path):
     assert main(["export", str(pf), "--format", "tflite", "--model", "sine_float", "-o", str(by_name)]) == 0
     assert by_name.read_bytes() == out.read_bytes()
     assert main(["export", str(pf), "--format", "tflite", "--model", "resnet8", "-o", str(by_name)]) == 2
+
+
+def test_cli_run_executes_a_tflite_plan_in_tflm(tmp_path, capsys):
+    """`planner run` on a .tflite: the plan exported and run by TFLM next to the original."""
+    import json
+
+    from planner.cli import main
+
+    path = wakeword_path("okay_nabu")
+    plan = plan_for(path, "auto")
+    pf = tmp_path / "p.json"
+    plan.write(pf)
+    capsys.readouterr()
+    assert main(["run", str(path), str(pf), "--invocations", "4", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["outputs_equal"] and d["ok"] and d["invocations"] == 4
+    assert d["tflm_arena_bytes_planned"] <= d["tflm_arena_bytes_original"]
+    other = tmp_path / "sine.json"
+    plan_for(sine_path(), "best").write(other)
+    assert main(["run", str(path), str(other)]) == 2  # a plan for another model

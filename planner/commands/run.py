@@ -29,7 +29,10 @@ from planner.target import format_bytes
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="execute a plan in a numpy arena and check the outputs against onnxruntime")
+    p = sub.add_parser(
+        "run",
+        help="execute a plan and check its outputs: ONNX in a numpy arena vs onnxruntime, TFLite in TFLite Micro vs the original model",
+    )
     p.add_argument("model", help="ONNX file or zoo name the plan was made for")
     p.add_argument("plan", help="plan file (planner.plan v1 JSON)")
     p.add_argument(
@@ -58,6 +61,9 @@ def register(sub) -> None:
         action="store_true",
         help="run even if the simulator rejects the plan (to watch a bad plan corrupt outputs)",
     )
+    p.add_argument(
+        "--invocations", type=int, default=10, help="TFLite: invocations of TFLM on random inputs (default 10)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=run)
 
@@ -78,8 +84,8 @@ def _model_path(name: str) -> Path:
     p = Path(name)
     if not p.is_file():
         raise CliError(f"model {name!r} is neither a file nor a zoo model ({', '.join(ZOO)})")
-    if p.suffix.lower() != ".onnx":
-        raise CliError(f"{p.name}: `planner run` executes ONNX models only")
+    if p.suffix.lower() not in (".onnx", ".tflite"):
+        raise CliError(f"{p.name}: `planner run` executes .onnx models (numpy arena) and .tflite models (TFLM)")
     return p
 
 
@@ -110,6 +116,8 @@ def run(args) -> int:
     mismatch = model_mismatch(plan, path)
     if mismatch:
         raise CliError(f"{args.plan}: {mismatch}; plan this model with `planner plan {args.model}`")
+    if path.suffix.lower() == ".tflite":
+        return _run_tflite(args, plan, path)
     shapes, dims = parse_pins(args)
     # pin the inputs to the shapes the plan was made for unless told otherwise
     import onnx
@@ -151,6 +159,59 @@ def run(args) -> int:
     else:
         print_report(report, Console())
     return 0 if report.ok else 1
+
+
+def _run_tflite(args, plan, path: Path) -> int:
+    """Export the plan into the model and run both in TFLM (planner/tflm_check.py)."""
+    from planner.export.tflm import ExportError
+    from planner.models.errors import ModelError
+    from planner.simulate import PlanError
+    from planner.tflm_check import check_in_tflm
+    from planner.tflm_runtime import TflmError, available
+
+    if args.inputs or args.input_shape or args.dim or args.unchecked:
+        raise CliError(
+            "--inputs, --input-shape, --dim and --unchecked are for ONNX models; TFLite runs use random inputs"
+        )
+    if not available():
+        raise CliError("running a .tflite plan needs TFLite Micro: pip install --no-deps tflite-micro")
+    try:
+        r = check_in_tflm(plan, path, invocations=args.invocations, seed=args.seed)
+    except (ExportError, PlanError, ModelError) as e:
+        raise CliError(f"cannot run this plan in TFLM: {e}") from None
+    except TflmError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        json.dump({**r.to_dict(), "model_path": str(path), "plan_path": args.plan}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0 if r.ok else 1
+    con = Console()
+    t = Table(
+        title=f"{r.model}: plan exported and run by TFLite Micro vs the original model ({r.invocations} invocations)"
+    )
+    for c in ("", "value", "ok"):
+        t.add_column(c)
+    t.add_row(
+        "outputs",
+        "identical" if r.outputs_equal else f"differ ({r.first_difference})",
+        "[green]yes[/green]" if r.outputs_equal else "[red]NO[/red]",
+    )
+    t.add_row("planned arena", f"{format_bytes(r.planned_arena_bytes)} ({r.planned_arena_bytes} B)", "")
+    t.add_row(
+        "TFLM arena head, our plan",
+        f"{format_bytes(r.tflm_arena_bytes_planned)} ({r.tflm_arena_bytes_planned} B)",
+        "[green]yes[/green]" if r.head_within_plan else "[red]NO[/red]",
+    )
+    t.add_row(
+        "TFLM arena head, its own plan",
+        f"{format_bytes(r.tflm_arena_bytes_original)} ({r.tflm_arena_bytes_original} B)",
+        "",
+    )
+    con.print(t)
+    for n in r.notes:
+        con.print(f"note: {n}")
+    con.print(f"result: {'[green]OK[/green]' if r.ok else '[red]MISMATCH[/red]'}")
+    return 0 if r.ok else 1
 
 
 def print_report(r: ExecutionReport, con: Console) -> None:
