@@ -1,4 +1,7 @@
-"""`planner run`: execute a plan on real tensors and compare with onnxruntime.
+"""`planner run`: execute a plan on real tensors and compare with a reference runtime.
+
+ONNX below; a .tflite plan is exported into the model and run by TFLite Micro next to the
+original instead (planner/tflm_check.py).
 
 The plan's stages drive one numpy arena (planner.execute); the outputs must equal
 onnxruntime's on the same inputs and the measured peak / arena / traffic must equal the
