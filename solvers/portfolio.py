@@ -114,7 +114,8 @@ def _joint_segments(
     options: SolveOptions,
     seconds: float,
 ) -> tuple[int, dict[tuple[str, ...], list[str]]]:
-    """Layout-aware bounds and orders from cpsat-joint on the critical segments (highest first).
+    """Layout-aware bounds and orders from cpsat-joint on `segments` (exact ones of at most
+    JOINT_BOUND_MAX_OPS ops, the caller's filter), highest peak first.
 
     Order bounds count aligned live bytes; when the arena is a few bytes above them only a
     model that places blocks can tell whether it is optimal (sp:400:3: 16,353 vs 16,354).
@@ -137,8 +138,6 @@ def _joint_segments(
         left = seconds - timer.elapsed
         if bound >= arena or left < 0.3:
             break
-        if not seg.exact or len(seg.graph.ops) > JOINT_BOUND_MAX_OPS:
-            continue
         plan = solve_joint(
             with_background(seg, graph), target, replace(options, time_limit=left, progress=None, extra={})
         )
