@@ -55,8 +55,8 @@ def _family(name: str) -> str:
 
 def run_model(name: str, time_limits: list[float], workers: int, seed: int) -> dict:
     """One model, all solvers; runs in a fresh process."""
+    from planner.bounds import working_set_bound
     from planner.solvers.base import SolveOptions
-    from planner.solvers.bounds import working_set_bound
     from planner.solvers.registry import get_solver
     from planner.target import Target
 

@@ -7,13 +7,15 @@ the tensors (an edge producer -> consumer per tensor) and used for topological w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, Literal, get_args
 
 import networkx as nx
 
-TENSOR_KINDS = ("input", "weight", "activation", "output")
+TensorKind = Literal["input", "weight", "activation", "output"]
+TENSOR_KINDS: tuple[str, ...] = get_args(TensorKind)
 
 
 class GraphError(ValueError):
@@ -22,9 +24,17 @@ class GraphError(ValueError):
 
 @dataclass(frozen=True)
 class Tensor:
+    """An edge of the graph: a named buffer of `bytes` bytes.
+
+    `kind` says where it comes from and where it must end up: a graph ``input`` starts in
+    LLB, a ``weight`` is a constant (in LLB, or read in place, see `Target.weights`), an
+    ``activation`` is made and consumed inside the graph, an ``output`` must end in LLB.
+    `shape` and `dtype` are kept for executors and exporters; solvers read only `bytes`.
+    """
+
     name: str
     bytes: int
-    kind: str  # input | weight | activation | output
+    kind: TensorKind
     shape: tuple[int, ...] | None = None
     dtype: str | None = None
 
@@ -37,23 +47,58 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Op:
+    """A node of the graph: runs once, reads `inputs`, writes `outputs` (tensor names).
+
+    `attrs` is free-form data an importer keeps for the executor and the exporters (the
+    ONNX node, the TFLite operator index); solvers never read it, except the markers that
+    other modules of the planner set (``pseudo``, ``nested``, ``synthetic``).
+    """
+
     name: str
     type: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    # Free-form data an importer keeps for the executor / exporters (never used by solvers).
     attrs: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSource:
+    """Where a graph came from, filled in by its importer.
+
+    `sha256` fingerprints the model file, so a plan made from it (through the CLI or the
+    library alike) can later be refused for a different file; the pins are what the
+    importer needed to make every size static, so the model can be imported again
+    identically (by the executor, by constant folding). `details` holds format-specific
+    data an exporter needs (for TFLite, the map back to flatbuffer indices).
+    """
+
+    format: str  # onnx | tflite | generated | plan
+    path: str | None = None
+    sha256: str = ""
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    dims: Mapping[str, int] = field(default_factory=dict)
+    input_values: Mapping[str, Any] = field(default_factory=dict)
+    details: Any = field(default=None, repr=False)
 
 
 class Graph:
     """Ops in the model's own order plus tensors; validated on construction.
 
     Graph outputs have kind ``output``; a graph output may also feed other ops.
-    Weights never have a producer; inputs never have a producer.
+    Weights never have a producer; inputs never have a producer. Construction raises
+    `GraphError` with one line for anything that is not a DAG of ops and tensors, so every
+    later stage can trust the structure. `source` says where the graph came from.
+
+        >>> g = graph_from_records("tiny", [("a", ["x"], ["y"])], {"x": 4, "y": 8}, inputs=["x"], outputs=["y"])
+        >>> g.consumers["x"], g.producer["y"]
+        (('a',), 'a')
     """
 
-    def __init__(self, name: str, tensors: Iterable[Tensor], ops: Sequence[Op]) -> None:
+    def __init__(
+        self, name: str, tensors: Iterable[Tensor], ops: Sequence[Op], source: ModelSource | None = None
+    ) -> None:
         self.name = name
+        self.source = source
         self.tensors: dict[str, Tensor] = {}
         for t in tensors:
             if t.name in self.tensors:
@@ -114,33 +159,33 @@ class Graph:
 
     @cached_property
     def inputs(self) -> list[str]:
+        """Names of the graph inputs (kind ``input``), in tensor order."""
         return [n for n, t in self.tensors.items() if t.kind == "input"]
 
     @cached_property
     def outputs(self) -> list[str]:
+        """Names of the graph outputs (kind ``output``), in tensor order."""
         return [n for n, t in self.tensors.items() if t.kind == "output"]
 
     @cached_property
     def weights(self) -> list[str]:
+        """Names of the weights (kind ``weight``), in tensor order."""
         return [n for n, t in self.tensors.items() if t.kind == "weight"]
 
     def op(self, name: str) -> Op:
+        """The op called `name` (KeyError if there is none)."""
         return self.ops[self.op_index[name]]
 
     def size(self, tensor: str) -> int:
+        """Bytes of the tensor called `tensor`."""
         return self.tensors[tensor].bytes
 
     def is_topological(self, order: Sequence[str]) -> bool:
+        """Whether `order` runs every op exactly once, each after all its producers."""
         pos = {o: i for i, o in enumerate(order)}
         if len(pos) != len(self.ops) or set(pos) != set(self.op_index):
             return False
         return all(pos[u] < pos[v] for u, v in self.dag.edges)
-
-    def predecessors(self, op: str) -> list[str]:
-        return list(self.dag.predecessors(op))
-
-    def successors(self, op: str) -> list[str]:
-        return list(self.dag.successors(op))
 
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, ops={len(self.ops)}, tensors={len(self.tensors)})"
@@ -155,10 +200,13 @@ def graph_from_records(
     weights: Iterable[str] = (),
     op_type: str = "Op",
 ) -> Graph:
-    """Build a graph from (op, inputs, outputs) triples; handy for tests and generators."""
+    """Build a graph from (op, inputs, outputs) triples; handy for tests and generators.
+
+    Every tensor not named in `inputs`, `outputs` or `weights` is an activation."""
     inputs, outputs, weights = set(inputs), set(outputs), set(weights)
     tensors = []
     for t, b in sizes.items():
         kind = "input" if t in inputs else "weight" if t in weights else "output" if t in outputs else "activation"
         tensors.append(Tensor(t, int(b), kind))
-    return Graph(name, tensors, [Op(o, op_type, tuple(i), tuple(out)) for o, i, out in ops])
+    source = ModelSource("generated")
+    return Graph(name, tensors, [Op(o, op_type, tuple(i), tuple(out)) for o, i, out in ops], source)

@@ -66,8 +66,8 @@ def _layout_axes(ax, plan: Plan, title: str) -> None:
         )
     ax.set_xlim(0, max(len(plan.stages), 1))
     ax.set_ylim(0, max(plan.metrics.arena_bytes, 1) / KiB * 1.05)
-    if plan.target.l1_bytes:
-        ax.axhline(plan.target.l1_bytes / KiB, color="r", linestyle="--", linewidth=1, label="L1 budget")
+    if plan.target.budget:
+        ax.axhline(plan.target.budget / KiB, color="r", linestyle="--", linewidth=1, label="L1 budget")
         ax.legend(fontsize=8)
     ax.set_xlabel("stage (timestep)")
     ax.set_ylabel("offset (KiB)")

@@ -29,7 +29,7 @@ def summary_dict(plan: Plan, plan_path: str | None = None) -> dict:
         "ops": len(plan.graph.ops),
         "tensors": len(plan.graph.tensors),
         "target": plan.target.name,
-        "budget_bytes": plan.target.l1_bytes,
+        "budget_bytes": plan.target.budget,
     }
     d.update(asdict(plan.metrics))
     d["spill_traffic_bytes"] = plan.metrics.spill_traffic_bytes
@@ -56,7 +56,7 @@ def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan")
     t = Table(title=title, show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
-    budget = plan.target.l1_bytes
+    budget = plan.target.budget
     rows = [
         ("model", f"{plan.graph.name}  ({len(plan.graph.ops)} ops, {len(plan.graph.tensors)} tensors)"),
         (

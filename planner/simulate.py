@@ -10,6 +10,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from planner.bounds import working_set_bound
 from planner.graph import Graph
 from planner.plan import Metrics, Plan, Stage
 from planner.target import Target
@@ -42,7 +43,7 @@ class Simulation:
 
 def simulate(graph: Graph, target: Target, stages: Sequence[Stage]) -> Simulation:
     g, tg = graph, target
-    budget = tg.l1_bytes
+    budget = tg.budget
     in_place = tg.weights == "in_place"
     viol: list[str] = []
 
@@ -214,8 +215,6 @@ def check(plan: Plan) -> Simulation:
 
 def finalize(plan: Plan) -> Plan:
     """Check a solver's plan and overwrite its metrics with the simulator's (keeps bound)."""
-    from planner.solvers.bounds import working_set_bound
-
     sim = check(plan)
     sim.metrics.lower_bound_bytes = max(working_set_bound(plan.graph, plan.target), plan.solver.bound)
     plan.metrics = sim.metrics

@@ -2,15 +2,25 @@
 
 Board presets carry the on-chip SRAM a planner may use as one arena. Figures come from
 the vendors' datasheets / reference manuals (cited per preset) so users can trust them.
+
+The two-level memory assumption (a bounded L1 that ops work in, an LLB behind it) sits
+here: solvers ask `Target.occupies_l1` whether a tensor ever takes L1 bytes instead of
+testing tensor kinds and weight placement themselves.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal, get_args
 
-WEIGHT_PLACEMENTS = ("in_place", "load")
-LIFETIMES = ("tflm", "minimal")
+if TYPE_CHECKING:
+    from planner.graph import Tensor
+
+WeightPlacement = Literal["in_place", "load"]
+Lifetimes = Literal["tflm", "minimal"]
+WEIGHT_PLACEMENTS: tuple[str, ...] = get_args(WeightPlacement)
+LIFETIMES: tuple[str, ...] = get_args(Lifetimes)
 
 
 class TargetError(ValueError):
@@ -19,15 +29,21 @@ class TargetError(ValueError):
 
 @dataclass(frozen=True)
 class Target:
+    """What a plan must respect: the L1 `budget` in bytes (None: unbounded, find the
+    minimum arena), the LLB size (None: unbounded), where weights live (``in_place``: read
+    from flash, never in L1; ``load``: loaded into L1 while used), the offset alignment and
+    the no-spill lifetimes of graph inputs and outputs (``tflm``: inputs from the start,
+    outputs to the end, what TFLite Micro's arena assumes; ``minimal``: loaded late, stored
+    and freed early, see solvers/lifetimes.py). In the plan file the budget is ``l1_bytes``.
+    """
+
     name: str
-    l1_bytes: int | None  # None = unbounded (plan for minimum arena, report it)
+    budget: int | None
     llb_bytes: int | None = None
-    weights: str = "in_place"
+    weights: WeightPlacement = "in_place"
     alignment: int = 16
     source: str = ""  # where the figures come from
-    # no-spill lifetimes: tflm (inputs from the start, outputs to the end: what TFLite Micro's
-    # arena assumes) or minimal (load late, store and free early; see solvers/lifetimes.py)
-    lifetimes: str = "tflm"
+    lifetimes: Lifetimes = "tflm"
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHT_PLACEMENTS:
@@ -36,8 +52,8 @@ class Target:
             raise TargetError(f"lifetimes must be one of {LIFETIMES}, got {self.lifetimes!r}")
         if self.alignment < 1:
             raise TargetError(f"alignment must be >= 1, got {self.alignment}")
-        if self.l1_bytes is not None and self.l1_bytes <= 0:
-            raise TargetError(f"L1 budget must be positive, got {self.l1_bytes} bytes")
+        if self.budget is not None and self.budget <= 0:
+            raise TargetError(f"L1 budget must be positive, got {self.budget} bytes")
         if self.llb_bytes is not None and self.llb_bytes <= 0:
             raise TargetError(f"LLB size must be positive, got {self.llb_bytes} bytes")
 
@@ -46,13 +62,19 @@ class Target:
         a = self.alignment
         return -(-nbytes // a) * a
 
-    def with_budget(self, l1_bytes: int | None) -> Target:
-        return replace(self, l1_bytes=l1_bytes)
+    def occupies_l1(self, tensor: Tensor) -> bool:
+        """Whether `tensor` ever takes L1 bytes: everything but weights read in place."""
+        return not (self.weights == "in_place" and tensor.kind == "weight")
+
+    def with_budget(self, budget: int | None) -> Target:
+        """The same device with another L1 budget (None: unbounded)."""
+        return replace(self, budget=budget)
 
     def to_dict(self) -> dict:
+        """The plan file's ``target`` object (DESIGN §4)."""
         return {
             "name": self.name,
-            "l1_bytes": self.l1_bytes,
+            "l1_bytes": self.budget,
             "llb_bytes": self.llb_bytes,
             "weights": self.weights,
             "alignment": self.alignment,
@@ -61,9 +83,10 @@ class Target:
 
     @staticmethod
     def from_dict(d: dict) -> Target:
+        """Read the plan file's ``target`` object (TargetError when a value is invalid)."""
         return Target(
             name=str(d["name"]),
-            l1_bytes=None if d.get("l1_bytes") is None else int(d["l1_bytes"]),
+            budget=None if d.get("l1_bytes") is None else int(d["l1_bytes"]),
             llb_bytes=None if d.get("llb_bytes") is None else int(d["llb_bytes"]),
             weights=str(d.get("weights", "in_place")),
             alignment=int(d.get("alignment", 16)),
@@ -171,7 +194,7 @@ def get_target(
         raise TargetError(f"unknown target {name!r}; presets: {', '.join(PRESETS)}")
     t = PRESETS[key]
     if budget is not None:
-        t = replace(t, l1_bytes=parse_size(budget))
+        t = replace(t, budget=parse_size(budget))
     if weights is not None:
         t = replace(t, weights=weights)
     if alignment is not None:
@@ -180,6 +203,7 @@ def get_target(
 
 
 def format_bytes(n: int | None) -> str:
+    """A size for people: '474.0 KiB', '6.12 MiB', '96 B' ('-' for None)."""
     if n is None:
         return "-"
     if n >= MiB:

@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from planner.bounds import working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.simulate import finalize
-from planner.solvers.bounds import working_set_bound
 from planner.solvers.lowering import Interval, live_intervals, lower
 from planner.target import Target, format_bytes
 
@@ -87,8 +87,8 @@ def nospill_plan(
     """Lower, check budget, simulate. Raises DoesNotFit when the arena exceeds the budget."""
     ivs = live_intervals(graph, target, order)
     arena = arena_of_layout(graph, ivs, offsets)
-    if target.l1_bytes is not None and arena > target.l1_bytes:
-        raise DoesNotFit(target.l1_bytes, arena, working_set_bound(graph, target))
+    if target.budget is not None and arena > target.budget:
+        raise DoesNotFit(target.budget, arena, working_set_bound(graph, target))
     info.bound = max(info.bound, working_set_bound(graph, target))
     plan = Plan(graph, target, lower(graph, target, order, offsets), info)
     return finalize(plan)

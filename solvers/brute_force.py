@@ -13,9 +13,9 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
+from planner.bounds import compulsory_traffic
 from planner.graph import Graph
 from planner.plan import Stage
-from planner.solvers.bounds import resident_in_l1
 from planner.target import Target
 
 
@@ -27,23 +27,13 @@ class BruteResult:
     stages: list[Stage]  # without offsets
 
 
-def compulsory_traffic(graph: Graph, target: Target) -> int:
-    total = 0
-    for t, x in graph.tensors.items():
-        if x.kind == "output":
-            total += x.bytes
-        elif x.kind in ("input", "weight") and graph.consumers[t] and resident_in_l1(graph, target, t):
-            total += x.bytes
-    return total
-
-
 def brute_force(graph: Graph, target: Target, max_ops: int = 6, max_states: int = 2_000_000) -> BruteResult | None:
-    """Least-traffic plan within target.l1_bytes (None: unbounded); None if no plan exists."""
+    """Least-traffic plan within target.budget (None: unbounded); None if no plan exists."""
     if len(graph.ops) > max_ops:
         raise ValueError(f"brute force is for tiny graphs (<= {max_ops} ops), got {len(graph.ops)}")
     g = graph
-    budget = target.l1_bytes if target.l1_bytes is not None else sum(x.bytes for x in g.tensors.values())
-    names = [t for t in g.tensors if resident_in_l1(g, target, t)]
+    budget = target.budget if target.budget is not None else sum(x.bytes for x in g.tensors.values())
+    names = [t for t in g.tensors if target.occupies_l1(g.tensors[t])]
     bit = {t: 1 << i for i, t in enumerate(names)}
     size = {t: g.size(t) for t in names}
     ops = g.ops

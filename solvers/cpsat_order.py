@@ -36,11 +36,10 @@ from ortools.sat.python import cp_model
 from planner.graph import Graph
 from planner.plan import Plan
 from planner.solvers.base import Progress, SolveOptions, Timer, proven_plan
-from planner.solvers.bounds import max_live
 from planner.solvers.cpsat_layout import _Reporter, layout_lower_bound, make_solver, optimal_layout
 from planner.solvers.heuristic import best_layout
 from planner.solvers.heuristics.order import ORDERS
-from planner.solvers.lowering import live_intervals
+from planner.solvers.lowering import live_intervals, max_live
 from planner.target import Target
 
 # --------------------------------------------------------------------------------------

@@ -54,11 +54,11 @@ from dataclasses import dataclass, field
 import networkx as nx
 from ortools.sat.python import cp_model
 
+from planner.bounds import working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo, Stage
 from planner.simulate import finalize
 from planner.solvers.base import Progress, SolveOptions, Timer
-from planner.solvers.bounds import resident_in_l1, working_set_bound
 from planner.solvers.heuristics.spill import candidate_plans, check_fits, plan_key
 from planner.target import Target
 
@@ -104,7 +104,7 @@ class FixedOrder:
         for i, name in enumerate(self.order):
             op = g.op(name)
             for t in dict.fromkeys((*op.inputs, *op.outputs)):
-                if resident_in_l1(g, target, t):
+                if target.occupies_l1(g.tensors[t]):
                     raw = g.size(t)
                     self.base[i] += raw
                     self.base_aligned[i] += target.align(raw)
@@ -114,7 +114,7 @@ class FixedOrder:
         self.events: dict[str, list[int]] = {}
         self.storable: list[str] = []  # activations whose eviction costs a store
         for t, x in g.tensors.items():
-            if not resident_in_l1(g, target, t):
+            if not target.occupies_l1(g.tensors[t]):
                 continue
             uses = sorted({pos[c] for c in g.consumers[t]})
             if x.kind in ("input", "weight"):
@@ -264,8 +264,8 @@ class FixedOrder:
         from planner.solvers.cpsat_stage import layout_stages
 
         stages = self.schedule(keep).stages()
-        laid, arena, lname = layout_stages(self.g, self.tg, stages, options, layout_time, self.tg.l1_bytes)
-        if self.tg.l1_bytes is not None and arena > self.tg.l1_bytes:
+        laid, arena, lname = layout_stages(self.g, self.tg, stages, options, layout_time, self.tg.budget)
+        if self.tg.budget is not None and arena > self.tg.budget:
             return None, arena
         info = SolverInfo(NAME, "feasible", 0, 0.0, {"layout": lname})
         return finalize(Plan(self.g, self.tg, laid, info)), arena
@@ -295,7 +295,7 @@ def solve_order(
     layout overflows) aligned sizes and a capacity lowered by the overflow."""
     timer = Timer()
     fo = FixedOrder(graph, target, order)
-    B = target.l1_bytes
+    B = target.budget
     assert B is not None
     hint = fo.keep_of_plan(hint_stages) if hint_stages is not None else None
     out = OrderSolve(list(order), None, None)
@@ -407,7 +407,7 @@ def solve_cpsat_spill(graph: Graph, target: Target, options: SolveOptions | None
     options = options or SolveOptions()
     timer = Timer()
     check_fits(graph, target)
-    B = target.l1_bytes
+    B = target.budget
     cands = candidate_plans(graph, target, name=NAME)
     hint_plan = options.extra.get("hint_plan")
     if isinstance(hint_plan, Plan) and B is not None and hint_plan.metrics.arena_bytes <= B:
@@ -567,7 +567,7 @@ def solve_joint(
     order fixed this is exactly the gap model, so the optimum is min over orders of the
     fixed-order optimum: a lower bound for every plan (offsets only add constraints).
     """
-    g, B = graph, target.l1_bytes
+    g, B = graph, target.budget
     assert B is not None
     ops = [o.name for o in g.ops]
     n = len(ops)
@@ -592,7 +592,7 @@ def solve_joint(
     lv: dict[tuple[str, int], cp_model.IntVar] = {}
     sv: dict[str, cp_model.IntVar] = {}
     for t, tt in g.tensors.items():
-        if not resident_in_l1(g, target, t):
+        if not target.occupies_l1(g.tensors[t]):
             continue
         cons = list(dict.fromkeys(g.consumers[t]))
         p = g.producer.get(t)

@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 import networkx as nx
 from ortools.sat.python import cp_model
 
+from planner.bounds import compulsory_traffic, working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo, Stage
 from planner.simulate import finalize, simulate
 from planner.solvers.base import Progress, SolveOptions, Timer
-from planner.solvers.bounds import resident_in_l1, working_set_bound
 from planner.solvers.heuristics.layout import LAYOUTS
 from planner.solvers.heuristics.spill import candidate_plans, check_fits, plan_key
 from planner.solvers.lowering import Interval
@@ -281,7 +281,7 @@ class StageModel:
         m.add(self.TRUE == 1)
         self.FALSE = self.TRUE.Not()
         self.tidx = {t: i for i, t in enumerate(g.tensors)}
-        self.l1 = [t for t in g.tensors if resident_in_l1(g, target, t)]
+        self.l1 = [t for t in g.tensors if target.occupies_l1(g.tensors[t])]
         kind = {t: g.tensors[t].kind for t in g.tensors}
         self.src = [t for t in self.l1 if kind[t] in ("input", "weight") and g.consumers[t]]
         acts = [t for t in self.l1 if kind[t] in ("activation", "output")]
@@ -617,7 +617,7 @@ def solve_stage_model(
     t0 = timer.elapsed
     T = max(horizon or 0, len(hint.steps))
     hint_peak = _raw_peak(graph, target, hint.stages())
-    model = StageModel(graph, target, T, target.l1_bytes, hint_peak if mode == "peak" else None)
+    model = StageModel(graph, target, T, target.budget, hint_peak if mode == "peak" else None)
     model.hint(hint)
     res = StageModelResult(None, mode, T)
     first, second = (model.P, model.traffic) if mode == "peak" else (model.traffic, model.P)
@@ -659,14 +659,12 @@ def horizon_needed(graph: Graph, target: Target, traffic: int) -> int:
     transfer; zero-size tensors never need a second transfer (they occupy no memory and can
     stay resident), so a plan cheaper than `traffic` never needs more steps than this.
     """
-    from planner.solvers.brute_force import compulsory_traffic
-
     g = graph
-    sizes = [g.size(t) for t in g.tensors if resident_in_l1(g, target, t) and g.size(t) > 0]
+    sizes = [g.size(t) for t in g.tensors if target.occupies_l1(g.tensors[t]) and g.size(t) > 0]
     ncomp = sum(
         1
         for t, x in g.tensors.items()
-        if x.kind == "output" or (x.kind in ("input", "weight") and g.consumers[t] and resident_in_l1(g, target, t))
+        if x.kind == "output" or (x.kind in ("input", "weight") and g.consumers[t] and target.occupies_l1(g.tensors[t]))
     )
     extra = max(0, traffic - compulsory_traffic(g, target)) // min(sizes) if sizes else 0
     return len(g.ops) + ncomp + extra
@@ -684,7 +682,7 @@ def solve_cpsat_stage(graph: Graph, target: Target, options: SolveOptions | None
     options = options or SolveOptions()
     timer = Timer()
     check_fits(graph, target)
-    B = target.l1_bytes
+    B = target.budget
     cands = candidate_plans(graph, target, name=NAME)
     nospill_fits = any(pl.solver.options.get("spill") == "none" for pl in cands)
     forced = B is not None and not nospill_fits
@@ -714,7 +712,7 @@ def solve_cpsat_stage(graph: Graph, target: Target, options: SolveOptions | None
         "horizon": T,
         "hint": {k: v for k, v in heur.solver.options.items() if k != "hint_plan"},
     }
-    cells = T * sum(1 for t in graph.tensors if resident_in_l1(graph, target, t))
+    cells = T * sum(1 for t in graph.tensors if target.occupies_l1(graph.tensors[t]))
     max_cells = int(options.extra.get("max_cells", MAX_CELLS_PER_S * max(0.0, left)))
     if cells > max_cells:
         # building the model alone (Python, O(T·|V|)) would overrun the time limit: keep the
@@ -752,15 +750,13 @@ def solve_cpsat_stage(graph: Graph, target: Target, options: SolveOptions | None
     if proven:
         if mode == "peak":
             status = "optimal" if m.arena_bytes <= res.peak_bound else "feasible"
-            status = status if m.spill_traffic_bytes <= (res.traffic or 0) - _compulsory(graph, target) else "feasible"
+            status = status if m.spill_traffic_bytes <= (res.traffic or 0) - compulsory_traffic(graph, target) else "feasible"
         else:
             status = "optimal" if m.traffic_bytes <= res.traffic_bound else "feasible"
     else:
         status = "feasible" if best is not heur or heur.solver.name == "cpsat-spill" else "heuristic"
     if best is heur and status == "feasible" and heur.solver.name != "cpsat-spill":
         status = "heuristic"
-    from planner.solvers.brute_force import compulsory_traffic
-
     info_opts.update(
         {
             "how": how,
@@ -779,12 +775,6 @@ def solve_cpsat_stage(graph: Graph, target: Target, options: SolveOptions | None
     )
     best.solver = SolverInfo(NAME, status, bound if mode == "peak" else ws, timer.elapsed, info_opts)
     return finalize(best)
-
-
-def _compulsory(graph: Graph, target: Target) -> int:
-    from planner.solvers.brute_force import compulsory_traffic
-
-    return compulsory_traffic(graph, target)
 
 
 def _detached(plan: Plan) -> Plan:

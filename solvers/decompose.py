@@ -175,7 +175,7 @@ def decompose_order(
     for a, b in spans:
         seg = segment_subgraph(graph, target, order, a, b)
         if b - a == 1:
-            from planner.solvers.bounds import max_live
+            from planner.solvers.lowering import max_live
 
             sub_order = list(order[a:b])
             sub_bound = max_live(seg.graph, target, sub_order)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from planner.graph import Graph
 from planner.plan import Plan
 from planner.solvers.base import Progress, SolveOptions, Timer, proven_plan
-from planner.solvers.bounds import max_live
 from planner.solvers.cpsat_order import Reach, forced_live_bounds, heuristic_start, layout_order, lifetime_items
+from planner.solvers.lowering import max_live
 from planner.target import Target
 
 DEFAULT_STATE_LIMIT = 2_000_000

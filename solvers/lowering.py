@@ -28,6 +28,8 @@ class Interval:
 
 
 def live_intervals(graph: Graph, target: Target, order: Sequence[str]) -> list[Interval]:
+    """One residency per tensor that occupies L1, over op positions of `order` (the rules
+    in the module docstring); raw byte sizes."""
     pos = {o: i for i, o in enumerate(order)}
     last = len(order) - 1
     out: list[Interval] = []
@@ -66,3 +68,24 @@ def lower(graph: Graph, target: Target, order: Sequence[str], offsets: Mapping[s
         stages += [Stage("F", t) for t in frees_at.get(p, [])]
     stages += [Stage("F", t) for t in graph.outputs]
     return stages
+
+
+def live_profile(graph: Graph, target: Target, order: Sequence[str], aligned: bool = True) -> list[int]:
+    """Bytes live at each op position of `order` under the no-spill lifetimes."""
+    n = len(order)
+    delta = [0] * (n + 1)
+    for iv in live_intervals(graph, target, order):
+        size = target.align(iv.size) if aligned else iv.size
+        delta[iv.start] += size
+        delta[iv.end + 1] -= size
+    out, cur = [], 0
+    for d in delta[:-1]:
+        cur += d
+        out.append(cur)
+    return out
+
+
+def max_live(graph: Graph, target: Target, order: Sequence[str], aligned: bool = False) -> int:
+    """Fixed-order bound: the most bytes live at one op under the no-spill lifetimes (with
+    `aligned`, in aligned sizes: what a layout packs, the measure order solvers minimise)."""
+    return max(live_profile(graph, target, order, aligned), default=0)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from planner.bounds import working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.simulate import finalize
 from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, nospill_plan
-from planner.solvers.bounds import max_live, resident_in_l1, working_set_bound
 from planner.solvers.cpsat_layout import layout_lower_bound, solve_joint
 from planner.solvers.cpsat_order import (
     HeuristicStart,
@@ -35,7 +35,7 @@ from planner.solvers.dp import raw_arena_bound
 from planner.solvers.heuristic import best_layout
 from planner.solvers.heuristics.beam import beam_search
 from planner.solvers.lifetimes import restore, rewrite
-from planner.solvers.lowering import live_intervals
+from planner.solvers.lowering import live_intervals, max_live
 from planner.solvers.relax import relaxed_order_bound
 from planner.target import Target
 
@@ -69,7 +69,7 @@ def _segment_solver(options: SolveOptions, timer: Timer, stats: dict, whole: tup
             # CP-SAT is skipped; else it still strengthens the segment's bound
             strong = relaxed_order_bound(g, target, hint.peak, time_limit=SEGMENT_RELAX_SHARE * time_limit).aligned
         slack = max(
-            (target.align(t.bytes) - t.bytes for n, t in g.tensors.items() if resident_in_l1(g, target, n)), default=0
+            (target.align(t.bytes) - t.bytes for n, t in g.tensors.items() if target.occupies_l1(g.tensors[n])), default=0
         )
         if strong >= hint.peak:
             raw = max(strong - slack, forced_live_bounds(g, target)[1])
@@ -222,7 +222,7 @@ def _best_nospill(
         strong = sb.aligned
         stats.update(strong_bound=strong, strong_bound_how=sb.how)
         slack = max(
-            (free.align(t.bytes) - t.bytes for n, t in graph.tensors.items() if resident_in_l1(graph, free, n)),
+            (free.align(t.bytes) - t.bytes for n, t in graph.tensors.items() if free.occupies_l1(graph.tensors[n])),
             default=0,
         )
         bound = max(bound, strong - slack)
@@ -289,7 +289,7 @@ def _best_nospill(
 def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None) -> Plan:
     options = options or SolveOptions()
     timer = Timer()
-    budget = target.l1_bytes
+    budget = target.budget
     need = working_set_bound(graph, target)
     if budget is not None and need > budget:
         raise DoesNotFit(budget, _min_spill_budget(graph, target, need), need, how="even with spilling")
@@ -345,7 +345,7 @@ def _spill(
 
     spillers = [s for s in SOLVERS.values() if s.spills]
     if not spillers:
-        raise DoesNotFit(target.l1_bytes, nospill.metrics.arena_bytes, working_set_bound(graph, target))
+        raise DoesNotFit(target.budget, nospill.metrics.arena_bytes, working_set_bound(graph, target))
     best: Plan | None = None
     failure: DoesNotFit | None = None
     for spec in sorted(spillers, key=lambda s: s.exact):  # heuristics first, exact with the time left
@@ -371,7 +371,7 @@ def _spill(
         if failure is not None:
             raise failure
         raise DoesNotFit(
-            target.l1_bytes,
+            target.budget,
             nospill.metrics.arena_bytes,
             working_set_bound(graph, target),
             how="with or without spilling",

@@ -43,7 +43,6 @@ import networkx as nx
 
 from planner.graph import Graph, Op, Tensor
 from planner.solvers.base import Timer
-from planner.solvers.bounds import resident_in_l1
 from planner.target import Target
 
 _COUNTER = itertools.count()
@@ -65,7 +64,7 @@ def _contractible(graph: Graph, target: Target, op: Op) -> tuple[str, str] | Non
     """(input, output) when `op` has one resident input (a single-consumer activation
     with a producer) and one consumed output (an activation), any other outputs being
     dead-end activations (no consumers; deleting them only lowers max-live); else None."""
-    res_in = [t for t in dict.fromkeys(op.inputs) if resident_in_l1(graph, target, t)]
+    res_in = [t for t in dict.fromkeys(op.inputs) if target.occupies_l1(graph.tensors[t])]
     outs = [t for t in op.outputs if graph.consumers[t] or graph.tensors[t].kind != "activation"]
     if len(res_in) != 1 or len(outs) != 1:
         return None
@@ -81,7 +80,7 @@ def _contractible(graph: Graph, target: Target, op: Op) -> tuple[str, str] | Non
 def chain_relaxation(graph: Graph, target: Target, keep: int = 1) -> Relaxed:
     """The relaxed graph: every maximal chain of contractible ops keeps its `keep` ops with
     the largest working sets (aligned bytes), the rest are contracted (see module doc)."""
-    al = {n: (target.align(t.bytes) if resident_in_l1(graph, target, n) else 0) for n, t in graph.tensors.items()}
+    al = {n: (target.align(t.bytes) if target.occupies_l1(graph.tensors[n]) else 0) for n, t in graph.tensors.items()}
     contr: dict[str, tuple[str, str]] = {}
     for o in graph.ops:
         c = _contractible(graph, target, o)
@@ -193,7 +192,7 @@ def dedupe_parallel_chains(graph: Graph, target: Target, keep: int = 1) -> tuple
     group has run its last op and not yet J, so all their last tensors are live. The
     other chains are deleted (a relaxation, see `delete_ops`). Groups of unequal chains
     keep `keep` chains (the largest working sets) unchanged and lose the others."""
-    al = {n: (target.align(t.bytes) if resident_in_l1(graph, target, n) else 0) for n, t in graph.tensors.items()}
+    al = {n: (target.align(t.bytes) if target.occupies_l1(graph.tensors[n]) else 0) for n, t in graph.tensors.items()}
     groups: dict[tuple[str, str], list[tuple[int, list[str], str]]] = {}
     for tname in graph.tensors:
         cons = graph.consumers[tname]
@@ -257,7 +256,7 @@ def contract_regions(graph: Graph, target: Target, max_ws: int) -> tuple[Graph, 
     its first op not yet run: the tensor entering it is live), so >= m bytes of R are
     live; at a the R-tensors a makes are live, at b those b reads. R's tensors are not
     used by anything else, so the map stays injective."""
-    al = {n: (target.align(t.bytes) if resident_in_l1(graph, target, n) else 0) for n, t in graph.tensors.items()}
+    al = {n: (target.align(t.bytes) if target.occupies_l1(graph.tensors[n]) else 0) for n, t in graph.tensors.items()}
     dag = graph.dag
     sink = "__sink__"
     rev = nx.DiGraph()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from planner.graph import Graph, Op, Tensor
 from planner.models.generators import random_dag, series_parallel
-from planner.solvers.bounds import max_live
+from planner.solvers.lowering import max_live
 from planner.solvers.relax import RELAXATIONS, relax, relaxed_order_bound
 from planner.target import Target
 
@@ -77,7 +77,7 @@ graphs = st.builds(
 targets = st.builds(
     Target,
     name=st.just("t"),
-    l1_bytes=st.none(),
+    budget=st.none(),
     weights=st.sampled_from(["in_place", "load"]),
     alignment=st.sampled_from([1, 16]),
 )

@@ -3,10 +3,11 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from planner.bounds import working_set_bound
 from planner.models.generators import random_dag
 from planner.simulate import simulate
 from planner.solvers.base import SolveOptions
-from planner.solvers.bounds import max_live, working_set_bound
+from planner.solvers.lowering import max_live
 from planner.solvers.registry import SOLVERS, get_solver
 from planner.target import Target
 
@@ -25,7 +26,7 @@ dags = st.builds(
 targets = st.builds(
     Target,
     name=st.just("t"),
-    l1_bytes=st.none(),
+    budget=st.none(),
     weights=st.sampled_from(["in_place", "load"]),
     alignment=st.sampled_from([1, 16]),
 )

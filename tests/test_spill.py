@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from planner.bounds import working_set_bound
 from planner.graph import Graph, graph_from_records
 from planner.simulate import simulate
 from planner.solvers.base import DoesNotFit, SolveOptions
-from planner.solvers.bounds import max_live, working_set_bound
 from planner.solvers.brute_force import brute_force, compulsory_traffic
 from planner.solvers.cpsat_spill import FixedOrder, solve_cpsat_spill, solve_joint, solve_order
 from planner.solvers.cpsat_stage import canonicalize, solve_cpsat_stage, solve_stage_model
@@ -24,6 +24,7 @@ from planner.solvers.heuristics.spill import (
     solve_spill_largest,
     spill_plan,
 )
+from planner.solvers.lowering import max_live
 from planner.target import Target
 
 FAST = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -117,8 +118,8 @@ def test_spill_plans_pass_the_simulator(graph: Graph, weights: str, frac: float,
         plan = solve(graph, tg, SolveOptions(time_limit=2, workers=1))
         sim = simulate(graph, tg, plan.stages)
         assert sim.ok, sim.violations
-        assert plan.metrics.arena_bytes <= tg.l1_bytes
-        if tg.l1_bytes >= hi:
+        assert plan.metrics.arena_bytes <= tg.budget
+        if tg.budget >= hi:
             assert plan.metrics.spill_traffic_bytes == 0 or solve is solve_cpsat_stage
 
 
@@ -175,7 +176,7 @@ def test_spilling_buys_a_smaller_budget_at_least_traffic() -> None:
     tg0 = Target("t", None, None, "in_place", alignment=1)
     nospill = best_heuristic(g, tg0)[0]
     tg = tg0.with_budget(min_budget(g, tg0))
-    assert tg.l1_bytes < nospill
+    assert tg.budget < nospill
     bf = brute_force(g, tg)
     plan = solve_cpsat_stage(g, tg, SolveOptions(time_limit=5, workers=1))
     assert plan.metrics.spill_traffic_bytes == bf.spill_traffic > 0
@@ -194,11 +195,11 @@ def test_fixed_order_model_is_exact_for_the_optimal_order(graph: Graph, weights:
     tg = tg0.with_budget(lo + int(frac**2 * (hi - lo)))
     bf = brute_force(graph, tg)
     order = [s.name for s in bf.stages if s.kind == "R"]
-    res = FixedOrder(graph, tg, order).solve(tg.l1_bytes, 5.0)
+    res = FixedOrder(graph, tg, order).solve(tg.budget, 5.0)
     assert res is not None and res.optimal
     assert res.traffic == bf.spill_traffic
     for other in list(nx.all_topological_sorts(graph.dag))[:4]:
-        r = FixedOrder(graph, tg, other).solve(tg.l1_bytes, 5.0)
+        r = FixedOrder(graph, tg, other).solve(tg.budget, 5.0)
         assert r is not None and r.traffic >= bf.spill_traffic
 
 
@@ -247,7 +248,7 @@ def test_solve_order_fits_the_budget_with_alignment() -> None:
     heur = min(candidate_plans(g, tg), key=lambda p: plan_key(p, "traffic"))
     order = [s.name for s in heur.stages if s.kind == "R"]
     res = solve_order(g, tg, order, SolveOptions(workers=1), 5.0, heur.stages)
-    assert res.plan is not None and res.plan.metrics.arena_bytes <= tg.l1_bytes
+    assert res.plan is not None and res.plan.metrics.arena_bytes <= tg.budget
     assert res.plan.metrics.spill_traffic_bytes <= heur.metrics.spill_traffic_bytes
 
 
@@ -265,7 +266,7 @@ def test_joint_model_equals_brute_force(graph: Graph, weights: str, frac: float)
     for hint in (None, order):
         res = solve_joint(graph, tg, hint, heur.stages if hint else None, 5.0)
         assert res.optimal and res.traffic == res.bound == bf.spill_traffic
-    assert FixedOrder(graph, tg, res.order).solve(tg.l1_bytes, 5.0).traffic == bf.spill_traffic
+    assert FixedOrder(graph, tg, res.order).solve(tg.budget, 5.0).traffic == bf.spill_traffic
 
 
 def test_cpsat_spill_proves_a_branchy_graph_optimal() -> None:
@@ -296,4 +297,4 @@ def test_auto_objective_peak_spills_to_shrink_the_arena_traffic_does_not() -> No
     assert simulate(g, tg, peak.stages).ok
     assert peak.metrics.arena_bytes == smallest < traffic.metrics.arena_bytes
     assert peak.metrics.spill_traffic_bytes > 0
-    assert peak.target.l1_bytes is None  # the plan carries the user's (unbounded) target
+    assert peak.target.budget is None  # the plan carries the user's (unbounded) target

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from rich.markup import escape
 from rich.table import Table
 
+from planner.bounds import working_set_bound
 from planner.cli import CliError
 from planner.commands.common import add_model_args, add_solver_args, add_target_args, load_graph, make_target
 from planner.plan import Plan
 from planner.report import console, live_progress
 from planner.solvers.base import DoesNotFit, SolveOptions, Timer
-from planner.solvers.bounds import working_set_bound
 from planner.solvers.registry import SOLVERS, get_solver
 from planner.target import format_bytes, parse_size
 
@@ -67,10 +67,10 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
     try:
         plan = get_solver(name)(graph, target, opts)
     except DoesNotFit as e:
-        return Row(name, target.l1_bytes, None, timer.elapsed, f"does not fit (needs {e.needed} B)")
+        return Row(name, target.budget, None, timer.elapsed, f"does not fit (needs {e.needed} B)")
     except ValueError as e:  # e.g. the DP refuses a graph too large for it
-        return Row(name, target.l1_bytes, None, timer.elapsed, f"skipped: {str(e).strip()}")
-    return Row(name, target.l1_bytes, plan, timer.elapsed)
+        return Row(name, target.budget, None, timer.elapsed, f"skipped: {str(e).strip()}")
+    return Row(name, target.budget, plan, timer.elapsed)
 
 
 def run(args) -> int:

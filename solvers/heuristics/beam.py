@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 from planner.graph import Graph
-from planner.solvers.bounds import resident_in_l1
 from planner.target import Target
 
 
@@ -22,7 +21,7 @@ def beam_search(
     ops = [o.name for o in graph.ops]
     idx = {o: i for i, o in enumerate(ops)}
     bit = [1 << i for i in range(len(ops))]
-    size = {t: target.align(x.bytes) for t, x in graph.tensors.items() if resident_in_l1(graph, target, t)}
+    size = {t: target.align(x.bytes) for t, x in graph.tensors.items() if target.occupies_l1(graph.tensors[t])}
     cons_bits = {t: sum(bit[idx[c]] for c in cs) for t, cs in graph.consumers.items()}
     preds_bits = [sum(bit[idx[p]] for p in graph.dag.predecessors(o)) for o in ops]
     succs = [[idx[s] for s in graph.dag.successors(o)] for o in ops]

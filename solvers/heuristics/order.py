@@ -12,7 +12,6 @@ from collections.abc import Callable
 import networkx as nx
 
 from planner.graph import Graph
-from planner.solvers.bounds import resident_in_l1
 from planner.target import Target
 
 Order = list[str]
@@ -32,7 +31,7 @@ def greedy_memory(graph: Graph, target: Target) -> Order:
     Ties go to the op earliest in the model's order. Scores are cached and only recomputed
     for ops that read a tensor whose remaining-consumer count just changed.
     """
-    counted = {t for t in graph.tensors if resident_in_l1(graph, target, t)}
+    counted = {t for t in graph.tensors if target.occupies_l1(graph.tensors[t])}
     remaining = {t: len(c) for t, c in graph.consumers.items()}
     indeg = {o.name: graph.dag.in_degree(o.name) for o in graph.ops}
     idx = graph.op_index

@@ -21,7 +21,7 @@ right after their last use; graph outputs are stored right after they are produc
 freed once no consumer remains (the stage model allows that, unlike no-spill lowering).
 If the fragmented arena cannot host an op at all, everything is flushed and the op's
 tensors are packed from offset 0, which always works when B is at least the op's aligned
-working set (`op_need`), the smallest budget any plan can use.
+working set (`planner.bounds.op_need`), the smallest budget any plan can use.
 """
 
 from __future__ import annotations
@@ -31,40 +31,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from planner.bounds import min_budget, working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo, Stage
 from planner.simulate import finalize
 from planner.solvers.base import DoesNotFit, SolveOptions, Timer
-from planner.solvers.bounds import resident_in_l1, working_set_bound
 from planner.target import Target
 
 POLICIES = ("belady", "largest", "cost")
 INF = math.inf
 
 
-def op_need(graph: Graph, target: Target, op: str) -> int:
-    """Smallest L1 that can host `op` with aligned offsets: all its tensors packed tight.
-
-    Every tensor but the topmost occupies its aligned size, the topmost only its raw bytes,
-    so the best choice puts the tensor with the most alignment padding on top.
-    """
-    o = graph.op(op)
-    names = [t for t in dict.fromkeys((*o.inputs, *o.outputs)) if resident_in_l1(graph, target, t)]
-    if not names:
-        return 0
-    aligned = sum(target.align(graph.size(t)) for t in names)
-    waste = max(target.align(graph.size(t)) - graph.size(t) for t in names)
-    return aligned - waste
-
-
-def min_budget(graph: Graph, target: Target) -> int:
-    """The smallest budget any plan (spilling allowed) can use; the spill heuristic reaches it."""
-    return max((op_need(graph, target, o.name) for o in graph.ops), default=0)
-
-
 def check_fits(graph: Graph, target: Target) -> None:
     """Raise DoesNotFit when even spilling cannot fit some op's working set into the budget."""
-    budget = target.l1_bytes
+    budget = target.budget
     if budget is None:
         return
     need = min_budget(graph, target)
@@ -85,7 +65,7 @@ class _SpillWalk:
         self.g, self.tg, self.order, self.policy, self.k = graph, target, list(order), policy, k
         self.align = target.alignment
         total = sum(target.align(t.bytes) for t in graph.tensors.values())
-        self.cap = target.l1_bytes if target.l1_bytes is not None else total + target.alignment
+        self.cap = target.budget if target.budget is not None else total + target.alignment
         pos = {o: i for i, o in enumerate(self.order)}
         self.uses = {t: sorted(pos[c] for c in cs) for t, cs in graph.consumers.items()}
         self.tidx = {t: i for i, t in enumerate(graph.tensors)}
@@ -96,7 +76,7 @@ class _SpillWalk:
 
     # -- helpers ---------------------------------------------------------------------
     def in_l1(self, t: str) -> bool:
-        return resident_in_l1(self.g, self.tg, t)
+        return self.tg.occupies_l1(self.g.tensors[t])
 
     def next_use(self, t: str, after: int) -> float:
         u = self.uses[t]
@@ -243,7 +223,7 @@ class _SpillWalk:
 def spill_plan(
     graph: Graph, target: Target, order: Sequence[str] | None = None, policy: str = "belady", k: int = 3
 ) -> list[Stage]:
-    """Stages for `order` (default: the best no-spill heuristic order) within target.l1_bytes.
+    """Stages for `order` (default: the best no-spill heuristic order) within target.budget.
 
     Raises DoesNotFit (with the smallest workable budget) when some op cannot fit at all.
     """
@@ -272,7 +252,7 @@ def candidate_plans(
 ) -> list[Plan]:
     """Every order heuristic × policy as a spill plan, plus the best no-spill plan if it fits.
 
-    All are finalized (simulated) plans that respect target.l1_bytes.
+    All are finalized (simulated) plans that respect target.budget.
     """
     from planner.solvers.base import nospill_plan
     from planner.solvers.heuristic import best_heuristic
@@ -282,7 +262,7 @@ def candidate_plans(
     ws = working_set_bound(graph, target)
     plans: list[Plan] = []
     arena, order0, oname0, lname, offs = best_heuristic(graph, target.with_budget(None))
-    if target.l1_bytes is None or arena <= target.l1_bytes:
+    if target.budget is None or arena <= target.budget:
         info = SolverInfo(name, "heuristic", ws, 0.0, {"order": oname0, "layout": lname, "spill": "none"})
         plans.append(nospill_plan(graph, target, order0, offs, info))
     orders: dict[tuple[str, ...], str] = {tuple(order0): oname0}
@@ -306,7 +286,7 @@ def best_spill_plan(
 ) -> Plan:
     """The best candidate plan; objective defaults to traffic when a budget is set, else peak."""
     if objective is None:
-        objective = "traffic" if target.l1_bytes is not None else "peak"
+        objective = "traffic" if target.budget is not None else "peak"
     plans = candidate_plans(graph, target, policies, k, name)
     return min(plans, key=lambda pl: plan_key(pl, objective))
 
@@ -316,7 +296,7 @@ def _solver(name: str, policy: str):
         options = options or SolveOptions()
         timer = Timer()
         k = int(options.extra.get("k", 3))
-        objective = "traffic" if target.l1_bytes is not None else "peak"
+        objective = "traffic" if target.budget is not None else "peak"
         plan = best_spill_plan(graph, target, objective, (policy,), k, name)
         plan.solver.wall_s = timer.elapsed
         return plan
