@@ -11,7 +11,7 @@ import random
 
 import networkx as nx
 
-from planner.graph import Graph, Op, Tensor
+from planner.graph import Graph, ModelSource, Op, Tensor
 
 
 def _size(rng: random.Random, lo: int, hi: int) -> int:
@@ -59,7 +59,7 @@ def random_dag(
     for name, t in kinds.items():
         if t.kind == "activation" and name not in used:
             kinds[name] = Tensor(name, t.bytes, "output")
-    return Graph(f"random{n_ops}_s{seed}", kinds.values(), ops)
+    return Graph(f"random{n_ops}_s{seed}", kinds.values(), ops, ModelSource("generated"))
 
 
 def chain(n_ops: int, seed: int = 0, size_range: tuple[int, int] = (16, 4096)) -> Graph:
@@ -72,7 +72,7 @@ def chain(n_ops: int, seed: int = 0, size_range: tuple[int, int] = (16, 4096)) -
         tensors.append(Tensor(f"t{i}", _size(rng, *size_range), kind))
         ops.append(Op(f"op{i}", "Op", (prev,), (f"t{i}",)))
         prev = f"t{i}"
-    return Graph(f"chain{n_ops}_s{seed}", tensors, ops)
+    return Graph(f"chain{n_ops}_s{seed}", tensors, ops, ModelSource("generated"))
 
 
 def series_parallel(
@@ -108,7 +108,7 @@ def series_parallel(
     while counter[0] < n_ops:
         cur = block(cur, min(n_ops - counter[0], rng.randint(4, 40)), 0)
     tensors = [Tensor(t.name, t.bytes, "output") if t.name == cur else t for t in tensors]
-    return Graph(f"sp{n_ops}_s{seed}", tensors, ops)
+    return Graph(f"sp{n_ops}_s{seed}", tensors, ops, ModelSource("generated"))
 
 
 def randwire(
@@ -128,4 +128,4 @@ def randwire(
     sinks = [f"t{v}" for v in range(n_ops) if not any(u > v for u in ws.neighbors(v))]
     tensors.append(Tensor("y", _size(rng, *size_range), "output"))
     ops.append(Op("out", "Join", tuple(sinks), ("y",)))
-    return Graph(f"randwire{n_ops}_s{seed}", tensors, ops)
+    return Graph(f"randwire{n_ops}_s{seed}", tensors, ops, ModelSource("generated"))

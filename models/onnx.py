@@ -44,9 +44,9 @@ a plan cannot express (outputs are produced, then stored). The importer adds a s
 named ``"<name>:output"``; the input / weight keeps its own name and kind.
 
 Every op keeps ``attrs["node"]`` (the ``onnx.NodeProto``), ``attrs["domain"]`` and
-``attrs["opset"]`` (domain -> version) for an executor. The returned graph also carries
-``graph.source = {"format": "onnx", "path": ..., "input_shapes": {...}}``, which is what
-:func:`fold_constants` needs to recompute the weights' values.
+``attrs["opset"]`` (domain -> version) for an executor. The returned graph's ``source`` (a
+:class:`planner.graph.ModelSource`) records the file, its sha256 and the pins, which is
+what :func:`fold_constants` needs to recompute the weights' values.
 
 Tensor bytes are ``prod(shape) * itemsize`` (4-bit types pack two per byte); string or
 unknown element types raise ``ModelError``.
@@ -65,7 +65,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, ModelProto, TensorProto, helper, numpy_helper
 
-from planner.graph import Graph, GraphError, Op, Tensor
+from planner.graph import Graph, GraphError, ModelSource, Op, Tensor, model_sha256
 
 from .errors import ModelError
 
@@ -162,18 +162,23 @@ def _free_vars(g: onnx.GraphProto) -> list[str]:
     return list(free)
 
 
-def _load_proto(path: Path) -> ModelProto:
+def _load_proto(path: Path) -> tuple[ModelProto, str]:
+    """The parsed model (external data not loaded) and the sha256 of the file."""
     if not path.exists():
         raise ModelError(f"model file not found: {path}")
     if not path.is_file():
         raise ModelError(f"not a file: {path}")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        model = onnx.load_model_from_string(data)
     except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends
         raise ModelError(f"{path.name}: not a valid ONNX file (truncated or corrupt?): {_one_line(e)}") from None
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise ModelError(f"{path.name}: not a valid ONNX model (no graph or no nodes; truncated or corrupt?)")
-    return model
+    return model, model_sha256(data)
 
 
 def _dims_of(vi: onnx.ValueInfoProto) -> tuple[int, list] | None:
@@ -605,9 +610,9 @@ def load_onnx(
     Raises :class:`ModelError` with a one-line message for anything it cannot import.
     """
     path = Path(path)
-    model = _load_proto(path)
+    model, digest = _load_proto(path)
     a, kept, outs, used = _full_analysis(path, model, input_shapes, dims, input_values)
-    return _build(a, kept, outs, used)
+    return _build(a, kept, outs, used, digest)
 
 
 def _full_analysis(path: Path, model: ModelProto, input_shapes, dims, input_values):
@@ -626,7 +631,7 @@ def _full_analysis(path: Path, model: ModelProto, input_shapes, dims, input_valu
     return a, kept, outs, used
 
 
-def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[str]) -> Graph:
+def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[str], digest: str) -> Graph:
     g = a.model.graph
     opset = {imp.domain or "ai.onnx": imp.version for imp in a.model.opset_import}
     gin, gout = set(a.graph_inputs), set(a.graph_outputs)
@@ -690,17 +695,11 @@ def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[
         attrs = {"node": node, "domain": "ai.onnx", "opset": opset, "synthetic": True, "graph_output": name}
         ops.append(Op(opname, "Identity", (name,), (new,), attrs))
 
+    source = ModelSource("onnx", str(a.path), digest, input_shapes=dict(a.pinned), input_values=dict(a.values))
     try:
-        graph = Graph(a.path.stem, tensors.values(), ops)
+        return Graph(a.path.stem, tensors.values(), ops, source)
     except GraphError as e:
         raise ModelError(f"{a.path.name}: {e}") from None
-    graph.source = {
-        "format": "onnx",
-        "path": str(a.path),
-        "input_shapes": dict(a.pinned),
-        "input_values": dict(a.values),
-    }
-    return graph
 
 
 def fold_constants(
@@ -712,7 +711,7 @@ def fold_constants(
 ) -> dict[str, np.ndarray]:
     """Values of the constant tensors :func:`load_onnx` turns into weights.
 
-    ``model`` is a Graph returned by :func:`load_onnx` (its ``graph.source`` gives the
+    ``model`` is a Graph returned by :func:`load_onnx` (its ``source`` gives the
     file and the pins), a path, or a ModelProto (a path is needed for external data). With
     a path / proto pass the same ``input_shapes`` / ``dims`` / ``input_values`` as to
     :func:`load_onnx`: which tensors are constant depends on the pins (``Shape`` of a
@@ -722,17 +721,17 @@ def fold_constants(
     static shapes are replaced by their values first.
     """
     if isinstance(model, Graph):
-        src = getattr(model, "source", None)
-        if not src or src.get("format") != "onnx":
+        src = model.source
+        if src is None or src.format != "onnx" or not src.path:
             raise ModelError(f"graph {model.name!r} was not imported from ONNX by load_onnx")
-        input_shapes, dims, input_values = src["input_shapes"], None, src.get("input_values")
-        model = src["path"]
+        input_shapes, dims, input_values = src.input_shapes, None, src.input_values or None
+        model = src.path
     if isinstance(model, ModelProto):
         path = Path(model.graph.name or "model")
         proto = model
     else:
         path = Path(model)
-        proto = _load_proto(path)
+        proto, _ = _load_proto(path)
         try:
             onnx.load_external_data_for_model(proto, str(path.parent))
         except Exception:  # noqa: BLE001 - no external data

@@ -30,18 +30,17 @@ are left to TFLM, which places their tensors itself around the offline plan.
 
 Names are stable and invertible: op ``i`` is ``f"{i}:{OPNAME}"`` (attrs keep ``index``);
 a tensor keeps its flatbuffer name unless that is empty or shared, then it gets
-``#<index>``. `graph.tflite` (a `TfliteInfo`) maps names back to flatbuffer indices; the
-exporter re-imports the original model to re-derive the very same mapping.
+``#<index>``. `graph.source.details` (a `TfliteInfo`) maps names back to flatbuffer
+indices; the exporter re-imports the original model to re-derive the very same mapping.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from planner.graph import Graph, GraphError, Op, Tensor
+from planner.graph import Graph, GraphError, ModelSource, Op, Tensor, model_sha256
 from planner.models.errors import ModelError
 
 INSTALL = "pip install --no-deps tflite-micro"
@@ -210,7 +209,7 @@ def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
     sg_inputs = [int(i) for i in (sg.inputs if sg.inputs is not None else []) if i >= 0]
     sg_outputs = [int(i) for i in (sg.outputs if sg.outputs is not None else []) if i >= 0]
     info = TfliteInfo(
-        str(path), hashlib.sha256(data).hexdigest(), subgraph, n_tensors=[len(g.tensors or []) for g in model.subgraphs]
+        str(path), model_sha256(data), subgraph, n_tensors=[len(g.tensors or []) for g in model.subgraphs]
     )
 
     def kind_of(i: int) -> str:
@@ -312,12 +311,11 @@ def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
         for k in range(len(ops_fb))
     ]
     info.op_index = {op_names[k]: k for k in range(len(ops_fb))}
+    source = ModelSource("tflite", str(path), info.sha256, details=info)
     try:
-        graph = Graph(path.stem, tensors, ops)
+        return Graph(path.stem, tensors, ops, source)
     except GraphError as e:
         raise TfliteModelError(f"{path.name}: {e}") from e
-    graph.tflite = info  # type: ignore[attr-defined]
-    return graph
 
 
 NUMPY_TYPES = {

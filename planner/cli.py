@@ -17,30 +17,18 @@ import sys
 COMMANDS = ["plan", "show", "solvers", "compare", "run", "export"]
 
 
-class CliError(Exception):
-    """A user-facing failure: `code` is the exit status, the message is printed as is."""
-
-    def __init__(self, message: str, code: int = 2):
-        super().__init__(message)
-        self.code = code
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The `planner` parser with every subcommand registered."""
     p = argparse.ArgumentParser(prog="planner", description="Optimal memory plans for DNN inference on small devices.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"planner.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"planner.commands.{name}":
-                continue  # command not built (yet)
-            raise
-        mod.register(sub)
+        importlib.import_module(f"planner.commands.{name}").register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv); the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:
@@ -85,6 +73,7 @@ def _stdout_closed() -> int:
 
 def classify(e: Exception) -> tuple[int, str]:
     """Map library exceptions to (exit code, one-line message)."""
+    from planner.commands.common import CliError
     from planner.simulate import PlanError
     from planner.solvers.base import DoesNotFit
 

@@ -37,7 +37,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from planner.graph import Graph, Tensor
-from planner.plan import Plan
+from planner.plan import Plan, plan_mismatch
 from planner.simulate import check
 
 # Float outputs agree when |ours - ref| <= atol + rtol * |ref| elementwise (numpy.isclose).
@@ -90,7 +90,7 @@ def random_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     """
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
-    fixed = (getattr(graph, "source", None) or {}).get("input_values") or {}
+    fixed = graph.source.input_values if graph.source is not None else {}
     for name in graph.inputs:
         t = graph.tensors[name]
         if name in fixed:  # the importer pinned this input's value (e.g. a sample rate picking a branch)
@@ -290,7 +290,7 @@ def weight_values(
         if init.name in want:
             vals[init.name] = numpy_helper.to_array(init)
     missing = want - set(vals)
-    if missing and getattr(graph, "source", None):
+    if missing and graph.source is not None and graph.source.format == "onnx":
         try:
             from planner.models.onnx import fold_constants
 
@@ -477,32 +477,6 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray, rtol: float, atol: flo
 
 
 # -- the executor -----------------------------------------------------------------------------
-def _same_graph(plan_graph: Graph, graph: Graph) -> None:
-    """Refuse a plan made for another model (names, wiring and sizes must agree)."""
-    p, g = plan_graph, graph
-    po, go = set(p.op_index), set(g.op_index)
-    if po != go:
-        extra, missing = sorted(po - go), sorted(go - po)
-        raise ExecutionError(
-            f"plan does not match the model: {len(extra)} plan ops not in the model (e.g. {extra[:3]}), "
-            f"{len(missing)} model ops not in the plan (e.g. {missing[:3]})"
-        )
-    for o in p.ops:
-        q = g.op(o.name)
-        if tuple(o.inputs) != tuple(q.inputs) or tuple(o.outputs) != tuple(q.outputs):
-            raise ExecutionError(f"plan does not match the model: op {o.name!r} is wired differently")
-    pt, gt = set(p.tensors), set(g.tensors)
-    if pt != gt:
-        raise ExecutionError(f"plan does not match the model: tensor names differ (e.g. {sorted(pt ^ gt)[:3]})")
-    for n, t in p.tensors.items():
-        u = g.tensors[n]
-        if t.bytes != u.bytes or t.kind != u.kind:
-            raise ExecutionError(
-                f"plan does not match the model: tensor {n!r} is {t.bytes} B {t.kind} in the plan, "
-                f"{u.bytes} B {u.kind} in the model (pin the same input shapes?)"
-            )
-
-
 def _graph_of_model(graph: Graph, model: onnx.ModelProto) -> None:
     """Refuse an imported graph that was not imported from `model` (nodes and inputs differ)."""
     produced = {o for n in model.graph.node for o in n.output if o}
@@ -558,7 +532,7 @@ class Executor:
         if self.path is not None:
             return load_onnx(self.path, **kw)
         # load_onnx reads files: give it one (the temp file must outlive fold_constants, which
-        # re-reads graph.source["path"], so weights are computed before it goes away)
+        # re-reads graph.source.path, so weights are computed before it goes away)
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / "model.onnx"
             onnx.save(self.model, str(p))
@@ -632,7 +606,9 @@ class Executor:
     ) -> ExecutionReport:
         g = self.graph
         if plan.graph is not g:
-            _same_graph(plan.graph, g)
+            mismatch = plan_mismatch(plan, g)
+            if mismatch:
+                raise ExecutionError(mismatch)
         if not unchecked:
             check(plan)  # raises PlanError naming the broken rules
         inputs = self.check_inputs(inputs)

@@ -7,6 +7,7 @@ the tensors (an edge producer -> consumer per tensor) and used for topological w
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -79,6 +80,11 @@ class ModelSource:
     dims: Mapping[str, int] = field(default_factory=dict)
     input_values: Mapping[str, Any] = field(default_factory=dict)
     details: Any = field(default=None, repr=False)
+
+
+def model_sha256(data: bytes) -> str:
+    """The fingerprint a graph's source records of its model file (`ModelSource.sha256`)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 class Graph:

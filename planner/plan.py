@@ -2,23 +2,29 @@
 
 A plan file is self-contained: it carries the graph's tensors and ops, so any tool can
 replay it without the model. Reading is strict: unknown versions and malformed files
-raise PlanFormatError with one clear line.
+raise PlanFormatError with one clear line. `plan_mismatch` is the one place that decides
+whether a plan was made for a given graph.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from planner.graph import Graph, GraphError, Op, Tensor
+from planner.graph import Graph, GraphError, ModelSource, Op, Tensor
 from planner.target import Target, TargetError
 
 FORMAT = "planner.plan"
 VERSION = 1
-STAGE_KINDS = ("L", "R", "S", "F")
-STATUSES = ("optimal", "feasible", "heuristic")
+StageKind = Literal["L", "R", "S", "F"]
+# optimal: proven (over what `SolverInfo.objective` says); feasible: a solver searched but
+# proved nothing; heuristic: a heuristic answer, nothing searched exactly
+Status = Literal["optimal", "feasible", "heuristic"]
+# what `SolverInfo.bound` and `status` measure: the arena (no-spill and peak-first plans)
+# or the spill traffic (plans the budget forces to spill)
+BoundObjective = Literal["arena", "traffic"]
 
 
 class PlanFormatError(ValueError):
@@ -32,12 +38,13 @@ class Stage:
     `offset` is set for L; `offsets` maps each output of an R to its offset.
     """
 
-    kind: str
+    kind: StageKind
     name: str
     offset: int | None = None
     offsets: dict[str, int] | None = field(default=None, compare=False, hash=False)
 
     def to_dict(self) -> dict:
+        """The stage as the plan file writes it."""
         if self.kind == "R":
             return {"stage": "R", "op": self.name, "offsets": dict(self.offsets or {})}
         d: dict = {"stage": self.kind, "tensor": self.name}
@@ -53,6 +60,8 @@ class Stage:
 
 @dataclass
 class Metrics:
+    """What the simulator measured on a plan (never what a solver claims; DESIGN §1)."""
+
     arena_bytes: int = 0
     peak_l1_bytes: int = 0
     traffic_bytes: int = 0
@@ -66,29 +75,63 @@ class Metrics:
 
     @property
     def spill_traffic_bytes(self) -> int:
+        """Traffic beyond the compulsory part: what spilling cost."""
         return self.traffic_bytes - self.compulsory_traffic_bytes
 
 
-@dataclass
+@dataclass(frozen=True)
 class SolverInfo:
+    """Who made a plan and what they proved about it.
+
+    `status` and `bound` are measured in `objective`: with ``arena`` the bound is a proven
+    lower bound on the arena of every plan (of the plan's lifetimes, without spills where
+    the plan has none); with ``traffic`` it is a proven lower bound on the spill traffic of
+    every plan within the budget. `params` is what the solver was asked (time limit,
+    workers, seed, objective, knobs); `facts` is what it found on the way (inner statuses,
+    which heuristic won, gaps). Frozen: a solver builds it whole before the plan is checked.
+    """
+
     name: str
-    status: str = "heuristic"  # optimal | feasible | heuristic
-    bound: int = 0  # best proven lower bound on the objective (arena bytes)
+    status: Status = "heuristic"
+    bound: int = 0
     wall_s: float = 0.0
-    options: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+    objective: BoundObjective = "arena"
+
+    def to_dict(self) -> dict:
+        """The plan file's ``solver`` object; ``options`` keeps the v1 key for the params."""
+        return {
+            "name": self.name,
+            "status": self.status,
+            "objective": self.objective,
+            "bound": self.bound,
+            "wall_s": self.wall_s,
+            "options": _jsonable(self.params),
+            "facts": _jsonable(self.facts),
+        }
 
 
 @dataclass
 class Plan:
+    """A graph, the target it was planned for, the stages, who made them and (after
+    `simulate.finalize`) the simulator's metrics. The model's fingerprint is the graph's
+    `source.sha256`; a plan made from a generated graph has none."""
+
     graph: Graph
     target: Target
     stages: list[Stage]
     solver: SolverInfo
     metrics: Metrics = field(default_factory=Metrics)
-    model_sha256: str = ""
+
+    @property
+    def model_sha256(self) -> str:
+        """sha256 of the model file the graph was imported from ("" when there is none)."""
+        return self.graph.source.sha256 if self.graph.source is not None else ""
 
     @property
     def order(self) -> list[str]:
+        """The op order (the R stages)."""
         return [s.name for s in self.stages if s.kind == "R"]
 
     @property
@@ -98,6 +141,7 @@ class Plan:
 
     # -- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """The plan file's JSON object (DESIGN §4)."""
         g = self.graph
         return {
             "format": FORMAT,
@@ -121,18 +165,20 @@ class Plan:
             ],
             "stages": [s.to_dict() for s in self.stages],
             "metrics": asdict(self.metrics),
-            "solver": _jsonable(asdict(self.solver)),
+            "solver": self.solver.to_dict(),
         }
 
     def to_json(self) -> str:
+        """The plan file's text."""
         return json.dumps(self.to_dict(), indent=1)
 
     def write(self, path: str | Path) -> None:
+        """Write the plan file (callers check the plan first: see `simulate.check`)."""
         Path(path).write_text(self.to_json() + "\n")
 
 
 def _jsonable(v):
-    """Solver options are free-form: keep what JSON can hold, describe the rest."""
+    """Solver params and facts are free-form: keep what JSON can hold, describe the rest."""
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -152,6 +198,7 @@ def _need(d: dict, key: str, typ: type | tuple, where: str):
 
 
 def plan_from_dict(d: dict) -> Plan:
+    """A Plan from the plan file's JSON object (PlanFormatError with one line if malformed)."""
     if not isinstance(d, dict):
         raise PlanFormatError("plan file: top level must be a JSON object")
     if d.get("format") != FORMAT:
@@ -185,7 +232,8 @@ def plan_from_dict(d: dict) -> Plan:
                     tuple(_need(o, "outputs", list, w)),
                 )
             )
-        graph = Graph(str(model.get("name", "")), tensors, ops)
+        source = ModelSource("plan", sha256=str(model.get("sha256", "") or ""))
+        graph = Graph(str(model.get("name", "")), tensors, ops, source)
         stages = []
         for i, s in enumerate(_need(d, "stages", list, "plan")):
             w = f"stages[{i}]"
@@ -204,24 +252,38 @@ def plan_from_dict(d: dict) -> Plan:
         m = d.get("metrics", {}) or {}
         known = set(Metrics.__dataclass_fields__)
         metrics = Metrics(**{k: int(v) for k, v in m.items() if k in known and v is not None})
-        s = _need(d, "solver", dict, "plan")
-        solver = SolverInfo(
-            name=str(s.get("name", "")),
-            status=str(s.get("status", "heuristic")),
-            bound=int(s.get("bound") or 0),
-            wall_s=float(s.get("wall_s") or 0.0),
-            options=dict(s.get("options") or {}),
-        )
+        solver = _solver_info(_need(d, "solver", dict, "plan"))
     except (GraphError, TargetError) as e:
         raise PlanFormatError(f"plan file describes an invalid graph/target: {e}") from e
     except (TypeError, ValueError, AttributeError) as e:
         if isinstance(e, PlanFormatError):
             raise
         raise PlanFormatError(f"malformed plan file: {e}") from e
-    return Plan(graph, target, stages, solver, metrics, str(model.get("sha256", "")))
+    return Plan(graph, target, stages, solver, metrics)
+
+
+def _solver_info(s: dict) -> SolverInfo:
+    """The ``solver`` object; files written before `objective` and `facts` existed mixed the
+    facts into ``options`` and measured the bound in arena bytes."""
+    status = str(s.get("status", "heuristic"))
+    if status not in ("optimal", "feasible", "heuristic"):
+        raise PlanFormatError(f"solver: unknown status {status!r}")
+    objective = str(s.get("objective", "arena"))
+    if objective not in ("arena", "traffic"):
+        raise PlanFormatError(f"solver: unknown objective {objective!r}")
+    return SolverInfo(
+        name=str(s.get("name", "")),
+        status=status,  # type: ignore[arg-type]
+        bound=int(s.get("bound") or 0),
+        wall_s=float(s.get("wall_s") or 0.0),
+        params=dict(s.get("options") or {}),
+        facts=dict(s.get("facts") or {}),
+        objective=objective,  # type: ignore[arg-type]
+    )
 
 
 def read_plan(path: str | Path) -> Plan:
+    """Read a plan file (PlanFormatError with one line if it cannot be read)."""
     try:
         text = Path(path).read_text()
     except OSError as e:
@@ -233,21 +295,51 @@ def read_plan(path: str | Path) -> Plan:
     return plan_from_dict(d)
 
 
-def model_sha256(data: bytes) -> str:
-    """The fingerprint a plan records of its model file (`Plan.model_sha256`)."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def model_mismatch(plan: Plan, model: str | Path, data: bytes | None = None) -> str | None:
-    """Why `plan` was not made for the model file `model` (its bytes `data`, read when not
-    given), or None when the sha256 matches or the plan records none (made from a generated
-    graph). Used by `export --format tflite` and `run` before they trust the plan."""
-    if not plan.model_sha256:
+def source_mismatch(plan: Plan, source: ModelSource) -> str | None:
+    """Why `plan` was not made from the model file `source` describes (its sha256 differs),
+    or None when it was or when either side records no sha256 (a generated graph). Cheap:
+    callers check it before importing a model with the plan's pins."""
+    mine, theirs = plan.model_sha256, source.sha256
+    if not mine or not theirs or mine == theirs:
         return None
-    digest = model_sha256(Path(model).read_bytes() if data is None else data)
-    if digest == plan.model_sha256:
-        return None
+    where = Path(source.path).name if source.path else "the model"
     return (
-        f"the plan was made for a different model ({plan.graph.name}, sha256 {plan.model_sha256[:12]}…; "
-        f"{Path(model).name} is {digest[:12]}…)"
+        f"the plan was made for a different model ({plan.graph.name}, sha256 {mine[:12]}…; {where} is {theirs[:12]}…)"
     )
+
+
+def plan_mismatch(plan: Plan, graph: Graph) -> str | None:
+    """Why `plan` was not made for `graph`, or None when it was.
+
+    The one test of "does this plan belong to this model", used by `run`, the executor and
+    the exporters: the model files' sha256 must agree when both sides know one, and the
+    graphs must agree exactly in what the plan relies on (op names and wiring, tensor
+    names, sizes and kinds).
+    """
+    if graph.source is not None:
+        why = source_mismatch(plan, graph.source)
+        if why:
+            return why
+    p, g = plan.graph, graph
+    po, go = set(p.op_index), set(g.op_index)
+    if po != go:
+        extra, missing = sorted(po - go), sorted(go - po)
+        return (
+            f"the plan does not match this model: {len(extra)} plan ops not in the model (e.g. {extra[:3]}), "
+            f"{len(missing)} model ops not in the plan (e.g. {missing[:3]})"
+        )
+    for o in p.ops:
+        q = g.op(o.name)
+        if tuple(o.inputs) != tuple(q.inputs) or tuple(o.outputs) != tuple(q.outputs):
+            return f"the plan does not match this model: op {o.name!r} is wired differently"
+    pt, gt = set(p.tensors), set(g.tensors)
+    if pt != gt:
+        return f"the plan does not match this model: tensor names differ (e.g. {sorted(pt ^ gt)[:3]})"
+    for n, t in p.tensors.items():
+        u = g.tensors[n]
+        if t.bytes != u.bytes or t.kind != u.kind:
+            return (
+                f"the plan does not match this model: tensor {n!r} is {t.bytes} B {t.kind} in the plan, "
+                f"{u.bytes} B {u.kind} in the model (pin the same input shapes?)"
+            )
+    return None

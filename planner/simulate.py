@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from planner.bounds import working_set_bound
 from planner.graph import Graph
-from planner.plan import Metrics, Plan, Stage
+from planner.plan import Metrics, Plan, SolverInfo, Stage
 from planner.target import Target
 
 MAX_VIOLATIONS = 50
@@ -213,9 +213,25 @@ def check(plan: Plan) -> Simulation:
     return sim
 
 
+def lower_bound_bytes(graph: Graph, target: Target, info: SolverInfo) -> int:
+    """The plan's `lower_bound_bytes`: the working-set bound, raised by the solver's proven
+    bound when that is measured in arena bytes."""
+    ws = working_set_bound(graph, target)
+    return max(ws, info.bound) if info.objective == "arena" else ws
+
+
 def finalize(plan: Plan) -> Plan:
-    """Check a solver's plan and overwrite its metrics with the simulator's (keeps bound)."""
+    """The plan with the simulator's metrics (PlanError if it breaks a rule).
+
+    Every solver's plan passes through here before anyone sees a number: its own
+    objective values are never reported."""
     sim = check(plan)
-    sim.metrics.lower_bound_bytes = max(working_set_bound(plan.graph, plan.target), plan.solver.bound)
-    plan.metrics = sim.metrics
-    return plan
+    sim.metrics.lower_bound_bytes = lower_bound_bytes(plan.graph, plan.target, plan.solver)
+    return replace(plan, metrics=sim.metrics)
+
+
+def with_solver(plan: Plan, info: SolverInfo) -> Plan:
+    """A finalized plan under another `SolverInfo` (its stages, hence its metrics, are the
+    same; only the solver-dependent lower bound is derived again, without a replay)."""
+    metrics = replace(plan.metrics, lower_bound_bytes=lower_bound_bytes(plan.graph, plan.target, info))
+    return replace(plan, solver=info, metrics=metrics)

@@ -1,18 +1,32 @@
 """What every solver shares: options, the does-not-fit error, and turning an order plus a
-layout into a checked Plan. A solver is `solve(graph, target, options) -> Plan`."""
+layout into a checked Plan. A solver is `solve(graph, target, options) -> Plan`.
+
+    >>> from planner.models.generators import chain
+    >>> from planner.solvers.registry import get_solver
+    >>> from planner.target import get_target
+    >>> plan = get_solver("greedy")(chain(5), get_target("unbounded"), SolveOptions(time_limit=1))
+    >>> plan.metrics.arena_bytes > 0
+    True
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal, get_args
 
 from planner.bounds import working_set_bound
 from planner.graph import Graph
-from planner.plan import Plan, SolverInfo
+from planner.plan import Plan, SolverInfo, Status
 from planner.simulate import finalize
 from planner.solvers.lowering import Interval, live_intervals, lower
 from planner.target import Target, format_bytes
+
+# traffic: least spill traffic that fits the budget, then the smallest arena (spill only
+# when no plan without spills fits); peak: the smallest arena, spills allowed, then traffic
+Objective = Literal["traffic", "peak"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
 @dataclass
@@ -26,27 +40,54 @@ class Progress:
     note: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SolveOptions:
+    """How long and how to search, the same for every solver.
+
+    The common part (time limit, CP-SAT workers, seed, objective) is what users set; the
+    knobs below it belong to single solvers and keep their defaults unless a test or an
+    experiment wants otherwise. `hint` is a plan to start from: solvers that take one
+    never return anything worse than it (the portfolio passes its best so far).
+    """
+
     time_limit: float = 30.0
     workers: int = 2
     seed: int = 0
-    # traffic: least spill traffic that fits the budget, then the smallest arena (spill only
-    # when no plan without spills fits); peak: the smallest arena, spills allowed, then traffic
-    objective: str = "traffic"
-    progress: Callable[[Progress], None] | None = field(default=None, repr=False)
-    extra: dict = field(default_factory=dict)
+    objective: Objective = "traffic"
+    progress: Callable[[Progress], None] | None = field(default=None, repr=False, compare=False)
+    hint: Plan | None = field(default=None, repr=False, compare=False)
+    # -- knobs of single solvers ----------------------------------------------------------
+    deterministic: bool = False  # CP-SAT: interleaved workers, deterministic time (cpsat.make_solver)
+    order_share: float = 0.6  # cpsat-order, dp: share of the limit for the order (the rest: layout)
+    max_ops: int = 60  # cpsat-joint refuses larger graphs
+    state_limit: int = 2_000_000  # dp: states before it gives up
+    lookahead: int = 3  # spill-largest: "not needed soon" means not within this many ops
+    horizon: int | None = None  # cpsat-stage: steps (default: the hint's, tight)
+    slack: int = 0  # cpsat-stage: steps added to the hint's
+    max_cells: int | None = None  # cpsat-stage: steps × tensors it may build (default: by time)
+    joint_max_vars: int = 20000  # cpsat-spill: position Booleans of the joint model at most
+    stall: int | None = None  # cpsat-spill: local-search moves without gain (default 60 + ops)
 
-    def to_dict(self) -> dict:
-        return {
-            "time_limit": self.time_limit,
-            "workers": self.workers,
-            "seed": self.seed,
-            "objective": self.objective,
-            **self.extra,
-        }
+    def params(self) -> dict:
+        """What a plan records of its options: the common part and every knob that differs
+        from its default (progress and hint are not parameters)."""
+        out: dict = {"time_limit": self.time_limit, "workers": self.workers, "seed": self.seed}
+        out["objective"] = self.objective
+        default = SolveOptions()
+        for f in fields(self):
+            if f.name in out or f.name in ("progress", "hint"):
+                continue
+            v = getattr(self, f.name)
+            if v != getattr(default, f.name):
+                out[f.name] = v
+        return out
+
+    def with_time(self, time_limit: float) -> SolveOptions:
+        """The same options with another time limit (a phase's share of the whole)."""
+        return replace(self, time_limit=time_limit)
 
     def report(self, p: Progress) -> None:
+        """Pass a progress report on, if anyone listens."""
         if self.progress is not None:
             self.progress(p)
 
@@ -64,6 +105,7 @@ class DoesNotFit(Exception):
 
 
 def aligned_intervals(graph: Graph, target: Target, order: Sequence[str]) -> list[Interval]:
+    """The no-spill residencies of `order` with aligned sizes (what layouts pack)."""
     return [Interval(iv.key, iv.start, iv.end, target.align(iv.size)) for iv in live_intervals(graph, target, order)]
 
 
@@ -73,30 +115,39 @@ def arena_of_layout(graph: Graph, intervals: Sequence[Interval], offsets: Mappin
 
 
 class Timer:
+    """Seconds since construction: every solver measures its wall time against its limit."""
+
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the timer started."""
         return time.perf_counter() - self.t0
 
 
 def nospill_plan(
     graph: Graph, target: Target, order: Sequence[str], offsets: Mapping[str, int], info: SolverInfo
 ) -> Plan:
-    """Lower, check budget, simulate. Raises DoesNotFit when the arena exceeds the budget."""
+    """Lower, check budget, simulate. Raises DoesNotFit when the arena exceeds the budget.
+
+    The bound `info` carries is raised to the working-set bound, which holds for every plan."""
     ivs = live_intervals(graph, target, order)
     arena = arena_of_layout(graph, ivs, offsets)
     if target.budget is not None and arena > target.budget:
         raise DoesNotFit(target.budget, arena, working_set_bound(graph, target))
-    info.bound = max(info.bound, working_set_bound(graph, target))
-    plan = Plan(graph, target, lower(graph, target, order, offsets), info)
-    return finalize(plan)
+    info = replace(info, bound=max(info.bound, working_set_bound(graph, target)))
+    return finalize(Plan(graph, target, lower(graph, target, order, offsets), info))
 
 
 def gap(value: int, bound: int) -> float:
     """Relative optimality gap of `value` over a proven lower `bound`."""
     return 0.0 if value <= 0 else round((value - bound) / value, 6)
+
+
+def status_of(value: int, bound: int) -> Status:
+    """`optimal` exactly when the value meets the proven bound, else `feasible`."""
+    return "optimal" if value <= bound else "feasible"
 
 
 def proven_plan(
@@ -112,11 +163,14 @@ def proven_plan(
     facts: dict,
 ) -> Plan:
     """The tail every exact no-spill solver shares: `optimal` only when the arena meets the
-    proven bound, the facts and gap in the solver options, the plan checked by the simulator."""
+    proven bound, the facts and gap recorded, the plan checked by the simulator."""
     bound = min(bound, arena)
-    status = "optimal" if arena <= bound else "feasible"
-    info = SolverInfo(name, status, bound, 0.0, {**options.to_dict(), "gap": gap(arena, bound), **facts})
-    plan = nospill_plan(graph, target, order, offsets, info)
-    plan.solver.wall_s = timer.elapsed
-    plan.solver.options["wall_s"] = round(plan.solver.wall_s, 3)
-    return plan
+    info = SolverInfo(
+        name,
+        status_of(arena, bound),
+        bound,
+        timer.elapsed,
+        options.params(),
+        {"gap": gap(arena, bound), **facts},
+    )
+    return nospill_plan(graph, target, order, offsets, info)

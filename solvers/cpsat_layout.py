@@ -1,4 +1,4 @@
-"""Exact arena layout with CP-SAT: offsets for fixed residencies, and joint order + layout.
+"""Arena layout for a fixed schedule: layout heuristics, then CP-SAT when they fragment.
 
 `optimal_layout` takes residencies whose times are fixed (an order is chosen) and finds
 offsets minimising the arena the simulator measures, `max(offset + raw bytes)`. Offsets
@@ -13,15 +13,13 @@ residencies live there are stacked disjointly, so the highest one ends (aligned)
 at their aligned sum, and its raw end is lower by at most its alignment slack
 `align(bytes) - bytes`. With alignment 1 this is plain max-live.
 
-`solve_joint` (registered as `cpsat-joint`) puts op positions and offsets in one model,
-in the spirit of OLLA / MODeL: different optimal orders can fragment differently, and
-only a joint model sees it. It is meant for small graphs (default limit 60 ops).
+Two entry points share it: `layout_order` for the no-spill lifetimes of an op order,
+`layout_stages` for the residencies of any stage list (spill plans). Order and offsets
+together (`cpsat-joint`) live in solvers/cpsat_joint.py.
 """
 
 from __future__ import annotations
 
-import math
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,17 +27,14 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from planner.graph import Graph
-from planner.plan import Plan
-from planner.solvers.base import (
-    Progress,
-    SolveOptions,
-    Timer,
-    aligned_intervals,
-    arena_of_layout,
-    proven_plan,
-)
+from planner.plan import Stage
+from planner.replay import residencies
+from planner.simulate import simulate
+from planner.solvers import cpsat
+from planner.solvers.base import Progress, SolveOptions, Timer
+from planner.solvers.heuristic import best_layout
 from planner.solvers.heuristics.layout import LAYOUTS
-from planner.solvers.lowering import Interval
+from planner.solvers.lowering import Interval, live_intervals
 from planner.target import Target
 
 
@@ -97,58 +92,6 @@ def _heuristic_layout(intervals: Sequence[Interval], alignment: int) -> tuple[di
     return best
 
 
-class _Reporter(cp_model.CpSolverSolutionCallback):
-    """Forwards incumbents (and, via `on_bound`, bound improvements) to a progress callback."""
-
-    def __init__(
-        self,
-        name: str,
-        progress: Callable[[Progress], None] | None,
-        timer: Timer,
-        scale: Callable[[float], int] = round,
-    ) -> None:
-        super().__init__()
-        self.name, self.progress, self.timer, self.scale = name, progress, timer, scale
-        self.incumbent: int | None = None
-        self.lock = threading.Lock()
-
-    def on_solution_callback(self) -> None:
-        with self.lock:
-            self.incumbent = self.scale(self.objective_value)
-            if self.progress is not None:
-                self.progress(
-                    Progress(
-                        self.name, self.incumbent, self.scale(self.best_objective_bound), self.timer.elapsed, "solution"
-                    )
-                )
-
-    def on_bound(self, bound: float) -> None:
-        with self.lock:
-            if self.progress is not None:
-                self.progress(Progress(self.name, self.incumbent, self.scale(bound), self.timer.elapsed, "bound"))
-
-
-def make_solver(time_limit: float, workers: int, seed: int, deterministic: bool = False) -> cp_model.CpSolver:
-    """A CP-SAT solver with the project's conventions.
-
-    `random_seed` and `num_workers` are always set. With `workers == 1` a run that ends
-    before the wall limit is reproducible. With `deterministic=True` the workers are
-    interleaved (`interleave_search`) and the limit is also applied as deterministic time,
-    so runs repeat exactly for a given seed and worker count unless the wall limit cuts in
-    first; without it the parallel portfolio is faster but its result under a time limit
-    may vary from run to run.
-    """
-    solver = cp_model.CpSolver()
-    p = solver.parameters
-    p.max_time_in_seconds = max(0.01, float(time_limit))
-    p.num_workers = max(1, int(workers))
-    p.random_seed = int(seed)
-    if deterministic:
-        p.interleave_search = True
-        p.max_deterministic_time = max(0.01, float(time_limit))
-    return solver
-
-
 def optimal_layout(
     intervals: Sequence[Interval],
     time_limit: float = 10.0,
@@ -198,15 +141,11 @@ def optimal_layout(
     m.add_no_overlap_2d(xs, ys)
     m.add_hint(obj, arena)
     m.minimize(obj)
-    solver = make_solver(time_limit - timer.elapsed, workers, seed, deterministic)
-    rep = _Reporter("cpsat-layout", progress, timer)
-    if progress is not None:
-        solver.best_bound_callback = rep.on_bound
-    st = solver.solve(m, rep)
-    bound = lb
+    rep = cpsat.Reporter("cpsat-layout", progress, timer)
+    st, solver = cpsat.solve(m, time_limit - timer.elapsed, workers, seed, deterministic, rep)
+    bound = max(lb, cpsat.proven_bound(solver, st) or 0)
     status = "heuristic"
-    if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        bound = max(lb, math.ceil(solver.best_objective_bound - 1e-6))
+    if st in cpsat.SOLVED:
         new = {key: a * solver.value(k) for key, k in ks.items()}
         for iv in intervals:
             if iv.size == 0:
@@ -215,9 +154,8 @@ def optimal_layout(
         if new_arena <= arena:
             offsets, arena = new, new_arena
         status = "optimal" if st == cp_model.OPTIMAL or arena <= bound else "feasible"
-    elif st == cp_model.UNKNOWN and math.isfinite(solver.best_objective_bound):
-        bound = max(lb, math.ceil(solver.best_objective_bound - 1e-6))
-        status = "feasible" if bound > lb else "heuristic"
+    elif bound > lb:
+        status = "feasible"
     if arena <= bound:
         status = "optimal"
     return LayoutResult(
@@ -231,94 +169,79 @@ def optimal_layout(
     )
 
 
-def solve_joint(graph: Graph, target: Target, options: SolveOptions | None = None) -> Plan:
-    """Joint operator order + offsets (positions and addresses in one CP-SAT model).
-
-    Minimises the raw arena directly, so unlike `cpsat-order` its "optimal" covers
-    fragmentation too. Refuses graphs above `options.extra["max_ops"]` (default 60) ops:
-    the NoOverlap2D with variable times grows quadratically.
-    """
-    from planner.solvers.cpsat_order import build_order_model, heuristic_start, lifetime_items
-
-    options = options or SolveOptions()
-    timer = Timer()
-    max_ops = int(options.extra.get("max_ops", 60))
-    if len(graph.ops) > max_ops:
-        pseudo = sum(1 for o in graph.ops if o.attrs.get("pseudo"))  # load/store steps (solvers/lifetimes.py)
-        size = f"{len(graph.ops) - pseudo} ops + {pseudo} load/store steps" if pseudo else f"{len(graph.ops)} ops"
-        raise ValueError(
-            f"cpsat-joint is for small graphs: {size} > max_ops={max_ops}; use cpsat-order (order, then layout) instead"
-        )
-    a = target.alignment
-    start = heuristic_start(graph, target)
-    h_arena, h_order, h_offs = start.arena, start.arena_order, start.arena_offsets
-    items = lifetime_items(graph, target)
-    m = cp_model.CpModel()
-    max_slack = max((it.max_slack for it in items), default=0)
-    # an order whose aligned max-live exceeds h_arena + max_slack cannot beat the hint's arena
-    om = build_order_model(m, graph, target, items, hint_order=h_order, upper=h_arena + max_slack)
-    lb = max(om.raw_bound, 0)
-    obj = m.new_int_var(min(lb, h_arena), h_arena, "arena")
-    xs, ys, ks = [], [], {}
-    for it in items:
-        if it.aligned == 0:
-            continue
-        # one address per tensor of the (merged) item: merged tensors share times, not addresses
-        for key in it.keys:
-            raw = graph.size(key)
-            if raw == 0:
-                continue
-            k = m.new_int_var(0, max(0, (h_arena - raw) // a), f"k_{key}")
-            ks[key] = k
-            m.add(obj >= a * k + raw)
-            m.add_hint(k, h_offs[key] // a)
-            xs.append(om.intervals[it.index])
-            ys.append(m.new_fixed_size_interval_var(k, _align(raw, a) // a, f"y_{key}"))
-    m.add_no_overlap_2d(xs, ys)
-    # redundant: aligned max-live (the cumulative capacity) minus the largest slack bounds the arena
-    m.add(obj >= om.capacity - om.max_slack)
-    m.add_hint(obj, h_arena)
-    m.minimize(obj)
-    if h_arena <= lb:  # the heuristic plan already meets the bound: nothing to search
-        return _joint_plan(graph, target, options, timer, h_order, h_offs, h_arena, lb, "not run", h_arena)
-    solver = make_solver(
-        options.time_limit - timer.elapsed,
-        options.workers,
-        options.seed,
-        bool(options.extra.get("deterministic", False)),
-    )
-    rep = _Reporter("cpsat-joint", options.progress, timer)
-    if options.progress is not None:
-        solver.best_bound_callback = rep.on_bound
-    st = solver.solve(m, rep)
-    order, offsets, arena = h_order, h_offs, h_arena
-    bound = lb
-    cp_status = solver.status_name(st)
-    if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        bound = max(lb, math.ceil(solver.best_objective_bound - 1e-6))
-        new_order = sorted(om.pos, key=lambda o: solver.value(om.pos[o]))
-        new_offs = {key: a * solver.value(k) for key, k in ks.items()}
-        for t in graph.tensors:
-            new_offs.setdefault(t, 0)
-        new_arena = arena_of_layout(graph, aligned_intervals(graph, target, new_order), new_offs)
-        if new_arena <= arena:
-            order, offsets, arena = new_order, new_offs, new_arena
-    elif st == cp_model.UNKNOWN and math.isfinite(solver.best_objective_bound):
-        bound = max(lb, math.ceil(solver.best_objective_bound - 1e-6))
-    return _joint_plan(graph, target, options, timer, order, offsets, arena, bound, cp_status, h_arena)
-
-
-def _joint_plan(
+def layout_order(
     graph: Graph,
     target: Target,
-    options: SolveOptions,
-    timer: Timer,
     order: Sequence[str],
-    offsets: dict[str, int],
-    arena: int,
-    bound: int,
-    cp_status: str,
-    h_arena: int,
-) -> Plan:
-    facts = {"cpsat_status": cp_status, "heuristic_arena": h_arena}
-    return proven_plan(graph, target, "cpsat-joint", order, offsets, arena, bound, timer, options, facts)
+    time_limit: float,
+    workers: int,
+    seed: int,
+    progress: Callable[[Progress], None] | None = None,
+    known_bound: int = 0,
+) -> tuple[int, dict[str, int], str, int]:
+    """Layout heuristics on `order`, then CP-SAT layout when they leave fragmentation.
+
+    Returns (raw arena, offsets, method, the order's layout lower bound); `known_bound`, a
+    bound valid for every order, stops the search early."""
+    arena, lname, offs = best_layout(graph, target, order)
+    ivs = live_intervals(graph, target, order)
+    lb = max(layout_lower_bound(ivs, target.alignment), known_bound)
+    if arena > lb and time_limit > 0.05:
+        res = optimal_layout(
+            ivs, time_limit, workers, seed, target.alignment, progress, hint=offs, known_bound=known_bound
+        )
+        if res.arena < arena:
+            arena, offs, lname = res.arena, res.offsets, "cpsat-layout"
+        lb = max(lb, res.bound)
+    for t in graph.tensors:
+        offs.setdefault(t, 0)
+    return arena, offs, lname, lb
+
+
+def layout_stages(
+    graph: Graph,
+    target: Target,
+    stages: Sequence[Stage],
+    options: SolveOptions | None = None,
+    time_limit: float = 0.0,
+    good_enough: int | None = None,
+) -> tuple[list[Stage], int, str]:
+    """Offsets for the residencies of a stage list (offsets in it are ignored): the best
+    layout heuristic, then CP-SAT layout when time is left and the heuristics' arena is
+    above both the peak and `good_enough`. Returns (stages with offsets, arena, method)."""
+    res = residencies(graph, stages)
+    last = max(len(stages) - 1, 0)
+    keys = [f"{r.tensor}#{k}" for k, r in enumerate(res)]
+    raw = {key: graph.size(r.tensor) for key, r in zip(keys, res, strict=True)}
+    items = [Interval(key, r.start, min(r.end, last), target.align(raw[key])) for key, r in zip(keys, res, strict=True)]
+
+    def arena(offs: dict[str, int]) -> int:
+        return max((offs[k] + raw[k] for k in raw), default=0)
+
+    best: tuple[int, str, dict[str, int]] | None = None
+    for name, fn in LAYOUTS.items():
+        offs = fn(items)
+        a = arena(offs)
+        if best is None or a < best[0]:
+            best = (a, name, offs)
+    peak = simulate(graph, target.with_budget(None), stages).metrics.peak_l1_bytes
+    enough = peak if good_enough is None else max(peak, good_enough)
+    if best is not None and best[0] > enough and time_limit > 0.5:
+        opts = options or SolveOptions()
+        raw_items = [Interval(iv.key, iv.start, iv.end, raw[iv.key]) for iv in items]
+        found = optimal_layout(raw_items, time_limit, opts.workers, opts.seed, target.alignment, hint=best[2])
+        if found.arena < best[0]:
+            best = (found.arena, "cpsat-layout", found.offsets)
+    assert best is not None
+    a, name, offs = best
+    made_by = {(r.start, r.tensor): key for key, r in zip(keys, res, strict=True)}
+    out: list[Stage] = []
+    for i, s in enumerate(stages):
+        if s.kind == "L":
+            out.append(Stage("L", s.name, offset=offs[made_by[i, s.name]]))
+        elif s.kind == "R":
+            outs = graph.op(s.name).outputs
+            out.append(Stage("R", s.name, offsets={t: offs[made_by[i, t]] for t in outs}))
+        else:
+            out.append(s)
+    return out, a, name

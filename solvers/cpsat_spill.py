@@ -1,33 +1,11 @@
-"""Spills for a fixed op order, exactly, with CP-SAT; and a search over orders around it.
+"""`cpsat-spill`: the least spill traffic within the budget, exact for a fixed order and
+searched over orders.
 
-Given the op order, a canonical plan (DESIGN §1, the form `cpsat_stage.canonicalize`
-produces) is fully described by one decision per **gap**: between two consecutive events
-of a tensor (its production or a use, at op positions e_j < e_{j+1} with at least one op in
-between) the tensor either stays in L1 (``keep``) or is freed after e_j and loaded back
-right before e_{j+1}. Loading later than right before the use, or freeing later than right
-after the event, only raises memory, so nothing is lost by that form. An activation that is
-evicted at least once is stored once, right after its producer (graph outputs are stored
-anyway, inputs and weights already have an LLB copy), so
-
-    traffic = compulsory + Σ_gaps size·(1 - keep) + Σ_activations size·stored,
-    stored[t] ≥ 1 - keep[g] for every gap g of t,
-
-and the memory while op i runs is exactly ``base[i]`` (its own inputs and outputs) plus the
-sizes of the kept gaps that span i. That is a 0-1 program with one Boolean per gap and one
-knapsack row per op position — tiny next to the timestep model (O(|E|) variables, no
-horizon), so CP-SAT proves it optimal for hundreds of ops in well under a second.
-
-Bytes are raw, like the stage model's peak; offsets are laid out afterwards over the
-residencies (layout heuristics, then `cpsat_layout.optimal_layout`). When fragmentation
-pushes the arena over the budget the model is solved again with aligned sizes and a
-capacity lowered by the overflow, and the heuristic walk plan remains as the fallback, so
-a returned plan always fits.
-
-`solve_joint` lifts the same canonical form to a free order: op positions one-hot both
-ways, residency per tensor and position, a load where residency starts without production,
-and dominance rules (an idle residency continues on both sides) that leave exactly one
-residency pattern per keep decision. Its optimum is the least raw traffic over all orders
-— a lower bound for every plan — and CP-SAT proves it for graphs of ~20–40 ops in seconds.
+The fixed-order model (solvers/spill_gaps.py) solves the spills of one order exactly; when
+fragmentation pushes the laid-out arena over the budget it is solved again with aligned
+sizes and a capacity lowered by the overflow, and the heuristic walk plan remains as the
+fallback, so a returned plan always fits. The joint order + spill model
+(solvers/spill_joint.py) proves a bound for every order and proposes orders.
 
 The order matters as much as the evictions (the no-spill-optimal order keeps long-lived
 tensors alive, which is exactly what a spill order should avoid), so `solve_cpsat_spill`
@@ -39,236 +17,28 @@ budget binds), each candidate scored by the model itself.
 Status ``optimal`` is claimed only for a real optimum of the whole problem: the plan's
 traffic meets the joint model's proven bound, or the graph has a single topological order
 and the raw fixed-order optimum at the full budget was laid out within it. Otherwise
-``feasible``, with ``order_optimal`` in the options telling whether the spills are optimal
+``feasible``, with ``order_optimal`` in the facts telling whether the spills are optimal
 for the returned order.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import networkx as nx
-from ortools.sat.python import cp_model
-
-from planner.bounds import working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo, Stage
-from planner.simulate import finalize
+from planner.simulate import with_solver
 from planner.solvers.base import Progress, SolveOptions, Timer
 from planner.solvers.heuristics.spill import candidate_plans, check_fits, plan_key
+from planner.solvers.reach import Reach
+from planner.solvers.spill_gaps import NAME, FixedOrder, SpillResult
+from planner.solvers.spill_joint import JointResult, joint_model_size, solve_joint
 from planner.target import Target
 
-NAME = "cpsat-spill"
 # the joint order+spill model is built when it has at most this many position Booleans
-JOINT_MAX_VARS = 20000
 SMALL_JOINT_VARS = 3000  # below this the joint model runs before the local search too
-
-
-@dataclass
-class Gap:
-    """Tensor `t` between two of its events: it spans op positions lo..hi (inclusive)."""
-
-    t: str
-    lo: int
-    hi: int
-    size: int
-
-
-@dataclass
-class SpillResult:
-    """One fixed-order solve: keep decisions, raw traffic (non-compulsory), proof facts."""
-
-    keep: list[bool]
-    traffic: int  # non-compulsory bytes of the canonical plan
-    bound: int  # proven lower bound on that, for this order and capacity
-    optimal: bool
-    status: str
-
-
-class FixedOrder:
-    """The gap structure of one op order (see the module docstring)."""
-
-    def __init__(self, graph: Graph, target: Target, order: Sequence[str]) -> None:
-        g = graph
-        self.g, self.tg, self.order = g, target, list(order)
-        pos = {o: i for i, o in enumerate(self.order)}
-        self.n = len(self.order)
-        self.tidx = {t: i for i, t in enumerate(g.tensors)}
-        self.base = [0] * self.n
-        self.base_aligned = [0] * self.n
-        self.base_waste = [0] * self.n
-        for i, name in enumerate(self.order):
-            op = g.op(name)
-            for t in dict.fromkeys((*op.inputs, *op.outputs)):
-                if target.occupies_l1(g.tensors[t]):
-                    raw = g.size(t)
-                    self.base[i] += raw
-                    self.base_aligned[i] += target.align(raw)
-                    self.base_waste[i] = max(self.base_waste[i], target.align(raw) - raw)
-        self.gaps: list[Gap] = []
-        self.gaps_of: dict[str, list[int]] = {}
-        self.events: dict[str, list[int]] = {}
-        self.storable: list[str] = []  # activations whose eviction costs a store
-        for t, x in g.tensors.items():
-            if not target.occupies_l1(g.tensors[t]):
-                continue
-            uses = sorted({pos[c] for c in g.consumers[t]})
-            if x.kind in ("input", "weight"):
-                ev = uses
-            else:
-                ev = [pos[g.producer[t]], *uses]
-            self.events[t] = ev
-            ids = []
-            for a, b in zip(ev, ev[1:], strict=False):
-                if b - a >= 2 and g.size(t) > 0:
-                    ids.append(len(self.gaps))
-                    self.gaps.append(Gap(t, a + 1, b - 1, g.size(t)))
-            if ids:
-                self.gaps_of[t] = ids
-                if x.kind == "activation":
-                    self.storable.append(t)
-        self.spanning: list[list[int]] = [[] for _ in range(self.n)]
-        for k, gp in enumerate(self.gaps):
-            for i in range(gp.lo, gp.hi + 1):
-                self.spanning[i].append(k)
-
-    # -- cost and memory of a decision ------------------------------------------------------
-    def traffic(self, keep: Sequence[bool]) -> int:
-        out = sum(gp.size for gp, k in zip(self.gaps, keep, strict=True) if not k)
-        for t in self.storable:
-            if not all(keep[k] for k in self.gaps_of[t]):
-                out += self.g.size(t)
-        return out
-
-    def keep_of_plan(self, stages: Sequence[Stage]) -> list[bool]:
-        """Gap decisions of a valid plan for this order: kept iff resident at every R it spans."""
-        res: set[str] = set()
-        at: list[set[str]] = []
-        for s in stages:
-            if s.kind == "L":
-                res.add(s.name)
-            elif s.kind == "F":
-                res.discard(s.name)
-            elif s.kind == "R":
-                at.append(set(res))
-                res.update(self.g.op(s.name).outputs)
-        return [all(gp.t in at[i] for i in range(gp.lo, gp.hi + 1)) for gp in self.gaps]
-
-    # -- the model ---------------------------------------------------------------------------
-    def solve(
-        self,
-        cap: int,
-        time_limit: float,
-        workers: int = 1,
-        seed: int = 0,
-        aligned: bool = False,
-        hint: Sequence[bool] | None = None,
-        cutoff: int | None = None,
-    ) -> SpillResult | None:
-        """Least traffic with memory ≤ cap at every op (raw or aligned bytes). None: infeasible
-        (or nothing found in time, or nothing at most `cutoff`)."""
-        size = [self.tg.align(gp.size) if aligned else gp.size for gp in self.gaps]
-        base = self.base_aligned if aligned else self.base
-        # with aligned sizes the topmost tensor only needs its raw bytes
-        room = [cap - base[i] + (self.base_waste[i] if aligned else 0) for i in range(self.n)]
-        if any(r < 0 for r in room):
-            return None
-        m = cp_model.CpModel()
-        keep = [m.new_bool_var(f"k{k}") for k in range(len(self.gaps))]
-        seen_rows: set[tuple[int, ...]] = set()
-        for i in range(self.n):
-            ks = self.spanning[i]
-            if sum(size[k] for k in ks) <= room[i]:
-                continue
-            key = (*ks, -room[i])
-            if key in seen_rows:
-                continue
-            seen_rows.add(key)
-            m.add(sum(size[k] * keep[k] for k in ks) <= room[i])
-        stored = {}
-        for t in self.storable:
-            s = m.new_bool_var(f"s_{t}")
-            stored[t] = s
-            for k in self.gaps_of[t]:
-                m.add_implication(keep[k].Not(), s)
-        cost = sum(gp.size * (1 - keep[k]) for k, gp in enumerate(self.gaps)) + sum(
-            self.g.size(t) * s for t, s in stored.items()
-        )
-        if cutoff is not None:
-            m.add(cost <= cutoff)
-        m.minimize(cost)
-        if hint is not None:
-            for v, h in zip(keep, hint, strict=True):
-                m.add_hint(v, bool(h))
-            for t, s in stored.items():
-                m.add_hint(s, not all(hint[k] for k in self.gaps_of[t]))
-        solver = cp_model.CpSolver()
-        prm = solver.parameters
-        prm.max_time_in_seconds = max(0.05, time_limit)
-        prm.num_workers = max(1, workers)
-        prm.random_seed = seed
-        st = solver.solve(m)
-        if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return None
-        kv = [bool(solver.value(v)) for v in keep]
-        val = self.traffic(kv)
-        bound = int(math.ceil(solver.best_objective_bound - 1e-6))
-        return SpillResult(kv, val, min(bound, val), st == cp_model.OPTIMAL, solver.status_name(st))
-
-    # -- plans -------------------------------------------------------------------------------
-    def schedule(self, keep: Sequence[bool]):
-        """The canonical L/R/S schedule (frees attached) of the keep decisions."""
-        from planner.solvers.cpsat_stage import Schedule
-
-        g = self.g
-        evicted_after: dict[tuple[str, int], bool] = {}
-        for gp, k in zip(self.gaps, keep, strict=True):
-            evicted_after[gp.t, gp.lo - 1] = not k
-        stored = {t for t in self.storable if not all(keep[k] for k in self.gaps_of[t])}
-        steps: list[tuple[str, str]] = []
-        frees: list[list[str]] = []
-        resident: set[str] = set()
-        for i, name in enumerate(self.order):
-            op = g.op(name)
-            ins = [t for t in dict.fromkeys(op.inputs) if t in self.events]
-            for t in sorted((t for t in ins if t not in resident), key=self.tidx.__getitem__):
-                steps.append(("L", t))
-                frees.append([])
-                resident.add(t)
-            steps.append(("R", name))
-            frees.append([])
-            outs = [t for t in op.outputs if t in self.events]
-            resident.update(outs)
-            for t in sorted(outs, key=self.tidx.__getitem__):
-                if g.tensors[t].kind == "output" or t in stored:
-                    steps.append(("S", t))
-                    frees.append([])
-            gone = []
-            for t in dict.fromkeys((*ins, *outs)):
-                ev = self.events[t]
-                last = ev[-1] == i
-                if last or evicted_after.get((t, i), False):
-                    gone.append(t)
-            for t in sorted(gone, key=self.tidx.__getitem__):
-                resident.discard(t)
-            frees[-1] = sorted(gone, key=self.tidx.__getitem__)
-        # tensors that are never used again but still resident (zero-use inputs never are)
-        return Schedule(steps, frees, g)
-
-    def plan(self, keep: Sequence[bool], options: SolveOptions, layout_time: float) -> tuple[Plan | None, int]:
-        """(laid-out simulated plan or None when the layout overflows the budget, arena)."""
-        from planner.solvers.cpsat_stage import layout_stages
-
-        stages = self.schedule(keep).stages()
-        laid, arena, lname = layout_stages(self.g, self.tg, stages, options, layout_time, self.tg.budget)
-        if self.tg.budget is not None and arena > self.tg.budget:
-            return None, arena
-        info = SolverInfo(NAME, "feasible", 0, 0.0, {"layout": lname})
-        return finalize(Plan(self.g, self.tg, laid, info)), arena
 
 
 @dataclass
@@ -382,41 +152,34 @@ def _orders(graph: Graph, target: Target, cands: Sequence[Plan], beam_time: floa
     return [list(o) for o in seen]
 
 
-def _single_order(graph: Graph) -> bool:
-    """Whether the graph has exactly one topological order (a Hamiltonian path in the DAG)."""
-    topo = list(nx.topological_sort(graph.dag))
-    return all(graph.dag.has_edge(a, b) for a, b in zip(topo, topo[1:], strict=False))
-
-
 def solve_cpsat_spill(graph: Graph, target: Target, options: SolveOptions | None = None) -> Plan:
     """Least non-compulsory traffic within the budget, in four phases:
 
     1. fixed-order CP-SAT spills for the heuristics' and beam search's orders;
     2. the joint order + spill model (`solve_joint`) when it is small: often closes the gap;
     3. local search over the order (moves scored by the fixed-order model) until it stalls
-       (``extra["stall"]`` moves without gain, default 60 + ops; on ≤ 40 ops at most half
+       (``options.stall`` moves without gain, default 60 + ops; on ≤ 40 ops at most half
        the time, so the portfolio keeps time for the timestep model);
     4. the joint model again with the time left, hinted by the best plan.
 
-    Never worse than the spill heuristics (their plans are candidates) nor than a
-    `hint_plan` passed in `options.extra` (the portfolio passes its best so far).
-    ``optimal`` when the plan meets the joint model's bound (a lower bound for every plan)
-    or the graph has a single order and the fixed-order optimum was laid out within B;
-    ``spill_traffic_bound`` in the options is that bound.
+    Never worse than the spill heuristics (their plans are candidates) nor than
+    `options.hint` (the portfolio passes its best so far). ``optimal`` when the plan meets
+    the joint model's bound (a lower bound for every plan) or the graph has a single order
+    and the fixed-order optimum was laid out within the budget; the solver's `bound`
+    (objective ``traffic``) is that bound on the spill traffic.
     """
     options = options or SolveOptions()
     timer = Timer()
     check_fits(graph, target)
     B = target.budget
     cands = candidate_plans(graph, target, name=NAME)
-    hint_plan = options.extra.get("hint_plan")
-    if isinstance(hint_plan, Plan) and B is not None and hint_plan.metrics.arena_bytes <= B:
-        cands.append(_detached(hint_plan))  # the caller's plan object is not modified
+    if options.hint is not None and B is not None and options.hint.metrics.arena_bytes <= B:
+        cands.append(options.hint)
     best = min(cands, key=lambda p: plan_key(p, "traffic"))
-    best_how = f"heuristic {best.solver.name} {best.solver.options.get('order', '')}"
+    best_how = f"heuristic {best.solver.name} {best.solver.facts.get('order', '')}"
     if B is None or best.metrics.spill_traffic_bytes == 0:
-        best.solver = SolverInfo(NAME, "heuristic", working_set_bound(graph, target), timer.elapsed, {"how": best_how})
-        return finalize(best)
+        info = SolverInfo(NAME, "heuristic", 0, timer.elapsed, options.params(), {"how": best_how}, "traffic")
+        return with_solver(best, info)
     tl = options.time_limit
     rng = random.Random(options.seed)
     order_of = lambda p: [s.name for s in p.stages if s.kind == "R"]  # noqa: E731
@@ -452,7 +215,7 @@ def solve_cpsat_spill(graph: Graph, target: Target, options: SolveOptions | None
         consider(order, per, None)
     if best_order is None:
         best_order = order_of(best)
-    max_x = int(options.extra.get("joint_max_vars", JOINT_MAX_VARS))
+    max_x = options.joint_max_vars
     jsize = joint_model_size(graph) if best.metrics.spill_traffic_bytes > 0 else max_x + 1
     joint: JointResult | None = None
     jbound: int | None = None
@@ -476,7 +239,7 @@ def solve_cpsat_spill(graph: Graph, target: Target, options: SolveOptions | None
     if jsize <= SMALL_JOINT_VARS and tl - timer.elapsed > 0.3:
         run_joint(0.3 * (tl - timer.elapsed))
     # local search over the order, each move scored by the fixed-order model
-    stall_limit = int(options.extra.get("stall", 60 + len(graph.ops)))
+    stall_limit = options.stall if options.stall is not None else 60 + len(graph.ops)
     stall = 0
     cur_order = order_of(best)
     cur_val = best.metrics.spill_traffic_bytes
@@ -505,7 +268,7 @@ def solve_cpsat_spill(graph: Graph, target: Target, options: SolveOptions | None
     if not closed() and left > 0.5 and jsize <= max_x:
         run_joint(left - min(2.0, 0.1 * left))
     bound = jbound
-    single = _single_order(graph)
+    single = Reach(graph).single_order()
     proven = (best_exact and single and best_how.startswith("fixed-order")) or (
         bound is not None and best.metrics.spill_traffic_bytes <= bound
     )
@@ -513,8 +276,7 @@ def solve_cpsat_spill(graph: Graph, target: Target, options: SolveOptions | None
         bound = best_raw_bound
     improved = best_how.startswith(("fixed-order", "joint"))
     status = "optimal" if proven else ("feasible" if improved else "heuristic")
-    opts = {
-        **{k: v for k, v in options.to_dict().items() if k != "hint_plan"},
+    facts = {
         "how": best_how,
         "order_optimal": best_exact,
         "order_traffic_bound": best_raw_bound,
@@ -522,168 +284,6 @@ def solve_cpsat_spill(graph: Graph, target: Target, options: SolveOptions | None
         "evaluations": evals,
     }
     if joint is not None:
-        opts["joint_status"] = joint.status
-    if bound is not None:
-        opts["spill_traffic_bound"] = bound
-    best.solver = SolverInfo(NAME, status, working_set_bound(graph, target), timer.elapsed, opts)
-    return finalize(best)
-
-
-# -- the joint order + spill model ------------------------------------------------------------
-@dataclass
-class JointResult:
-    """What the position model found: an order, its raw traffic, a global raw lower bound."""
-
-    order: list[str] | None
-    traffic: int | None  # non-compulsory, raw bytes
-    bound: int  # lower bound on the non-compulsory traffic of every plan
-    optimal: bool
-    status: str
-
-
-def joint_model_size(graph: Graph) -> int:
-    """Number of position Booleans the joint model would create (to decide if it is worth it)."""
-    n = len(graph.ops)
-    return sum(n - len(nx.descendants(graph.dag, o.name)) - len(nx.ancestors(graph.dag, o.name)) for o in graph.ops)
-
-
-def solve_joint(
-    graph: Graph,
-    target: Target,
-    hint_order: Sequence[str] | None,
-    hint_stages: Sequence[Stage] | None,
-    time_limit: float,
-    workers: int = 1,
-    seed: int = 0,
-) -> JointResult:
-    """Order and spills together, raw bytes: ``x[o,i]`` (op o at position i, one-hot both
-    ways), ``r[t,i]`` (t resident while the op at position i runs), loads where residency
-    starts without production, one store per evicted activation. Memory per position ≤ B.
-
-    Dominance (keeps an optimal plan, cuts symmetric ones): a tensor resident at a position
-    where it is neither used nor produced is resident at both neighbouring positions —
-    residency only starts at a use (load right before it) and only ends at a use or the
-    production (free right after), the canonical form of the module docstring. With the
-    order fixed this is exactly the gap model, so the optimum is min over orders of the
-    fixed-order optimum: a lower bound for every plan (offsets only add constraints).
-    """
-    g, B = graph, target.budget
-    assert B is not None
-    ops = [o.name for o in g.ops]
-    n = len(ops)
-    est = {o: len(nx.ancestors(g.dag, o)) for o in ops}
-    lst = {o: n - 1 - len(nx.descendants(g.dag, o)) for o in ops}
-    m = cp_model.CpModel()
-    x = {(o, i): m.new_bool_var(f"x_{o}_{i}") for o in ops for i in range(est[o], lst[o] + 1)}
-    at: list[list] = [[] for _ in range(n)]
-    for (_o, i), v in x.items():
-        at[i].append(v)
-    for o in ops:
-        m.add_exactly_one(x[o, i] for i in range(est[o], lst[o] + 1))
-    for i in range(n):
-        m.add_exactly_one(at[i])
-    pos = {o: sum(i * x[o, i] for i in range(est[o], lst[o] + 1)) for o in ops}
-    for u, v in g.dag.edges:
-        m.add(pos[v] >= pos[u] + 1)
-    mem: list[list] = [[] for _ in range(n)]
-    cost = []
-    comp = 0
-    rv: dict[tuple[str, int], cp_model.IntVar] = {}
-    lv: dict[tuple[str, int], cp_model.IntVar] = {}
-    sv: dict[str, cp_model.IntVar] = {}
-    for t, tt in g.tensors.items():
-        if not target.occupies_l1(g.tensors[t]):
-            continue
-        cons = list(dict.fromkeys(g.consumers[t]))
-        p = g.producer.get(t)
-        if tt.kind in ("input", "weight"):
-            if not cons:
-                continue
-            lo, hi = min(est[c] for c in cons), max(lst[c] for c in cons)
-            comp += g.size(t)
-        else:
-            lo, hi = est[p], max([lst[p], *(lst[c] for c in cons)])
-        users = cons + ([p] if p else [])
-        sz = g.size(t)
-        need = {i: [x[o, i] for o in users if (o, i) in x] for i in range(lo, hi + 1)}
-        r = {i: m.new_bool_var(f"r_{t}_{i}") for i in range(lo, hi + 1)}
-        for i in r:
-            rv[t, i] = r[i]
-            for v in need[i]:
-                m.add_implication(v, r[i])
-            if p is not None and i < lst[p]:  # not before its production
-                m.add(r[i] <= sum(x[p, j] for j in range(est[p], i + 1)))
-            # dominance: an idle residency continues on both sides
-            m.add(r[i] - sum(need[i]) <= (r[i - 1] if i - 1 in r else 0))
-            m.add(r[i] - sum(need[i]) <= (r[i + 1] if i + 1 in r else 0))
-            if sz:
-                mem[i].append(sz * r[i])
-        if not sz:
-            continue
-        loads = []
-        for i in r:
-            prod = x[p, i] if p is not None and (p, i) in x else 0
-            lv[t, i] = ld = m.new_bool_var(f"l_{t}_{i}")
-            m.add(ld >= r[i] - (r[i - 1] if i - 1 in r else 0) - prod)
-            loads.append(ld)
-        cost.append(sz * sum(loads))
-        if tt.kind == "activation" and cons:
-            sv[t] = st = m.new_bool_var(f"s_{t}")
-            for ld in loads:
-                m.add_implication(ld, st)
-            cost.append(sz * st)
-    for i in range(n):
-        if mem[i]:
-            m.add(sum(mem[i]) <= B)
-    obj = m.new_int_var(0, sum(g.size(t) for t in g.tensors) * 2 * max(1, n), "spill")
-    m.add(obj == sum(cost) - comp)
-    m.minimize(obj)
-    if hint_order is not None:
-        hp = {o: i for i, o in enumerate(hint_order)}
-        for (o, i), v in x.items():
-            m.add_hint(v, hp[o] == i)
-        if hint_stages is not None:
-            res: set[str] = set()
-            during: list[set[str]] = []
-            for st_ in hint_stages:
-                if st_.kind == "L":
-                    res.add(st_.name)
-                elif st_.kind == "F":
-                    res.discard(st_.name)
-                elif st_.kind == "R":
-                    res.update(g.op(st_.name).outputs)
-                    during.append(set(res) | set(g.op(st_.name).inputs))
-            fo = FixedOrder(g, target, hint_order)
-            keep = fo.keep_of_plan(hint_stages)
-            kept = {(gp.t, i) for gp, k in zip(fo.gaps, keep, strict=True) if k for i in range(gp.lo, gp.hi + 1)}
-            for (t, i), v in rv.items():
-                ev = fo.events.get(t, [])
-                m.add_hint(v, i in ev or (t, i) in kept)
-            for (t, i), v in lv.items():
-                ev = fo.events.get(t, [])
-                now = i in ev or (t, i) in kept
-                before = (i - 1) in ev or (t, i - 1) in kept
-                src = g.tensors[t].kind in ("input", "weight")
-                m.add_hint(v, now and not before and (src or i != ev[0]))
-            for t, v in sv.items():
-                m.add_hint(v, t in fo.gaps_of and not all(keep[k] for k in fo.gaps_of[t]))
-    solver = cp_model.CpSolver()
-    prm = solver.parameters
-    prm.max_time_in_seconds = max(0.1, time_limit)
-    prm.num_workers = max(1, workers)
-    prm.random_seed = seed
-    st = solver.solve(m)
-    bound = max(0, int(math.ceil(solver.best_objective_bound - 1e-6))) if st != cp_model.INFEASIBLE else 0
-    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return JointResult(None, None, bound if st == cp_model.UNKNOWN else 0, False, solver.status_name(st))
-    order = sorted(ops, key=lambda o: next(i for i in range(est[o], lst[o] + 1) if solver.value(x[o, i])))
-    val = int(solver.value(obj))
-    return JointResult(order, val, min(bound, val), st == cp_model.OPTIMAL, solver.status_name(st))
-
-
-def _detached(plan: Plan) -> Plan:
-    """A copy of a caller's plan whose solver info can be rewritten without touching theirs."""
-    out = copy.copy(plan)
-    out.solver = copy.copy(plan.solver)
-    out.solver.options = dict(plan.solver.options)
-    return out
+        facts["joint_status"] = joint.status
+    info = SolverInfo(NAME, status, bound or 0, timer.elapsed, options.params(), facts, "traffic")
+    return with_solver(best, info)

@@ -32,9 +32,6 @@ present). The plan is never worse than the heuristic plan that hinted it.
 
 from __future__ import annotations
 
-import copy
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -42,203 +39,20 @@ from ortools.sat.python import cp_model
 
 from planner.bounds import compulsory_traffic, working_set_bound
 from planner.graph import Graph
-from planner.plan import Plan, SolverInfo, Stage
-from planner.simulate import finalize, simulate
+from planner.plan import Plan, SolverInfo
+from planner.simulate import finalize, simulate, with_solver
+from planner.solvers import cpsat
 from planner.solvers.base import Progress, SolveOptions, Timer
-from planner.solvers.heuristics.layout import LAYOUTS
+from planner.solvers.cpsat_layout import layout_stages
+from planner.solvers.cpsat_spill import solve_order
 from planner.solvers.heuristics.spill import candidate_plans, check_fits, plan_key
-from planner.solvers.lowering import Interval
+from planner.solvers.schedule import Schedule, canonicalize
 from planner.target import Target
 
 NAME = "cpsat-stage"
 # steps × L1 tensors the model may have per second of time limit (building it is Python
 # work of roughly a few µs per cell and variable, solving needs the rest)
 MAX_CELLS_PER_S = 2500
-
-
-# -- schedules: L/R/S steps with frees attached ----------------------------------------------
-@dataclass
-class Schedule:
-    """Steps (kind L|R|S, name) and, per step, the tensors freed right after it."""
-
-    steps: list[tuple[str, str]]
-    frees: list[list[str]]
-    graph: Graph | None = field(default=None, repr=False)
-
-    def _outputs(self, op: str) -> tuple[str, ...]:
-        return self.graph.op(op).outputs if self.graph is not None else ()
-
-    def stages(self, offsets: dict[int, dict[str, int]] | None = None) -> list[Stage]:
-        """Expand to stages; offsets[step] maps created tensor -> offset (0 when absent)."""
-        out: list[Stage] = []
-        for i, (kind, name) in enumerate(self.steps):
-            offs = (offsets or {}).get(i, {})
-            if kind == "L":
-                out.append(Stage("L", name, offset=offs.get(name, 0)))
-            elif kind == "R":
-                out.append(Stage("R", name, offsets={t: offs.get(t, 0) for t in self._outputs(name)}))
-            else:
-                out.append(Stage("S", name))
-            out += [Stage("F", t) for t in self.frees[i]]
-        return out
-
-
-def canonicalize(graph: Graph, target: Target, stages: Sequence[Stage]) -> Schedule:
-    """Rewrite a valid plan into the canonical form the model allows, never raising memory.
-
-    Same op order and stored set; each store moves right after its producer; each load
-    residency is loaded right before its first use (loads before one R sorted by tensor
-    index); each residency is freed right after its last use (or its store / production
-    when it has no use). Useless loads are dropped.
-    """
-    g = graph
-    tidx = {t: i for i, t in enumerate(g.tensors)}
-    order = [s.name for s in stages if s.kind == "R"]
-    stored = {s.name for s in stages if s.kind == "S"}
-    open_res: dict[str, dict] = {}
-    residencies: list[dict] = []
-    for s in stages:
-        if s.kind == "L":
-            open_res[s.name] = {"t": s.name, "kind": "L", "uses": []}
-            residencies.append(open_res[s.name])
-        elif s.kind == "R":
-            op = g.op(s.name)
-            for t in dict.fromkeys(op.inputs):
-                if t in open_res:
-                    open_res[t]["uses"].append(s.name)
-            for t in op.outputs:
-                open_res[t] = {"t": t, "kind": "P", "uses": [], "prod": s.name}
-                residencies.append(open_res[t])
-        elif s.kind == "F":
-            open_res.pop(s.name, None)
-    loads_before: dict[str, list[str]] = {}
-    for r in residencies:
-        if r["kind"] == "L" and r["uses"]:
-            loads_before.setdefault(r["uses"][0], []).append(r["t"])
-    steps: list[tuple[str, str]] = []
-    rstep: dict[str, int] = {}
-    sstep: dict[str, int] = {}
-    for o in order:
-        for t in sorted(loads_before.get(o, []), key=tidx.__getitem__):
-            steps.append(("L", t))
-        rstep[o] = len(steps)
-        steps.append(("R", o))
-        for t in sorted((t for t in g.op(o).outputs if t in stored), key=tidx.__getitem__):
-            sstep[t] = len(steps)
-            steps.append(("S", t))
-    frees: list[list[str]] = [[] for _ in steps]
-    for r in residencies:
-        if r["kind"] == "L" and not r["uses"]:
-            continue
-        if r["uses"]:
-            f = max(rstep[u] for u in r["uses"])
-        elif r["t"] in sstep:
-            f = sstep[r["t"]]
-        else:
-            f = rstep[r["prod"]]
-        frees[f].append(r["t"])
-    for fl in frees:
-        fl.sort(key=tidx.__getitem__)
-    return Schedule(steps, frees, g)
-
-
-def residency_intervals(graph: Graph, target: Target, stages: Sequence[Stage]) -> list[tuple[Interval, int]]:
-    """(Interval keyed tensor#k over stage indices with aligned size, creating stage index)."""
-    open_: dict[str, tuple[str, int]] = {}
-    count: dict[str, int] = {}
-    out: list[tuple[Interval, int]] = []
-
-    def start(t: str, i: int) -> None:
-        k = count.get(t, 0)
-        count[t] = k + 1
-        open_[t] = (f"{t}#{k}", i)
-
-    def close(t: str, i: int) -> None:
-        key, s = open_.pop(t)
-        out.append((Interval(key, s, i, target.align(graph.size(t))), s))
-
-    for i, s in enumerate(stages):
-        if s.kind == "L":
-            start(s.name, i)
-        elif s.kind == "R":
-            for t in graph.op(s.name).outputs:
-                start(t, i)
-        elif s.kind == "F":
-            close(s.name, i)
-    for t in list(open_):
-        close(t, max(len(stages) - 1, 0))
-    return out
-
-
-def layout_stages(
-    graph: Graph,
-    target: Target,
-    stages: Sequence[Stage],
-    options: SolveOptions | None = None,
-    time_limit: float = 0.0,
-    good_enough: int | None = None,
-) -> tuple[list[Stage], int, str]:
-    """Offsets for a schedule's residencies: best of the layout heuristics (and the CP-SAT
-    layout when available, time is left and the heuristics' arena is above `good_enough`).
-    Returns (stages with offsets, arena, method)."""
-    ivs = residency_intervals(graph, target, stages)
-    items = [iv for iv, _ in ivs]
-    raw = {iv.key: graph.size(iv.key.rsplit("#", 1)[0]) for iv in items}
-
-    def arena(offs: dict[str, int]) -> int:
-        return max((offs[k] + raw[k] for k in raw), default=0)
-
-    best: tuple[int, str, dict[str, int]] | None = None
-    for name, fn in LAYOUTS.items():
-        offs = fn(items)
-        a = arena(offs)
-        if best is None or a < best[0]:
-            best = (a, name, offs)
-    peak = _raw_peak(graph, target, stages)
-    enough = peak if good_enough is None else max(peak, good_enough)
-    if best is not None and best[0] > enough and time_limit > 0.5:
-        try:  # someone else owns cpsat_layout; use it only if it is there and answers sanely
-            from planner.solvers.cpsat_layout import optimal_layout  # type: ignore
-
-            opts = options or SolveOptions()
-            # optimal_layout takes raw sizes (it aligns them itself) and returns a LayoutResult
-            raw_items = [Interval(iv.key, iv.start, iv.end, raw[iv.key]) for iv in items]
-            res = optimal_layout(raw_items, time_limit, opts.workers, opts.seed, target.alignment, hint=best[2])
-            offs = getattr(res, "offsets", None)
-            if offs is not None and set(offs) >= set(raw):
-                a = arena(offs)
-                if a < best[0] and _disjoint(items, offs):
-                    best = (a, "cpsat-layout", offs)
-        except Exception:  # noqa: BLE001 - optional component; heuristics already gave a layout
-            pass
-    assert best is not None
-    a, name, offs = best
-    by_stage: dict[int, dict[str, str]] = {}
-    for iv, s in ivs:
-        by_stage.setdefault(s, {})[iv.key.rsplit("#", 1)[0]] = iv.key
-    out: list[Stage] = []
-    for i, s in enumerate(stages):
-        keys = by_stage.get(i, {})
-        if s.kind == "L":
-            out.append(Stage("L", s.name, offset=offs[keys[s.name]]))
-        elif s.kind == "R":
-            out.append(Stage("R", s.name, offsets={t: offs[keys[t]] for t in graph.op(s.name).outputs}))
-        else:
-            out.append(s)
-    return out, a, name
-
-
-def _disjoint(items: Sequence[Interval], offs: dict[str, int]) -> bool:
-    for i, a in enumerate(items):
-        for b in items[i + 1 :]:
-            if a.size and b.size and a.start <= b.end and b.start <= a.end:
-                if offs[a.key] < offs[b.key] + b.size and offs[b.key] < offs[a.key] + a.size:
-                    return False
-    return all(offs[iv.key] >= 0 for iv in items)
-
-
-def _raw_peak(graph: Graph, target: Target, stages: Sequence[Stage]) -> int:
-    return simulate(graph, target.with_budget(None), stages).metrics.peak_l1_bytes
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -588,11 +402,8 @@ def _solve(
     model: StageModel, objective, time_limit: float, options: SolveOptions, timer: Timer, phase: str
 ) -> tuple[int, cp_model.CpSolver]:
     model.m.minimize(objective)
-    solver = cp_model.CpSolver()
+    solver = cpsat.make_solver(time_limit, options.workers, options.seed)
     prm = solver.parameters
-    prm.max_time_in_seconds = max(0.05, time_limit)
-    prm.num_workers = max(1, int(options.workers))
-    prm.random_seed = int(options.seed)
     if len(model.m.proto.variables) > 5000:
         # probing in presolve grows quadratically on this model (millions of binary clauses)
         # and can eat a short time limit before the hinted solution is even loaded
@@ -616,7 +427,7 @@ def solve_stage_model(
     timer = timer or Timer()
     t0 = timer.elapsed
     T = max(horizon or 0, len(hint.steps))
-    hint_peak = _raw_peak(graph, target, hint.stages())
+    hint_peak = simulate(graph, target.with_budget(None), hint.stages()).metrics.peak_l1_bytes
     model = StageModel(graph, target, T, target.budget, hint_peak if mode == "peak" else None)
     model.hint(hint)
     res = StageModelResult(None, mode, T)
@@ -627,7 +438,7 @@ def solve_stage_model(
         res.notes.append(f"phase 1: {solver.status_name(status)}")
         return res
     v1 = int(round(solver.ObjectiveValue()))
-    b1 = int(math.ceil(solver.BestObjectiveBound() - 1e-6))
+    b1 = cpsat.ceil_bound(solver.BestObjectiveBound())
     opt1 = status == cp_model.OPTIMAL
     res.schedule = model.extract(solver)
     model.hint_from_solver(solver)
@@ -684,36 +495,25 @@ def solve_cpsat_stage(graph: Graph, target: Target, options: SolveOptions | None
     check_fits(graph, target)
     B = target.budget
     cands = candidate_plans(graph, target, name=NAME)
-    nospill_fits = any(pl.solver.options.get("spill") == "none" for pl in cands)
+    nospill_fits = any(pl.solver.facts.get("spill") == "none" for pl in cands)
     forced = B is not None and not nospill_fits
     mode = "traffic" if options.objective == "traffic" or forced else "peak"
-    hint_plan = options.extra.get("hint_plan")
-    if isinstance(hint_plan, Plan) and (B is None or hint_plan.metrics.arena_bytes <= B):
-        cands.append(_detached(hint_plan))  # the portfolio's best so far (its object stays as is)
+    if options.hint is not None and (B is None or options.hint.metrics.arena_bytes <= B):
+        cands.append(options.hint)  # the portfolio's best so far
     heur = min(cands, key=lambda pl: plan_key(pl, mode))
     if mode == "traffic" and heur.metrics.spill_traffic_bytes > 0 and B is not None:
         # exact spills for the hint's order (the fixed-order model is tiny): a better hint
         # and a shorter horizon for the timestep model
-        from planner.solvers.cpsat_spill import solve_order
-
         order = [s.name for s in heur.stages if s.kind == "R"]
         fixed = solve_order(graph, target, order, options, min(2.0, 0.1 * options.time_limit), heur.stages)
         if fixed.plan is not None and plan_key(fixed.plan, mode) < plan_key(heur, mode):
             heur = fixed.plan
-    heur.solver.status = "heuristic"
     hint = canonicalize(graph, target, heur.stages)
-    horizon = options.extra.get("horizon")
-    slack = int(options.extra.get("slack", 0))
-    T = max(int(horizon or 0), len(hint.steps) + slack)
+    T = max(options.horizon or 0, len(hint.steps) + options.slack)
     left = options.time_limit - timer.elapsed
-    info_opts = {
-        **{k: v for k, v in options.to_dict().items() if k != "hint_plan"},
-        "mode": mode,
-        "horizon": T,
-        "hint": {k: v for k, v in heur.solver.options.items() if k != "hint_plan"},
-    }
-    cells = T * sum(1 for t in graph.tensors if target.occupies_l1(graph.tensors[t]))
-    max_cells = int(options.extra.get("max_cells", MAX_CELLS_PER_S * max(0.0, left)))
+    facts = {"mode": mode, "horizon": T, "hint": {"solver": heur.solver.name, **heur.solver.facts}}
+    cells = T * sum(1 for t in graph.tensors.values() if target.occupies_l1(t))
+    max_cells = options.max_cells if options.max_cells is not None else int(MAX_CELLS_PER_S * max(0.0, left))
     if cells > max_cells:
         # building the model alone (Python, O(T·|V|)) would overrun the time limit: keep the
         # (fixed-order refined) hint, which is what the model would start from anyway
@@ -730,7 +530,7 @@ def solve_cpsat_stage(graph: Graph, target: Target, options: SolveOptions | None
             if res2.schedule is not None and (res2.traffic or 0) <= res.traffic:
                 res = res2
                 T = need
-                info_opts["horizon"] = T
+                facts["horizon"] = T
     best = heur
     how = "heuristic (cp-sat found nothing better)"
     if res.schedule is not None:
@@ -738,7 +538,7 @@ def solve_cpsat_stage(graph: Graph, target: Target, options: SolveOptions | None
         left = options.time_limit - timer.elapsed
         laid, arena, lname = layout_stages(graph, target, stages, options, min(left, 10.0))
         if B is None or arena <= B:
-            plan = finalize(Plan(graph, target, laid, SolverInfo(NAME, "feasible", 0, 0.0, {})))
+            plan = finalize(Plan(graph, target, laid, SolverInfo(NAME, "feasible")))
             if plan_key(plan, mode) < plan_key(heur, mode):
                 best, how = plan, f"cp-sat schedule, layout {lname}"
         else:
@@ -750,36 +550,31 @@ def solve_cpsat_stage(graph: Graph, target: Target, options: SolveOptions | None
     if proven:
         if mode == "peak":
             status = "optimal" if m.arena_bytes <= res.peak_bound else "feasible"
-            status = status if m.spill_traffic_bytes <= (res.traffic or 0) - compulsory_traffic(graph, target) else "feasible"
+            status = (
+                status
+                if m.spill_traffic_bytes <= (res.traffic or 0) - compulsory_traffic(graph, target)
+                else "feasible"
+            )
         else:
             status = "optimal" if m.traffic_bytes <= res.traffic_bound else "feasible"
     else:
         status = "feasible" if best is not heur or heur.solver.name == "cpsat-spill" else "heuristic"
     if best is heur and status == "feasible" and heur.solver.name != "cpsat-spill":
         status = "heuristic"
-    info_opts.update(
+    spill_bound = max(0, res.traffic_bound - compulsory_traffic(graph, target)) if res.traffic_bound else 0
+    facts.update(
         {
             "how": how,
             "peak_model": res.peak,
             "traffic_model": res.traffic,
             "traffic_bound": res.traffic_bound if mode == "traffic" else None,
-            "spill_traffic_bound": (
-                max(0, res.traffic_bound - compulsory_traffic(graph, target))
-                if mode == "traffic" and res.traffic_bound
-                else None
-            ),
             "proven_within_horizon": res.optimal,
             "horizon_sufficient": res.horizon_sufficient,
             "notes": res.notes,
         }
     )
-    best.solver = SolverInfo(NAME, status, bound if mode == "peak" else ws, timer.elapsed, info_opts)
-    return finalize(best)
-
-
-def _detached(plan: Plan) -> Plan:
-    """A copy of a caller's plan whose solver info can be rewritten without touching theirs."""
-    out = copy.copy(plan)
-    out.solver = copy.copy(plan.solver)
-    out.solver.options = dict(plan.solver.options)
-    return out
+    if mode == "peak":
+        info = SolverInfo(NAME, status, bound, timer.elapsed, options.params(), facts, "arena")
+    else:
+        info = SolverInfo(NAME, status, spill_bound, timer.elapsed, options.params(), facts, "traffic")
+    return with_solver(best, info)

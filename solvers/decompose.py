@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-import networkx as nx
-
 from planner.graph import Graph, Op, Tensor
+from planner.solvers.lowering import max_live
+from planner.solvers.reach import Reach
 from planner.target import Target
 
 
@@ -32,24 +32,8 @@ class Segment:
 
 
 def sequential_points(graph: Graph) -> list[str]:
-    """Ops comparable with every other op, in execution order (bitset reachability)."""
-    order = list(nx.topological_sort(graph.dag))
-    n = len(order)
-    bit = {o: 1 << i for i, o in enumerate(order)}
-    anc: dict[str, int] = {}
-    for o in order:
-        a = 0
-        for p in graph.dag.predecessors(o):
-            a |= anc[p] | bit[p]
-        anc[o] = a
-    desc: dict[str, int] = {}
-    for o in reversed(order):
-        d = 0
-        for s in graph.dag.successors(o):
-            d |= desc[s] | bit[s]
-        desc[o] = d
-    pts = [o for o in order if anc[o].bit_count() + desc[o].bit_count() == n - 1]
-    return sorted(pts, key=lambda o: anc[o].bit_count())
+    """Ops comparable with every other op, in execution order (see `Reach.sequential_points`)."""
+    return Reach(graph).sequential_points()
 
 
 def segment_subgraph(graph: Graph, target: Target, order: Sequence[str], lo: int, hi: int) -> Segment:
@@ -175,8 +159,6 @@ def decompose_order(
     for a, b in spans:
         seg = segment_subgraph(graph, target, order, a, b)
         if b - a == 1:
-            from planner.solvers.lowering import max_live
-
             sub_order = list(order[a:b])
             sub_bound = max_live(seg.graph, target, sub_order)
             sub_peak = max_live(seg.graph, target, sub_order, aligned=True)

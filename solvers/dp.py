@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from planner.graph import Graph
 from planner.plan import Plan
 from planner.solvers.base import Progress, SolveOptions, Timer, proven_plan
-from planner.solvers.cpsat_order import Reach, forced_live_bounds, heuristic_start, layout_order, lifetime_items
+from planner.solvers.cpsat_layout import layout_order
+from planner.solvers.heuristic import heuristic_start
+from planner.solvers.items import forced_live_bounds, lifetime_items
 from planner.solvers.lowering import max_live
+from planner.solvers.reach import Reach
 from planner.target import Target
 
 DEFAULT_STATE_LIMIT = 2_000_000
@@ -46,7 +49,7 @@ class DPResult:
     from_heuristic: bool  # the upper bound was already optimal
 
 
-def _dp(
+def run_dp(
     graph: Graph,
     target: Target,
     upper_order: list[str],
@@ -205,7 +208,9 @@ def raw_arena_order(
     timer = Timer()
     upper = max_live(graph, target, heuristic_start(graph, target).peak_order, aligned=True) + background[0] + 1
     try:
-        res = _dp(graph, target, [], upper, 0, state_limit, time_limit, timer, slack_aware=True, background=background)
+        res = run_dp(
+            graph, target, [], upper, 0, state_limit, time_limit, timer, slack_aware=True, background=background
+        )
     except (ValueError, DPTimeout):
         return None
     return None if res.from_heuristic else (res.peak, res.order)
@@ -217,7 +222,7 @@ def dp_order(graph: Graph, target: Target, state_limit: int = DEFAULT_STATE_LIMI
     Raises ValueError when the DP would need more than `state_limit` states."""
     start = heuristic_start(graph, target)
     lower, _ = forced_live_bounds(graph, target)
-    res = _dp(graph, target, start.peak_order, start.peak, lower, state_limit, None, Timer())
+    res = run_dp(graph, target, start.peak_order, start.peak, lower, state_limit, None, Timer())
     return res.order, res.peak
 
 
@@ -225,25 +230,25 @@ def solve_dp(graph: Graph, target: Target, options: SolveOptions | None = None) 
     """Exact order by DP, then the best layout (heuristics, CP-SAT layout with the time left).
 
     `optimal` only when the final arena equals the proven lower bound on the arena.
-    `options.extra["state_limit"]` caps the DP (ValueError beyond it); `time_limit` is
+    `options.state_limit` caps the DP (ValueError beyond it); `time_limit` is
     honoured (on timeout the best heuristic plan is returned as `feasible`)."""
     options = options or SolveOptions()
     timer = Timer()
-    limit = int(options.extra.get("state_limit", DEFAULT_STATE_LIMIT))
+    limit = options.state_limit
     start = heuristic_start(graph, target)
     items = lifetime_items(graph, target)
     al_lb, raw_lb = forced_live_bounds(graph, target, items, Reach(graph))
     max_slack = max((it.max_slack for it in items), default=0)
     notes: dict = {}
     try:
-        res = _dp(
+        res = run_dp(
             graph,
             target,
             start.peak_order,
             start.peak,
             al_lb,
             limit,
-            float(options.extra.get("order_share", 0.6)) * options.time_limit,
+            options.order_share * options.time_limit,
             timer,
         )
         order, peak_bound, exact = res.order, res.peak, True

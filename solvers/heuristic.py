@@ -1,14 +1,17 @@
-"""The baseline solvers: an order heuristic plus a layout heuristic, lowered to stages."""
+"""The baseline solvers (an order heuristic plus a layout heuristic, lowered to stages)
+and the heuristic start every exact no-spill solver begins from and never falls below."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.solvers.base import SolveOptions, Timer, aligned_intervals, arena_of_layout, nospill_plan
 from planner.solvers.heuristics.layout import LAYOUTS
 from planner.solvers.heuristics.order import ORDERS
+from planner.solvers.lowering import max_live
 from planner.target import Target
 
 
@@ -39,15 +42,49 @@ def best_heuristic(
     return best
 
 
+@dataclass
+class HeuristicStart:
+    """The best heuristic answers, by two measures: the order with the least aligned
+    max-live (the hint for exact order models) and the order + layout with the least arena
+    (the fallback plan, so an exact solver is never worse than the baselines)."""
+
+    peak_order: list[str]  # the order with the least aligned max-live (the hint)
+    peak: int
+    peak_name: str
+    arena_order: list[str]  # the order + layout with the least arena (the fallback plan)
+    arena: int
+    arena_offsets: dict[str, int]
+    arena_name: str
+
+    def never_worse(self, order, offsets, arena: int, method: str, source: str) -> tuple:
+        """(order, offsets, arena, method, source): the heuristic plan when its arena is smaller."""
+        if self.arena < arena:
+            return self.arena_order, self.arena_offsets, self.arena, self.arena_name, "heuristic"
+        return order, offsets, arena, method, source
+
+
+def heuristic_start(graph: Graph, target: Target) -> HeuristicStart:
+    """Every order heuristic, each with every layout heuristic (linear-ish, instant)."""
+    best_p = best_a = None
+    for name, fn in ORDERS.items():
+        order = fn(graph, target)
+        peak = max_live(graph, target, order, aligned=True)
+        if best_p is None or peak < best_p[1]:
+            best_p = (order, peak, name)
+        arena, lname, offs = best_layout(graph, target, order)
+        if best_a is None or arena < best_a[1]:
+            best_a = (order, arena, offs, f"{name}+{lname}")
+    return HeuristicStart(*best_p, *best_a)
+
+
 def _solver(name: str, orders: Sequence[str], layouts: Sequence[str]):
     def solve(graph: Graph, target: Target, options: SolveOptions | None = None) -> Plan:
         options = options or SolveOptions()
         timer = Timer()
         _, order, oname, lname, offs = best_heuristic(graph, target, orders, layouts)
-        info = SolverInfo(name, "heuristic", 0, 0.0, {"order": oname, "layout": lname})
-        plan = nospill_plan(graph, target, order, offs, info)
-        plan.solver.wall_s = timer.elapsed
-        return plan
+        facts = {"order": oname, "layout": lname}
+        info = SolverInfo(name, "heuristic", 0, timer.elapsed, options.params(), facts)
+        return nospill_plan(graph, target, order, offs, info)
 
     solve.__name__ = f"solve_{name.replace('-', '_')}"
     solve.__doc__ = f"Heuristic solver {name}: orders {list(orders)} × layouts {list(layouts)}, best kept."

@@ -24,7 +24,7 @@ are dropped.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from planner.graph import Graph, Op, Tensor
 from planner.plan import Plan, Stage
@@ -76,24 +76,28 @@ def rewrite(graph: Graph) -> Graph:
         ops += load_before.get(o.name, [])
         ops.append(o)
         ops += stores.get(o.name, [])
-    return Graph(graph.name, tensors, ops)
+    return Graph(graph.name, tensors, ops, graph.source)
+
+
+def restore_stages(rewritten: Graph, stages: Sequence[Stage]) -> list[Stage]:
+    """Stages of `rewritten = rewrite(graph)` as stages of `graph`: ``R load:x`` becomes
+    ``L x``, ``R store:y`` becomes ``S y``, the markers' stages are dropped."""
+    pseudo = {o.name: o.attrs for o in rewritten.ops if o.attrs.get("pseudo")}
+    markers = {o.outputs[0] for o in rewritten.ops if o.attrs.get("pseudo") == "store"}
+    out: list[Stage] = []
+    for s in stages:
+        if s.kind == "R" and s.name in pseudo:
+            a = pseudo[s.name]
+            t = a["tensor"]
+            out.append(Stage("L", t, offset=(s.offsets or {})[t]) if a["pseudo"] == "load" else Stage("S", t))
+        elif s.name not in markers:
+            out.append(s)
+    return out
 
 
 def restore(plan: Plan, graph: Graph, target: Target) -> Plan:
     """A plan of `rewrite(graph)` as a plan of `graph`, checked again by the simulator."""
-    pseudo = {o.name: o.attrs for o in plan.graph.ops if o.attrs.get("pseudo")}
-    markers = {o.outputs[0] for o in plan.graph.ops if o.attrs.get("pseudo") == "store"}
-    stages: list[Stage] = []
-    for s in plan.stages:
-        if s.kind == "R" and s.name in pseudo:
-            a = pseudo[s.name]
-            t = a["tensor"]
-            stages.append(Stage("L", t, offset=(s.offsets or {})[t]) if a["pseudo"] == "load" else Stage("S", t))
-        elif s.name not in markers:
-            stages.append(s)
-    info = plan.solver
-    info.options = {**info.options, "lifetimes": "minimal"}
-    return finalize(Plan(graph, target, stages, info))
+    return finalize(Plan(graph, target, restore_stages(plan.graph, plan.stages), plan.solver))
 
 
 def with_lifetimes(solve: Callable[..., Plan]) -> Callable[..., Plan]:

@@ -1,41 +1,48 @@
 """`auto`: the answer users get by default, anytime and never worse than a baseline.
 
-1. Heuristics (every order × every layout): an instant valid answer.
-2. Order: split at sequential points (solvers/decompose.py); each segment is solved by
-   the CP-SAT order model warm-started from the heuristics (segments past EXACT_OP_LIMIT
-   keep the heuristic order); beam search adds a candidate on graphs that do not split.
-3. If the order is not proven optimal: large-neighbourhood search, re-solving windows of
-   the order around its peak with CP-SAT while the rest stays fixed.
-4. Layout: heuristics, then CP-SAT layout when they leave fragmentation above max-live.
-5. The best plan the simulator accepts wins; `optimal` only when its arena equals the
-   proven bound. Below the no-spill arena, the spill solvers take over and the plan with
-   the least traffic that fits wins.
+`auto` is a list of phases on one clock. Every phase reads and improves one typed state
+(the best order, its proven bound, the layout) and takes its time from one table of
+shares (`SHARES`), so the time policy can be read, and changed, in one place:
+
+1. heuristics: every order × every layout, an instant valid answer (the state's start);
+2. relaxation bound: the exact DP on a relaxed graph (solvers/relax.py) may prove the
+   heuristic order optimal before any CP-SAT model is built;
+3. segments: split at sequential points (solvers/decompose.py); each segment gets the
+   CP-SAT order model warm-started from the heuristics (past EXACT_OP_LIMIT ops a
+   segment keeps its heuristic order);
+4. search: on what is not proven, beam search and large-neighbourhood search (windows of
+   the order around its peak re-solved with CP-SAT while the rest stays fixed);
+5. joint segments: when a few bytes of alignment doubt remain, `cpsat-joint` on the
+   critical segments gives a layout-aware bound and better segment orders;
+6. layout: heuristics, then CP-SAT layout while fragmentation remains;
+7. spill: below the no-spill arena the spill solvers run and the least traffic wins.
+
+The plan is lowered and simulated once, on its way out; `optimal` only when its arena
+equals the proven bound (or, for a spill plan, its traffic meets a proven traffic bound).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from planner.bounds import working_set_bound
+from planner.bounds import min_budget, working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
-from planner.simulate import finalize
-from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, nospill_plan
-from planner.solvers.cpsat_layout import layout_lower_bound, solve_joint
-from planner.solvers.cpsat_order import (
-    HeuristicStart,
-    forced_live_bounds,
-    heuristic_start,
-    layout_order,
-    optimal_order,
-)
+from planner.simulate import finalize, with_solver
+from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, status_of
+from planner.solvers.cpsat_joint import solve_joint
+from planner.solvers.cpsat_layout import best_layout, layout_lower_bound, layout_order
+from planner.solvers.cpsat_order import optimal_order
 from planner.solvers.decompose import Segment, decompose_order, segment_subgraph, with_background
 from planner.solvers.dp import raw_arena_bound
-from planner.solvers.heuristic import best_layout
+from planner.solvers.heuristic import HeuristicStart, heuristic_start
 from planner.solvers.heuristics.beam import beam_search
-from planner.solvers.lifetimes import restore, rewrite
-from planner.solvers.lowering import live_intervals, max_live
+from planner.solvers.items import forced_live_bounds
+from planner.solvers.lifetimes import restore_stages, rewrite
+from planner.solvers.lowering import live_intervals, live_profile, lower, max_live
+from planner.solvers.registry import SOLVERS
 from planner.solvers.relax import relaxed_order_bound
 from planner.target import Target
 
@@ -43,62 +50,259 @@ from planner.target import Target
 # minute: such segments keep their heuristic order and are improved by LNS windows instead.
 EXACT_OP_LIMIT = 1200
 LNS_WINDOW = 60
-ORDER_SHARE = 0.55  # of the time limit, for segments (the rest: LNS, then layout)
-LNS_SHARE = 0.75  # LNS runs until this share of the time limit
-SEGMENT_RELAX_SHARE = 0.3  # of a segment's time, for the relaxation bound before CP-SAT
+LNS_TRIES = 200
 SEGMENT_RELAX_MIN_OPS = 30  # below this CP-SAT closes segments in a blink
-STRONG_SHARE = 0.25  # of the time limit, first, for the relaxation bound (may prove the heuristic order)
+RAW_BOUND_MAX_OPS = 60  # the slack-aware DP is cheap on segments up to about this size
+JOINT_BOUND_MAX_OPS = 60  # cpsat-joint proves small segments in seconds
+SEARCH_MAX_OPS = 3000  # beam search and LNS are skipped on larger graphs
 
 
-def _segment_solver(options: SolveOptions, timer: Timer, stats: dict, whole: tuple[int, int] | None = None):
-    """`whole`: (op count, aligned relaxation bound) already computed for the whole graph,
+@dataclass(frozen=True)
+class Shares:
+    """Every share of the time limit `auto` spends, in one table (fractions of the limit
+    unless the name says seconds)."""
+
+    spill_reserve: float = 0.5  # kept for the spill phase when spills look needed
+    relax: float = 0.25  # relaxation bound, first (may prove the heuristic order) ...
+    relax_floor_s: float = 5.0  # ... but at least min(this, relax_floor_share of the limit)
+    relax_floor_share: float = 0.5
+    order_end: float = 0.55  # the segments end at this share (the relaxation included)
+    order_end_proven: float = 0.2  # ... or this one when the relaxation proved the order
+    order_min: float = 0.1  # the segments get at least this share
+    segment_relax: float = 0.3  # of a segment's time, for its relaxation bound before CP-SAT
+    segment_raw_bound_s: float = 5.0  # slack-aware DP on a critical segment, at most
+    search_end: float = 0.75  # beam search and LNS run until this share
+    beam: float = 0.25  # of the search time, for beam search ...
+    beam_max_s: float = 10.0  # ... at most
+    lns_window_s: float = 5.0  # one LNS window's CP-SAT solve, at most
+    joint: float = 0.2  # cpsat-joint on critical segments, at most
+    spill_exact_min_s: float = 1.0  # exact spill solvers only with at least this left
+
+
+SHARES = Shares()
+
+
+@dataclass
+class Clock:
+    """One time limit for every phase: seconds used, left, and left until a share ends."""
+
+    limit: float
+    timer: Timer = field(default_factory=Timer)
+
+    @property
+    def elapsed(self) -> float:
+        return self.timer.elapsed
+
+    def left(self) -> float:
+        return self.limit - self.timer.elapsed
+
+    def until(self, share: float) -> float:
+        """Seconds left until `share` of the limit has passed (negative once it has)."""
+        return share * self.limit - self.timer.elapsed
+
+
+@dataclass
+class NoSpill:
+    """The state the no-spill phases improve: the best order, what is proven about it, and
+    (after the layout phase) its offsets. Sizes are aligned for orders, raw for arenas."""
+
+    graph: Graph  # the graph planned (rewritten under minimal lifetimes, solvers/lifetimes.py)
+    target: Target  # the user's target without a budget: the no-spill search ignores it
+    options: SolveOptions
+    clock: Clock
+    start: HeuristicStart
+    order: list[str]
+    peak: int  # aligned max-live of `order`
+    bound: int  # proven lower bound on the raw arena of every no-spill plan
+    strong: int = 0  # proven lower bound on the aligned max-live of every order (relaxation)
+    proven: bool = False  # `order` has the least aligned max-live
+    critical: list[Segment] = field(default_factory=list)  # exact segments that may raise the bound
+    offsets: dict[str, int] = field(default_factory=dict)
+    arena: int = 0
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def ops(self) -> int:
+        return len(self.graph.ops)
+
+    def report(self, note: str, incumbent: int | None = None) -> None:
+        self.options.report(Progress("auto", incumbent, self.bound, self.clock.elapsed, note))
+
+    def adopt(self, order: list[str], peak: int | None = None) -> None:
+        """Take `order` when its aligned max-live is no higher than the current one's."""
+        peak = max_live(self.graph, self.target, order, aligned=True) if peak is None else peak
+        if peak <= self.peak:
+            self.order, self.peak = order, peak
+
+
+def max_slack(graph: Graph, target: Target) -> int:
+    """The largest alignment padding of a tensor in L1: the top block's raw end can sit this
+    far below an aligned bound."""
+    return max((target.align(t.bytes) - t.bytes for t in graph.tensors.values() if target.occupies_l1(t)), default=0)
+
+
+# -- the no-spill phases ----------------------------------------------------------------------
+def phase_relaxation(s: NoSpill) -> None:
+    """A bound on every order's aligned max-live from the exact DP on relaxed graphs."""
+    lb = working_set_bound(s.graph, s.target)
+    if s.ops <= 1 or s.clock.limit <= 0.2 or s.peak <= lb:
+        return
+    seconds = max(SHARES.relax * s.clock.limit, min(SHARES.relax_floor_s, SHARES.relax_floor_share * s.clock.limit))
+    sb = relaxed_order_bound(s.graph, s.target, s.peak, time_limit=seconds)
+    s.strong = sb.aligned
+    s.facts.update(strong_bound=sb.aligned, strong_bound_how=sb.how)
+    s.bound = max(s.bound, s.strong - max_slack(s.graph, s.target))
+    s.proven = s.peak <= s.strong
+
+
+def phase_segments(s: NoSpill) -> None:
+    """Split at sequential points; the CP-SAT order model (or the relaxation) per segment."""
+    if s.ops <= 1 or s.clock.limit <= 0.2:
+        return
+    # when the relaxation already proved the order, the segments only refine the raw bound
+    end = SHARES.order_end if s.peak > s.strong else SHARES.order_end_proven
+    seconds = max(s.clock.until(end), SHARES.order_min * s.clock.limit)
+    whole = (s.ops, s.strong) if s.strong else None
+    res = decompose_order(
+        s.graph, s.target, SegmentSolver(s, whole), seconds, s.order, lambda seg, sec: _raw_bound(seg, s.target, sec)
+    )
+    s.facts.update(segments=res.segments, largest_segment=res.largest_segment)
+    s.critical = res.critical
+    s.adopt(res.order)
+    s.bound = max(s.bound, res.bound_raw)
+    s.proven = res.proven or s.peak <= s.strong
+
+
+def phase_search(s: NoSpill) -> None:
+    """Beam search, then LNS windows around the peak, on an order nothing has proven."""
+    if s.ops <= 1 or s.clock.limit <= 0.2:
+        return
+    if not s.proven and s.ops <= SEARCH_MAX_OPS:
+        left = s.clock.until(SHARES.search_end)
+        if left > 0.5:
+            b_order, b_peak = beam_search(s.graph, s.target, time_limit=min(left * SHARES.beam, SHARES.beam_max_s))
+            s.facts["beam_peak"] = b_peak
+            if b_peak < s.peak:
+                s.order, s.peak = b_order, b_peak
+        _lns(s, max(s.bound + s.target.alignment - 1, s.strong))
+    s.report(f"order peak {s.peak}")
+
+
+def phase_joint_segments(s: NoSpill) -> None:
+    """Layout-aware bounds and orders from cpsat-joint on the small critical segments."""
+    small = [seg for seg in s.critical if seg.exact and len(seg.graph.ops) <= JOINT_BOUND_MAX_OPS]
+    if not small or s.clock.left() <= 1.0:
+        return
+    h_arena = best_layout(s.graph, s.target, s.order)[0]
+    if h_arena <= s.bound:
+        return
+    seconds = min(SHARES.joint * s.clock.limit, s.clock.left() - 2 * _margin(s))
+    joint, seg_orders = _joint_segments(s, small, h_arena, seconds)
+    if joint > s.bound:
+        s.facts["joint_segment_bound"] = s.bound = joint
+    if seg_orders:
+        cand = _substitute(s.order, seg_orders)
+        if _layout_bound(s.graph, s.target, cand) <= _layout_bound(s.graph, s.target, s.order):
+            s.order, s.facts["joint_segment_orders"] = cand, len(seg_orders)
+
+
+def phase_layout(s: NoSpill) -> None:
+    """Offsets: layout heuristics, then CP-SAT layout stopping at the proven bound; never
+    worse than the best heuristic plan."""
+    o = s.options
+    arena, offs, method, _ = layout_order(
+        s.graph, s.target, s.order, s.clock.left() - _margin(s), o.workers, o.seed, None, s.bound
+    )
+    order, offs, arena, method, src = s.start.never_worse(s.order, offs, arena, method, "auto-order")
+    s.order, s.offsets, s.arena = order, offs, arena
+    s.facts.update(layout=method, source=src, order_proven=s.proven)
+
+
+NOSPILL_PHASES: tuple[Callable[[NoSpill], None], ...] = (
+    phase_relaxation,
+    phase_segments,
+    phase_search,
+    phase_joint_segments,
+    phase_layout,
+)
+
+
+def _margin(s: NoSpill) -> float:
+    """Seconds kept for lowering and simulating the plan (about 2 ms per op)."""
+    return 0.1 + 0.002 * s.ops
+
+
+# -- what the phases call -------------------------------------------------------------------------
+class SegmentSolver:
+    """The order solver for one segment of the decomposition: the relaxation bound first
+    (it may prove the heuristic order), else the CP-SAT order model with the time left.
+    `whole`: (op count, aligned relaxation bound) already computed for the whole graph,
     reused when a segment is the whole graph (it does not split) instead of computed twice."""
 
-    def solve(g: Graph, target: Target, time_limit: float):
-        stats["segments_solved"] = stats.get("segments_solved", 0) + 1
+    def __init__(self, state: NoSpill, whole: tuple[int, int] | None) -> None:
+        self.s, self.whole, self.solved = state, whole, 0
+
+    def __call__(self, g: Graph, target: Target, time_limit: float) -> tuple[list[str], int, int, bool]:
+        self.solved += 1
+        self.s.facts["segments_solved"] = self.solved
         if len(g.ops) > EXACT_OP_LIMIT or time_limit < 0.05:
             order = heuristic_start(g, target).peak_order
             return order, max_live(g, target, order, aligned=True), working_set_bound(g, target), False
-        t0 = timer.elapsed
+        t0 = self.s.clock.elapsed
         hint = heuristic_start(g, target)
         strong = 0
-        if whole is not None and len(g.ops) == whole[0]:
-            strong = whole[1]
+        if self.whole is not None and len(g.ops) == self.whole[0]:
+            strong = self.whole[1]
         elif len(g.ops) > SEGMENT_RELAX_MIN_OPS:
-            # the relaxation DP (solvers/relax.py) first: when it proves the heuristic order,
-            # CP-SAT is skipped; else it still strengthens the segment's bound
-            strong = relaxed_order_bound(g, target, hint.peak, time_limit=SEGMENT_RELAX_SHARE * time_limit).aligned
-        slack = max(
-            (target.align(t.bytes) - t.bytes for n, t in g.tensors.items() if target.occupies_l1(g.tensors[n])), default=0
-        )
+            seconds = SHARES.segment_relax * time_limit
+            strong = relaxed_order_bound(g, target, hint.peak, time_limit=seconds).aligned
+        slack = max_slack(g, target)
         if strong >= hint.peak:
             raw = max(strong - slack, forced_live_bounds(g, target)[1])
             order, peak, ok = hint.peak_order, hint.peak, True
         else:
-            left = time_limit - (timer.elapsed - t0)
-            res = optimal_order(g, target, left, options.workers, options.seed, hint=hint.peak_order, progress=None)
+            o = self.s.options
+            left = time_limit - (self.s.clock.elapsed - t0)
+            res = optimal_order(g, target, left, o.workers, o.seed, hint=hint.peak_order, progress=None)
             order, peak, raw = res.order, res.peak, max(res.raw_bound, strong - slack)
             ok = res.status == "optimal" or peak <= strong
-        options.report(
-            Progress("auto", None, None, timer.elapsed, f"segment {stats['segments_solved']}: {len(g.ops)} ops {ok}")
-        )
+        done = "proven" if ok else "not proven"
+        self.s.report(f"segment {self.solved} ({len(g.ops)} ops): order {done}")
         return order, peak, raw, ok
 
-    return solve
 
-
-RAW_BOUND_MAX_OPS = 60  # the slack-aware DP is cheap on segments up to about this size
-
-
-def _raw_segment_bound(seg: Segment, target: Target, seconds: float) -> int | None:
+def _raw_bound(seg: Segment, target: Target, seconds: float) -> int | None:
     """Close the alignment-slack gap of a small segment with the slack-aware DP (solvers/dp.py)."""
     if len(seg.graph.ops) > RAW_BOUND_MAX_OPS or seconds < 0.01:
         return None
-    return raw_arena_bound(seg.graph, target, min(seconds, 5.0), background=(seg.background, seg.background_slack))
+    seconds = min(seconds, SHARES.segment_raw_bound_s)
+    return raw_arena_bound(seg.graph, target, seconds, background=(seg.background, seg.background_slack))
 
 
-JOINT_BOUND_MAX_OPS = 60  # cpsat-joint proves small segments in seconds
-JOINT_SHARE = 0.2  # of the time limit at most, for it
+def _lns(s: NoSpill, bound: int) -> None:
+    """Re-solve windows around the peak position; accept when the global peak does not grow."""
+    rng = random.Random(s.options.seed)
+    n = len(s.order)
+    k = min(LNS_WINDOW, n)
+    deadline = SHARES.search_end * s.clock.limit
+    tries = 0
+    while s.clock.elapsed < deadline and s.peak > bound and tries < LNS_TRIES and n > 2:
+        tries += 1
+        live = live_profile(s.graph, s.target, s.order)
+        p = rng.choice([q for q, v in enumerate(live) if v == s.peak])
+        lo = max(0, min(n - k, p - rng.randint(k // 4, 3 * k // 4)))
+        seg = segment_subgraph(s.graph, s.target, s.order, lo, lo + k)
+        left = deadline - s.clock.elapsed
+        if left < 0.2:
+            break
+        o = s.options
+        window = s.order[lo : lo + k]
+        res = optimal_order(seg.graph, s.target, min(left, SHARES.lns_window_s), o.workers, o.seed + tries, hint=window)
+        cand = s.order[:lo] + res.order + s.order[lo + k :]
+        cpeak = max_live(s.graph, s.target, cand, aligned=True)
+        if cpeak < s.peak:
+            s.options.report(Progress("auto", None, bound, s.clock.elapsed, f"LNS peak {cpeak}"))
+        s.adopt(cand, cpeak)
 
 
 def _layout_bound(graph: Graph, target: Target, order: list[str]) -> int:
@@ -106,13 +310,7 @@ def _layout_bound(graph: Graph, target: Target, order: list[str]) -> int:
 
 
 def _joint_segments(
-    graph: Graph,
-    target: Target,
-    order: list[str],
-    segments: list[Segment],
-    arena: int,
-    options: SolveOptions,
-    seconds: float,
+    s: NoSpill, segments: list[Segment], arena: int, seconds: float
 ) -> tuple[int, dict[tuple[str, ...], list[str]]]:
     """Layout-aware bounds and orders from cpsat-joint on `segments` (exact ones of at most
     JOINT_BOUND_MAX_OPS ops, the caller's filter), highest peak first.
@@ -128,19 +326,18 @@ def _joint_segments(
     orders: dict[tuple[str, ...], list[str]] = {}
     # highest first by their peak in the current order: the decomposition's estimates may
     # come from heuristic orders of segments it had no time for
-    pos = {o: i for i, o in enumerate(order)}
+    pos = {o: i for i, o in enumerate(s.order)}
 
     def peak_now(seg: Segment) -> int:
         seg_order = sorted((o.name for o in seg.graph.ops), key=pos.__getitem__)
-        return max_live(seg.graph, target, seg_order, aligned=True) + seg.background
+        return max_live(seg.graph, s.target, seg_order, aligned=True) + seg.background
 
     for seg in sorted(segments, key=peak_now, reverse=True):
         left = seconds - timer.elapsed
         if bound >= arena or left < 0.3:
             break
-        plan = solve_joint(
-            with_background(seg, graph), target, replace(options, time_limit=left, progress=None, extra={})
-        )
+        opts = SolveOptions(time_limit=left, workers=s.options.workers, seed=s.options.seed)
+        plan = solve_joint(with_background(seg, s.graph), s.target, opts)
         bound = max(bound, plan.metrics.lower_bound_bytes)
         if plan.metrics.arena_bytes < arena:
             orders[tuple(o.name for o in seg.graph.ops)] = list(plan.order)
@@ -157,178 +354,58 @@ def _substitute(order: list[str], segments: dict[tuple[str, ...], list[str]]) ->
     return out
 
 
-def _lns(
-    graph: Graph, target: Target, order: list[str], deadline: float, options: SolveOptions, timer: Timer, bound: int
-) -> tuple[list[str], int]:
-    """Re-solve windows around the peak position; accept when the global peak does not grow."""
-    rng = random.Random(options.seed)
-    n = len(order)
-    peak = max_live(graph, target, order, aligned=True)
-    k = min(LNS_WINDOW, n)
-    tries = 0
-    while timer.elapsed < deadline and peak > bound and tries < 200 and n > 2:
-        tries += 1
-        # positions where the peak is reached: pick one, centre a window of k ops near it
-        live = _live_profile(graph, target, order)
-        peaks = [p for p, v in enumerate(live) if v == peak]
-        p = rng.choice(peaks)
-        lo = max(0, min(n - k, p - rng.randint(k // 4, 3 * k // 4)))
-        seg = segment_subgraph(graph, target, order, lo, lo + k)
-        left = deadline - timer.elapsed
-        if left < 0.2:
-            break
-        res = optimal_order(
-            seg.graph, target, min(left, 5.0), options.workers, options.seed + tries, hint=order[lo : lo + k]
-        )
-        cand = order[:lo] + res.order + order[lo + k :]
-        cpeak = max_live(graph, target, cand, aligned=True)
-        if cpeak <= peak:
-            if cpeak < peak:
-                options.report(Progress("auto", None, bound, timer.elapsed, f"LNS peak {cpeak}"))
-            order, peak = cand, cpeak
-    return order, peak
-
-
-def _live_profile(graph: Graph, target: Target, order: list[str]) -> list[int]:
-    delta = [0] * (len(order) + 1)
-    for iv in live_intervals(graph, target, order):
-        s = target.align(iv.size)
-        delta[iv.start] += s
-        delta[iv.end + 1] -= s
-    out, cur = [], 0
-    for d in delta[:-1]:
-        cur += d
-        out.append(cur)
-    return out
-
-
-def _best_nospill(
-    graph: Graph, target: Target, options: SolveOptions, timer: Timer, start: HeuristicStart
-) -> tuple[Plan, dict]:
-    """The best no-spill plan (budget ignored), with its proven bound."""
+def best_nospill(graph: Graph, target: Target, options: SolveOptions, clock: Clock, start: HeuristicStart) -> NoSpill:
+    """Run the no-spill phases on `graph` (budget ignored): the best order, layout, bound."""
     free = target.with_budget(None)
-    stats: dict = {}
-    lb = working_set_bound(graph, free)
-    options.report(Progress("auto", start.arena, lb, timer.elapsed, f"heuristic {start.arena_name}"))
-    stats["heuristic_arena"] = start.arena
-    order, peak = start.peak_order, start.peak
-    bound = lb
-    proven = False
-    strong = 0  # proven bound on the aligned max-live of every order (solvers/relax.py)
-    critical: list[Segment] = []
-    if len(graph.ops) > 1 and options.time_limit > 0.2 and peak > lb:
-        strong_time = max(STRONG_SHARE * options.time_limit, min(5.0, 0.5 * options.time_limit))
-        sb = relaxed_order_bound(graph, free, peak, time_limit=strong_time)
-        strong = sb.aligned
-        stats.update(strong_bound=strong, strong_bound_how=sb.how)
-        slack = max(
-            (free.align(t.bytes) - t.bytes for n, t in graph.tensors.items() if free.occupies_l1(graph.tensors[n])),
-            default=0,
-        )
-        bound = max(bound, strong - slack)
-    if len(graph.ops) > 1 and options.time_limit > 0.2:
-        # when the relaxation already proved the order, the segments only refine the raw bound
-        share = ORDER_SHARE if peak > strong else 0.2
-        res = decompose_order(
-            graph,
-            free,
-            _segment_solver(options, timer, stats, (len(graph.ops), strong) if strong else None),
-            # the order phase ends at `share` of the limit, the relaxation above included
-            max(share * options.time_limit - timer.elapsed, 0.1 * options.time_limit),
-            order,
-            lambda seg, sec: _raw_segment_bound(seg, free, sec),
-        )
-        stats.update(segments=res.segments, largest_segment=res.largest_segment)
-        critical = res.critical
-        rpeak = max_live(graph, free, res.order, aligned=True)
-        if rpeak <= peak:
-            order, peak = res.order, rpeak
-        bound = max(bound, res.bound_raw)
-        proven = res.proven or peak <= strong
-        if not proven and len(graph.ops) <= 3000:
-            left = LNS_SHARE * options.time_limit - timer.elapsed
-            if left > 0.5:
-                b_order, b_peak = beam_search(graph, free, time_limit=min(left / 4, 10.0))
-                stats["beam_peak"] = b_peak
-                if b_peak < peak:
-                    order, peak = b_order, b_peak
-            order, peak = _lns(
-                graph,
-                free,
-                order,
-                LNS_SHARE * options.time_limit,
-                options,
-                timer,
-                max(bound + free.alignment - 1, strong),
-            )
-        options.report(Progress("auto", None, bound, timer.elapsed, f"order peak {peak}"))
-    margin = 0.1 + 0.002 * len(graph.ops)
-    small = [seg for seg in critical if seg.exact and len(seg.graph.ops) <= JOINT_BOUND_MAX_OPS]
-    if small and options.time_limit - timer.elapsed > 1.0:
-        h_arena = best_layout(graph, free, order)[0]
-        if h_arena > bound:
-            seconds = min(JOINT_SHARE * options.time_limit, options.time_limit - timer.elapsed - 2 * margin)
-            joint, seg_orders = _joint_segments(graph, free, order, small, h_arena, options, seconds)
-            if joint > bound:
-                stats["joint_segment_bound"] = bound = joint
-            if seg_orders:
-                cand = _substitute(order, seg_orders)
-                if _layout_bound(graph, free, cand) <= _layout_bound(graph, free, order):
-                    order, stats["joint_segment_orders"] = cand, len(seg_orders)
-    arena, offs, method, _ = layout_order(
-        graph, free, order, options.time_limit - timer.elapsed - margin, options.workers, options.seed, None, bound
-    )
-    order, offs, arena, method, src = start.never_worse(order, offs, arena, method, "auto-order")
-    stats.update(layout=method, source=src, order_proven=proven)
-    status = "optimal" if arena <= bound else "feasible"
-    info = SolverInfo("auto", status, bound, 0.0, stats)
-    plan = nospill_plan(graph, free, order, offs, info)
-    return plan, offs
+    s = NoSpill(graph, free, options, clock, start, start.peak_order, start.peak, working_set_bound(graph, free))
+    s.facts["heuristic_arena"] = start.arena
+    s.report(f"heuristic {start.arena_name}", start.arena)
+    for phase in NOSPILL_PHASES:
+        phase(s)
+    return s
 
 
+# -- auto ---------------------------------------------------------------------------------------
 def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None) -> Plan:
+    """The default solver: the no-spill phases, then the spill phase when the budget (or
+    `--objective peak`) asks for it. Honours `target.lifetimes`; never worse than any
+    baseline; the returned plan is checked by the simulator."""
     options = options or SolveOptions()
-    timer = Timer()
+    clock = Clock(options.time_limit)
     budget = target.budget
     need = working_set_bound(graph, target)
+    floor = min_budget(graph, target)
     if budget is not None and need > budget:
-        raise DoesNotFit(budget, _min_spill_budget(graph, target, need), need, how="even with spilling")
+        raise DoesNotFit(budget, floor, need, how="even with spilling")
     # no-spill planning runs on the rewritten graph when lifetimes are minimal (solvers/lifetimes.py)
     work = rewrite(graph) if target.lifetimes == "minimal" else graph
     start = heuristic_start(work, target.with_budget(None))
-    nospill_opts = options
-    peak_first = options.objective == "peak" and start.arena > _min_spill_budget(graph, target, need)
+    peak_first = options.objective == "peak" and start.arena > floor
     if peak_first or (budget is not None and start.arena > budget):
-        # spills will probably be needed (or may shrink the arena): keep half the time for them
-        nospill_opts = replace(options, time_limit=options.time_limit / 2)
-    best, offs = _best_nospill(work, target, nospill_opts, timer, start)
-    if peak_first:
-        smallest = _min_spill_budget(graph, target, need)
-        if smallest < best.metrics.arena_bytes:
-            # --objective peak: the smallest arena any plan reaches, with the least traffic there
-            try:
-                return _spill(graph, target.with_budget(smallest), options, timer, best, target)
-            except DoesNotFit:
-                pass  # no spill solver reached it: the no-spill plan stands
-    if budget is None or best.metrics.arena_bytes <= budget:
-        # lower again under the real target so the plan file carries the user's budget
-        info = best.solver
-        info.options = {**info.options, **options.to_dict()}
-        plan = nospill_plan(work, target, best.order, offs, info)
-        if work is not graph:
-            plan = restore(plan, graph, target)
-        plan.solver.wall_s = timer.elapsed
-        return plan
-    return _spill(graph, target, options, timer, best)
+        # spills will probably be needed (or may shrink the arena): keep time for them
+        clock.limit = options.time_limit * (1 - SHARES.spill_reserve)
+    s = best_nospill(work, target, options, clock, start)
+    clock.limit = options.time_limit
+    if peak_first and floor < s.arena:
+        # --objective peak: the smallest arena any plan reaches, with the least traffic there
+        try:
+            return spill_phase(graph, target.with_budget(floor), options, clock, s.arena, target)
+        except DoesNotFit:
+            pass  # no spill solver reached it: the no-spill plan stands
+    if budget is None or s.arena <= budget:
+        return _nospill_plan(graph, target, s)
+    return spill_phase(graph, target, options, clock, s.arena)
 
 
-def _min_spill_budget(graph: Graph, target: Target, need: int) -> int:
-    """The smallest budget a spill plan can use (alignment included), if the spiller says."""
-    try:
-        from planner.solvers.heuristics.spill import min_budget
-    except ImportError:
-        return need
-    return max(need, min_budget(graph, target))
+def _nospill_plan(graph: Graph, target: Target, s: NoSpill) -> Plan:
+    """Lower the state's order and offsets under the user's target, map a rewritten graph's
+    stages back to `graph`, and simulate the plan: once."""
+    stages = lower(s.graph, target, s.order, s.offsets)
+    if s.graph is not graph:
+        stages = restore_stages(s.graph, stages)
+    bound = max(s.bound, working_set_bound(graph, target))
+    info = SolverInfo("auto", status_of(s.arena, bound), bound, s.clock.elapsed, s.options.params(), s.facts)
+    return finalize(Plan(graph, target, stages, info))
 
 
 def _spill_key(p: Plan) -> tuple:
@@ -336,21 +413,22 @@ def _spill_key(p: Plan) -> tuple:
     return (p.metrics.traffic_bytes, p.metrics.arena_bytes, p.solver.status != "optimal")
 
 
-def _spill(
-    graph: Graph, target: Target, options: SolveOptions, timer: Timer, nospill: Plan, user_target: Target | None = None
+def spill_phase(
+    graph: Graph,
+    target: Target,
+    options: SolveOptions,
+    clock: Clock,
+    nospill_arena: int,
+    user_target: Target | None = None,
 ) -> Plan:
-    """The least-traffic spill plan under `target`'s budget (`user_target`: the budget the
-    user gave, when `target` is tighter for --objective peak)."""
-    from planner.solvers.registry import SOLVERS
-
-    spillers = [s for s in SOLVERS.values() if s.spills]
-    if not spillers:
-        raise DoesNotFit(target.budget, nospill.metrics.arena_bytes, working_set_bound(graph, target))
+    """The least-traffic spill plan under `target`'s budget: the spill heuristics first, the
+    exact spill solvers with the time left, each started from the best plan so far.
+    `user_target`: the budget the user gave, when `target` is tighter (--objective peak)."""
     best: Plan | None = None
     failure: DoesNotFit | None = None
-    for spec in sorted(spillers, key=lambda s: s.exact):  # heuristics first, exact with the time left
-        remaining = options.time_limit - timer.elapsed
-        if spec.exact and remaining < 1.0:
+    for spec in sorted((s for s in SOLVERS.values() if s.spills), key=lambda s: s.exact):
+        remaining = clock.left()
+        if spec.exact and remaining < SHARES.spill_exact_min_s:
             continue
         sub = SolveOptions(
             time_limit=max(remaining, 0.1),
@@ -358,7 +436,7 @@ def _spill(
             seed=options.seed,
             objective="traffic",
             progress=options.progress,
-            extra={"hint_plan": best} if best is not None else {},
+            hint=best,
         )
         try:
             p = spec.load()(graph, target, sub)
@@ -370,25 +448,13 @@ def _spill(
     if best is None:
         if failure is not None:
             raise failure
-        raise DoesNotFit(
-            target.budget,
-            nospill.metrics.arena_bytes,
-            working_set_bound(graph, target),
-            how="with or without spilling",
-        )
-    best.solver = SolverInfo(
-        "auto",
-        best.solver.status,
-        best.solver.bound,
-        timer.elapsed,
-        {
-            **best.solver.options,
-            "inner": best.solver.name,
-            "nospill_arena": nospill.metrics.arena_bytes,
-            **options.to_dict(),
-        },
+        how = "with or without spilling"
+        raise DoesNotFit(target.budget, nospill_arena, working_set_bound(graph, target), how=how)
+    facts = {**best.solver.facts, "inner": best.solver.name, "nospill_arena": nospill_arena}
+    info = SolverInfo(
+        "auto", best.solver.status, best.solver.bound, clock.elapsed, options.params(), facts, best.solver.objective
     )
     if user_target is not None:
         # planned under a tighter budget; the plan file carries the user's target
-        best = finalize(Plan(graph, user_target, best.stages, best.solver))
-    return best
+        return finalize(Plan(graph, user_target, best.stages, info))
+    return with_solver(best, info)

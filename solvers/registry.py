@@ -84,7 +84,7 @@ SOLVERS: dict[str, SolverSpec] = {
         ),
         SolverSpec(
             "cpsat-joint",
-            "cpsat_layout:solve_joint",
+            "cpsat_joint:solve_joint",
             "CP-SAT joint order + offsets in one model (small graphs, <= 60 ops)",
             exact=True,
         ),

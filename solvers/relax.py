@@ -43,6 +43,8 @@ import networkx as nx
 
 from planner.graph import Graph, Op, Tensor
 from planner.solvers.base import Timer
+from planner.solvers.dp import DPTimeout, run_dp
+from planner.solvers.items import forced_live_bounds
 from planner.target import Target
 
 _COUNTER = itertools.count()
@@ -389,9 +391,6 @@ def relaxed_order_bound(
     """A lower bound on the aligned max-live of every topological order of `graph`, by the
     exact DP on relaxations (module doc); `upper` is a known order's aligned peak (the
     bound never exceeds it). Stops when a relaxation proves `upper` or time is out."""
-    from planner.solvers.cpsat_order import forced_live_bounds
-    from planner.solvers.dp import DPTimeout, _dp
-
     timer = Timer()
     base, _ = forced_live_bounds(graph, target)
     best = StrongBound(min(base, upper), "forced-live", len(graph.ops))
@@ -408,7 +407,7 @@ def relaxed_order_bound(
         order = list(nx.topological_sort(rg.dag))  # any order: returned only when none beats `upper`
         lo, _ = forced_live_bounds(rg, target)
         try:
-            res = _dp(rg, target, order, upper, lo, state_limit, timer.elapsed + left, timer)
+            res = run_dp(rg, target, order, upper, lo, state_limit, timer.elapsed + left, timer)
             val = upper if res.from_heuristic else res.peak
             states = res.states
         except DPTimeout as e:

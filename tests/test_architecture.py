@@ -85,3 +85,33 @@ def test_production_never_imports_the_test_oracle():
 if __name__ == "__main__":  # the longest functions, for the issue note
     for n, name in function_lengths()[:10]:
         print(f"{n:4d}  {name}")
+
+
+# what each layer may import (DESIGN §2): data flows import -> graph -> solve -> plan ->
+# simulate -> (execute | export | report); the CLI sits on top and nothing imports it
+CORE = ("planner.graph", "planner.target", "planner.plan", "planner.bounds", "planner.replay", "planner.simulate")
+FORBIDDEN = {
+    "core": ("planner.solvers", "planner.models", "planner.commands", "planner.cli", "planner.execute", "planner.export"),
+    "planner.solvers": ("planner.models", "planner.commands", "planner.cli", "planner.execute", "planner.export"),
+    "planner.models": ("planner.solvers", "planner.commands", "planner.cli", "planner.execute", "planner.export"),
+}
+
+
+def _layer(mod: str) -> str | None:
+    if mod in CORE:
+        return "core"
+    for layer in ("planner.solvers", "planner.models"):
+        if mod == layer or mod.startswith(layer + "."):
+            return layer
+    return None
+
+
+def test_layers_import_only_downwards():
+    bad = []
+    for u, v in import_graph().edges:
+        layer = _layer(u)
+        if layer and any(v == f or v.startswith(f + ".") for f in FORBIDDEN[layer]):
+            bad.append(f"{u} -> {v}")
+        if v == "planner.cli" and u != "planner.__main__":
+            bad.append(f"{u} -> {v}")
+    assert not bad, "imports against the layering: " + "; ".join(sorted(bad))

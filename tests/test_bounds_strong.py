@@ -115,7 +115,8 @@ def test_deepcut_like_branches_are_proven() -> None:
     """Twelve-ish branches of different widths from one input, joined in a fixed chain:
     the heuristic order is optimal only thanks to a disjunction the forced-live bound
     misses; the relaxed DP proves it."""
-    from planner.solvers.cpsat_order import forced_live_bounds, heuristic_start
+    from planner.solvers.heuristic import heuristic_start
+    from planner.solvers.items import forced_live_bounds
 
     target = Target("t", None)
     tensors = [Tensor("x", 1600, "input"), Tensor("keep", 1600, "activation")]

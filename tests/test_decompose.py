@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from planner.models.generators import random_dag, series_parallel
 from planner.solvers.base import SolveOptions
-from planner.solvers.cpsat_layout import solve_joint
+from planner.solvers.cpsat_joint import solve_joint
 from planner.solvers.decompose import segment_subgraph, sequential_points, with_background
 from planner.solvers.heuristics.order import greedy_memory
 from planner.solvers.lowering import max_live

@@ -16,16 +16,12 @@ from planner.graph import graph_from_records
 from planner.models.generators import random_dag
 from planner.simulate import simulate
 from planner.solvers.base import SolveOptions, aligned_intervals
-from planner.solvers.cpsat_layout import layout_lower_bound, optimal_layout, raw_arena, solve_joint
-from planner.solvers.cpsat_order import (
-    forced_live_bounds,
-    item_interval,
-    lifetime_items,
-    optimal_order,
-    solve_cpsat_order,
-)
+from planner.solvers.cpsat_joint import solve_joint
+from planner.solvers.cpsat_layout import layout_lower_bound, optimal_layout, raw_arena
+from planner.solvers.cpsat_order import optimal_order, solve_cpsat_order
 from planner.solvers.dp import dp_order, solve_dp
 from planner.solvers.heuristics.layout import best_fit
+from planner.solvers.items import forced_live_bounds, item_interval, lifetime_items
 from planner.solvers.lowering import Interval, live_intervals, max_live
 from planner.solvers.registry import get_solver
 from planner.target import Target

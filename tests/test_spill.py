@@ -12,8 +12,8 @@ from planner.graph import Graph, graph_from_records
 from planner.simulate import simulate
 from planner.solvers.base import DoesNotFit, SolveOptions
 from planner.solvers.brute_force import brute_force, compulsory_traffic
-from planner.solvers.cpsat_spill import FixedOrder, solve_cpsat_spill, solve_joint, solve_order
-from planner.solvers.cpsat_stage import canonicalize, solve_cpsat_stage, solve_stage_model
+from planner.solvers.cpsat_spill import solve_cpsat_spill, solve_order
+from planner.solvers.cpsat_stage import solve_cpsat_stage, solve_stage_model
 from planner.solvers.heuristic import best_heuristic
 from planner.solvers.heuristics.spill import (
     candidate_plans,
@@ -25,6 +25,9 @@ from planner.solvers.heuristics.spill import (
     spill_plan,
 )
 from planner.solvers.lowering import max_live
+from planner.solvers.schedule import canonicalize
+from planner.solvers.spill_gaps import FixedOrder
+from planner.solvers.spill_joint import solve_joint
 from planner.target import Target
 
 FAST = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,7 +213,7 @@ def test_cpsat_spill_never_worse_than_the_heuristics(graph: Graph, weights: str,
     lo, hi = min_budget(graph, tg0), best_heuristic(graph, tg0)[0]
     tg = tg0.with_budget(max(1, lo + int(frac * (hi - lo))))
     heur = min(candidate_plans(graph, tg), key=lambda p: plan_key(p, "traffic"))
-    plan = solve_cpsat_spill(graph, tg, SolveOptions(time_limit=2, workers=1, extra={"stall": 10}))
+    plan = solve_cpsat_spill(graph, tg, SolveOptions(time_limit=2, workers=1, stall=10))
     assert simulate(graph, tg, plan.stages).ok
     assert plan.metrics.spill_traffic_bytes <= heur.metrics.spill_traffic_bytes
     if plan.solver.status == "optimal" and align == 1 and len(graph.ops) <= 6:  # single order: nothing beats it
@@ -276,11 +279,8 @@ def test_cpsat_spill_proves_a_branchy_graph_optimal() -> None:
     tg = tg0.with_budget(min_budget(g, tg0))
     plan = solve_cpsat_spill(g, tg, SolveOptions(time_limit=5, workers=1))
     assert plan.solver.status == "optimal"
-    assert (
-        plan.metrics.spill_traffic_bytes
-        == brute_force(g, tg).spill_traffic
-        == plan.solver.options["spill_traffic_bound"]
-    )
+    assert plan.metrics.spill_traffic_bytes == brute_force(g, tg).spill_traffic == plan.solver.bound
+    assert plan.solver.objective == "traffic"
 
 
 def test_auto_objective_peak_spills_to_shrink_the_arena_traffic_does_not() -> None:

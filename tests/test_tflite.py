@@ -28,6 +28,7 @@ from planner.export.tflm import (  # noqa: E402
     read_offline_plan,
     write_unchecked,
 )
+from planner.graph import Graph  # noqa: E402
 from planner.models.tflite import load_tflite, read_model, tflm_allocates  # noqa: E402
 from planner.tflm_runtime import tflm_run_full  # noqa: E402
 
@@ -93,7 +94,7 @@ def test_import_sine():
     assert len(g.inputs) == 1 and len(g.outputs) == 1
     assert g.tensors[g.inputs[0]].bytes == 4 and g.tensors[g.inputs[0]].dtype == "float32"
     assert len(g.weights) == 6
-    info = g.tflite
+    info = g.source.details
     assert sorted(info.tensor_index.values()) == sorted(set(info.tensor_index.values()))
     assert all(g.op(n).attrs["index"] == i for n, i in info.op_index.items())
 
@@ -122,7 +123,7 @@ def test_import_wakeword_variables():
 
     assert all(nx.has_path(g.dag, call, o.name) for o in g.ops if o.type == "VAR_HANDLE")
     # names map back to flatbuffer indices, stable across imports
-    assert load_tflite(path).tflite.tensor_index == g.tflite.tensor_index
+    assert load_tflite(path).source.details.tensor_index == g.source.details.tensor_index
 
 
 def test_not_a_tflite(tmp_path):
@@ -170,8 +171,8 @@ def test_unchecked_overlap_corrupts_outputs(tmp_path):
     path = sine_path()
     g = load_tflite(path)
     model, _ = read_model(path)
-    flat = [-1] * sum(g.tflite.n_tensors)
-    for i in g.tflite.tensor_index.values():
+    flat = [-1] * sum(g.source.details.n_tensors)
+    for i in g.source.details.tensor_index.values():
         if tflm_allocates(model, 0, i):
             flat[i] = 0
     bad = tmp_path / "bad.tflite"
@@ -215,11 +216,15 @@ def test_spill_plan_refused(tmp_path):
 
 def test_plan_for_other_model_refused(tmp_path):
     plan = plan_for(sine_path(), "best")
-    with pytest.raises(ExportError, match="does not match"):
-        export_tflite(plan, wakeword_path("alexa"), tmp_path / "x.tflite")
-    plan.model_sha256 = "0" * 64
+    assert plan.model_sha256  # a plan made through the library records its model too
     with pytest.raises(ExportError, match="different model"):
-        export_tflite(plan, sine_path(), tmp_path / "x.tflite")
+        export_tflite(plan, wakeword_path("alexa"), tmp_path / "x.tflite")
+    # without a fingerprint (say, a hand-made plan) the graphs themselves are compared
+    g = plan.graph
+    anonymous = Plan(Graph(g.name, g.tensors.values(), g.ops), plan.target, plan.stages, plan.solver, plan.metrics)
+    assert not anonymous.model_sha256
+    with pytest.raises(ExportError, match="does not match"):
+        export_tflite(anonymous, wakeword_path("alexa"), tmp_path / "x.tflite")
 
 
 def test_reexport_replaces_metadata(tmp_path):
@@ -232,7 +237,7 @@ def test_reexport_replaces_metadata(tmp_path):
     export_tflite(plan2, once, twice)
     assert count_offline_entries(twice) == 1
     offs = read_offline_plan(twice)
-    assert offs is not None and len(offs) == sum(load_tflite(twice).tflite.n_tensors)
+    assert offs is not None and len(offs) == sum(load_tflite(twice).source.details.n_tensors)
     invs = invocations(path, 10)
     a, b = tflm_run_full(path, invs), tflm_run_full(twice, invs)
     assert all(np.array_equal(x[0], y[0]) for x, y in zip(a.outputs, b.outputs, strict=True))

@@ -6,15 +6,23 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from planner.cli import CliError
 from planner.graph import Graph
-from planner.plan import model_sha256
-from planner.target import DEFAULT_TARGET, Target, TargetError, get_target
+from planner.solvers.base import OBJECTIVES
+from planner.target import DEFAULT_TARGET, LIFETIMES, WEIGHT_PLACEMENTS, Target, TargetError, get_target
 
 DEFAULT_MODEL = "resnet8"
 
 
+class CliError(Exception):
+    """A user-facing failure: `code` is the exit status, the message is printed as is."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
 def add_model_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
+    """MODEL (a path or a zoo name) and the shape pins every importer takes."""
     if optional:
         p.add_argument("model", nargs="?", help=f"ONNX/TFLite file or zoo name (default: bundled {DEFAULT_MODEL})")
     else:
@@ -30,17 +38,18 @@ def add_model_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
+    """--target and the overrides of its budget, weights, alignment and lifetimes."""
     p.add_argument(
         "--target",
         help=f"board preset (see `planner solvers --targets`); default {DEFAULT_TARGET} "
         "for the bundled model, otherwise unbounded",
     )
     p.add_argument("--budget", help="L1 budget, e.g. 256KiB, 1.5MB, 262144 (overrides the preset's)")
-    p.add_argument("--weights", choices=["in_place", "load"], help="weight placement (overrides the preset's)")
+    p.add_argument("--weights", choices=WEIGHT_PLACEMENTS, help="weight placement (overrides the preset's)")
     p.add_argument("--alignment", type=int, help="offset alignment in bytes (default 16)")
     p.add_argument(
         "--lifetimes",
-        choices=["minimal", "tflm"],
+        choices=LIFETIMES,
         help="no-spill tensor lifetimes: minimal (inputs loaded right before their first use, outputs stored "
         "and freed early) or tflm (inputs from the start, outputs to the end, as TFLite Micro's arena needs); "
         "default tflm for .tflite models, minimal otherwise",
@@ -48,12 +57,13 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_solver_args(p: argparse.ArgumentParser) -> None:
+    """The options every solver takes (SolveOptions' common part)."""
     p.add_argument("--time-limit", type=float, default=30.0, help="seconds for exact solvers (default 30)")
     p.add_argument("--workers", type=int, default=2, help="CP-SAT worker threads (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic per seed+workers)")
     p.add_argument(
         "--objective",
-        choices=["peak", "traffic"],
+        choices=OBJECTIVES,
         default="traffic",
         help="traffic (default): least spill traffic within the budget, then the smallest arena, so spills "
         "only when no plan without them fits; peak: the smallest arena, spilling to shrink it if that helps, "
@@ -62,6 +72,7 @@ def add_solver_args(p: argparse.ArgumentParser) -> None:
 
 
 def parse_pins(args: argparse.Namespace) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+    """(input shapes, symbolic dims) from --input-shape and --dim (CliError when malformed)."""
     shapes: dict[str, tuple[int, ...]] = {}
     for s in args.input_shape:
         name, _, dims = s.rpartition("=")
@@ -80,16 +91,12 @@ def parse_pins(args: argparse.Namespace) -> tuple[dict[str, tuple[int, ...]], di
     return shapes, dims_
 
 
-def load_graph(args: argparse.Namespace) -> tuple[Graph, str]:
-    """The graph named by args.model (a path or a zoo name) and the file's sha256."""
+def load_graph(args: argparse.Namespace) -> Graph:
+    """The graph named by args.model (a path or a zoo name; default the bundled model)."""
     from planner.models.zoo import load_model
 
     shapes, dims = parse_pins(args)
-    name = args.model or DEFAULT_MODEL
-    path = model_path(name)
-    graph = load_model(name, input_shapes=shapes or None, dims=dims or None)
-    digest = model_sha256(Path(path).read_bytes()) if path and Path(path).is_file() else ""
-    return graph, digest
+    return load_model(args.model or DEFAULT_MODEL, input_shapes=shapes or None, dims=dims or None)
 
 
 def model_path(name: str) -> Path:
@@ -100,6 +107,7 @@ def model_path(name: str) -> Path:
 
 
 def make_target(args: argparse.Namespace) -> Target:
+    """The target the flags describe (the bundled model defaults to its board)."""
     name = args.target or (DEFAULT_TARGET if not getattr(args, "model", None) else "unbounded")
     try:
         target = get_target(name, args.budget, args.weights, args.alignment)

@@ -11,8 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from planner.bounds import working_set_bound
-from planner.cli import CliError
-from planner.commands.common import add_model_args, add_solver_args, add_target_args, load_graph, make_target
+from planner.commands.common import CliError, add_model_args, add_solver_args, add_target_args, load_graph, make_target
 from planner.plan import Plan
 from planner.report import console, live_progress
 from planner.solvers.base import DoesNotFit, SolveOptions, Timer
@@ -74,7 +73,7 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
 
 
 def run(args) -> int:
-    graph, _ = load_graph(args)
+    graph = load_graph(args)
     base_target = make_target(args)
     if args.budgets:
         budgets = [parse_size(b) for b in args.budgets.split(",") if b.strip()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from planner.cli import CliError
+from planner.commands.common import CliError
 from planner.plan import PlanFormatError, read_plan
 from planner.simulate import PlanError
 

@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    graph, digest = load_graph(args)
+    graph = load_graph(args)
     target = make_target(args)
     solve = get_solver(args.solver)
     with live_progress(not (args.quiet or args.json)) as cb:
@@ -33,7 +33,6 @@ def run(args) -> int:
             time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
         )
         plan = solve(graph, target, opts)
-    plan.model_sha256 = digest
     out = args.output or f"{graph.name}.plan.json"
     plan.write(out)
     if args.json:

@@ -24,10 +24,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from planner.cli import CliError
-from planner.commands.common import parse_pins
+from planner.commands.common import CliError, parse_pins
 from planner.execute import DEFAULT_ATOL, DEFAULT_RTOL, ExecutionError, ExecutionReport, Executor, random_inputs
-from planner.plan import PlanFormatError, model_mismatch, read_plan
+from planner.graph import ModelSource, model_sha256
+from planner.plan import PlanFormatError, plan_mismatch, read_plan, source_mismatch
 from planner.target import format_bytes
 
 
@@ -116,7 +116,7 @@ def run(args) -> int:
     except PlanFormatError as e:
         raise CliError(str(e)) from None
     path = _model_path(args.model)
-    mismatch = model_mismatch(plan, path)
+    mismatch = source_mismatch(plan, ModelSource(path.suffix.lstrip("."), str(path), model_sha256(path.read_bytes())))
     if mismatch:
         raise CliError(f"{args.plan}: {mismatch}; plan this model with `planner plan {args.model}`")
     if path.suffix.lower() == ".tflite":
@@ -147,6 +147,9 @@ def run(args) -> int:
     graph = load_model(
         args.model if not Path(args.model).is_file() else str(path), input_shapes=shapes or None, dims=dims or None
     )
+    mismatch = plan_mismatch(plan, graph)
+    if mismatch:
+        raise CliError(f"{args.plan}: {mismatch}; plan this model with `planner plan {args.model}`")
     try:
         ex = Executor(path, graph)
         inputs = _load_inputs(args.inputs) if args.inputs else random_inputs(ex.graph, args.seed)

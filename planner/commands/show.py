@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 
 from planner.bounds import working_set_bound
-from planner.cli import CliError
+from planner.commands.common import CliError
 from planner.plan import read_plan
 from planner.report import console, summary_dict, summary_table
 from planner.simulate import simulate

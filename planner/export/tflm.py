@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from planner.models.tflite import TfliteModelError, load_tflite, read_model, schema, tflm_allocates
-from planner.plan import Plan, model_mismatch
+from planner.plan import Plan, plan_mismatch
 from planner.simulate import check
 
 METADATA_NAME = "OfflineMemoryAllocation"
@@ -94,24 +94,6 @@ def _check_tflm_overlaps(plan: Plan, planned: dict[str, int]) -> None:
                     "plan with --lifetimes tflm)"
                 )
         active.append(t)
-
-
-def _same_graph(plan: Plan, graph) -> None:
-    """The plan must describe exactly the graph this importer makes of the model."""
-    pg = plan.graph
-    if [o.name for o in pg.ops] != [o.name for o in graph.ops] and set(pg.op_index) != set(graph.op_index):
-        missing = sorted(set(graph.op_index) - set(pg.op_index))[:3]
-        raise ExportError(f"the plan does not match this model (ops differ, e.g. {missing or sorted(pg.op_index)[:3]})")
-    for o in graph.ops:
-        if o.name not in pg.op_index:
-            raise ExportError(f"the plan does not match this model: it has no op {o.name!r}")
-        po = pg.op(o.name)
-        if tuple(po.inputs) != tuple(o.inputs) or tuple(po.outputs) != tuple(o.outputs):
-            raise ExportError(f"the plan does not match this model: op {o.name!r} has different tensors")
-    for name, t in graph.tensors.items():
-        pt = pg.tensors.get(name)
-        if pt is None or pt.bytes != t.bytes or pt.kind != t.kind:
-            raise ExportError(f"the plan does not match this model: tensor {name!r} differs")
 
 
 def _renumber(model, k: int, perm: dict[int, int]) -> None:
@@ -205,16 +187,15 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> Ex
             "the plan spills activations (L/S of activations); TFLite Micro cannot express "
             "spills — plan without spilling (a no-spill solver or a larger budget)"
         )
-    model, data = read_model(model_in)
-    mismatch = model_mismatch(plan, model_in, data)
-    if mismatch:
-        raise ExportError(mismatch)
+    model, _ = read_model(model_in)
     try:
         graph = load_tflite(model_in)
     except TfliteModelError as e:
         raise ExportError(str(e)) from e
-    info = graph.tflite  # type: ignore[attr-defined]
-    _same_graph(plan, graph)
+    mismatch = plan_mismatch(plan, graph)
+    if mismatch:
+        raise ExportError(mismatch)
+    info = graph.source.details
 
     # One residency per tensor, at one offset (TFLM gives each tensor one buffer).
     planned: dict[str, int] = {}

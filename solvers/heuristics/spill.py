@@ -29,13 +29,15 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from planner.bounds import min_budget, working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo, Stage
-from planner.simulate import finalize
-from planner.solvers.base import DoesNotFit, SolveOptions, Timer
+from planner.simulate import finalize, with_solver
+from planner.solvers.base import DoesNotFit, SolveOptions, Timer, nospill_plan
+from planner.solvers.heuristic import best_heuristic
+from planner.solvers.heuristics.order import ORDERS
 from planner.target import Target
 
 POLICIES = ("belady", "largest", "cost")
@@ -231,8 +233,6 @@ def spill_plan(
         raise ValueError(f"unknown spill policy {policy!r}; choose one of {POLICIES}")
     check_fits(graph, target)
     if order is None:
-        from planner.solvers.heuristic import best_heuristic
-
         order = best_heuristic(graph, target.with_budget(None))[1]
     if not graph.is_topological(order):
         raise ValueError("spill_plan: order is not a topological order of the graph")
@@ -254,16 +254,12 @@ def candidate_plans(
 
     All are finalized (simulated) plans that respect target.budget.
     """
-    from planner.solvers.base import nospill_plan
-    from planner.solvers.heuristic import best_heuristic
-    from planner.solvers.heuristics.order import ORDERS
-
     check_fits(graph, target)
     ws = working_set_bound(graph, target)
     plans: list[Plan] = []
     arena, order0, oname0, lname, offs = best_heuristic(graph, target.with_budget(None))
     if target.budget is None or arena <= target.budget:
-        info = SolverInfo(name, "heuristic", ws, 0.0, {"order": oname0, "layout": lname, "spill": "none"})
+        info = SolverInfo(name, "heuristic", ws, facts={"order": oname0, "layout": lname, "spill": "none"})
         plans.append(nospill_plan(graph, target, order0, offs, info))
     orders: dict[tuple[str, ...], str] = {tuple(order0): oname0}
     for oname, fn in ORDERS.items():
@@ -271,7 +267,7 @@ def candidate_plans(
     for order, oname in orders.items():
         for pol in policies:
             stages = _SpillWalk(graph, target, order, pol, k).run()
-            info = SolverInfo(name, "heuristic", ws, 0.0, {"order": oname, "policy": pol, "k": k})
+            info = SolverInfo(name, "heuristic", ws, facts={"order": oname, "policy": pol, "k": k})
             plans.append(finalize(Plan(graph, target, stages, info)))
     return plans
 
@@ -295,11 +291,9 @@ def _solver(name: str, policy: str):
     def solve(graph: Graph, target: Target, options: SolveOptions | None = None) -> Plan:
         options = options or SolveOptions()
         timer = Timer()
-        k = int(options.extra.get("k", 3))
         objective = "traffic" if target.budget is not None else "peak"
-        plan = best_spill_plan(graph, target, objective, (policy,), k, name)
-        plan.solver.wall_s = timer.elapsed
-        return plan
+        plan = best_spill_plan(graph, target, objective, (policy,), options.lookahead, name)
+        return with_solver(plan, replace(plan.solver, wall_s=timer.elapsed, params=options.params()))
 
     solve.__name__ = f"solve_{name.replace('-', '_')}"
     solve.__doc__ = (

@@ -1,0 +1,113 @@
+"""CP-SAT plumbing every exact model shares: the solver set-up, progress, bound rounding.
+
+One place decides the project's CP-SAT conventions so that the order, layout, joint,
+stage and spill models behave alike: the same smallest time limit, seeds and worker
+counts always set, the same reading of a proven bound (an objective bound is a float
+that may sit a hair below an integer optimum, so it is rounded up with a tolerance).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+
+from ortools.sat.python import cp_model
+
+from planner.solvers.base import Progress, Timer
+
+# CP-SAT needs a moment to load a model and its hint; below this a limit is raised to it
+MIN_TIME_S = 0.05
+# an objective bound within this of an integer is that integer (floating-point noise)
+BOUND_EPS = 1e-6
+SOLVED = (cp_model.OPTIMAL, cp_model.FEASIBLE)
+
+
+def make_solver(time_limit: float, workers: int, seed: int, deterministic: bool = False) -> cp_model.CpSolver:
+    """A CP-SAT solver with the project's conventions.
+
+    `random_seed` and `num_workers` are always set. With `workers == 1` a run that ends
+    before the wall limit is reproducible. With `deterministic=True` the workers are
+    interleaved (`interleave_search`) and the limit is also applied as deterministic time,
+    so runs repeat exactly for a given seed and worker count unless the wall limit cuts in
+    first; without it the parallel portfolio is faster but its result under a time limit
+    may vary from run to run.
+    """
+    solver = cp_model.CpSolver()
+    p = solver.parameters
+    p.max_time_in_seconds = max(MIN_TIME_S, float(time_limit))
+    p.num_workers = max(1, int(workers))
+    p.random_seed = int(seed)
+    if deterministic:
+        p.interleave_search = True
+        p.max_deterministic_time = max(MIN_TIME_S, float(time_limit))
+    return solver
+
+
+def ceil_bound(value: float) -> int:
+    """A proven lower bound on an integer objective from CP-SAT's float bound."""
+    return int(math.ceil(value - BOUND_EPS))
+
+
+def proven_bound(solver: cp_model.CpSolver, status: int) -> int | None:
+    """The integer lower bound CP-SAT proved on the objective, or None when it proved
+    none (infeasible or model invalid, or no finite bound when it stopped)."""
+    if status in (cp_model.INFEASIBLE, cp_model.MODEL_INVALID):
+        return None
+    b = solver.best_objective_bound
+    return ceil_bound(b) if math.isfinite(b) else None
+
+
+class Reporter(cp_model.CpSolverSolutionCallback):
+    """Forwards incumbents (and, via `on_bound`, bound improvements) to a progress callback.
+
+    Install with `solver.solve(model, reporter)` and, for bounds,
+    `solver.best_bound_callback = reporter.on_bound`. `scale` maps objective values to the
+    bytes the user sees (identity by default)."""
+
+    def __init__(
+        self,
+        name: str,
+        progress: Callable[[Progress], None] | None,
+        timer: Timer,
+        scale: Callable[[float], int] = round,
+        phase: str = "solution",
+    ) -> None:
+        super().__init__()
+        self.name, self.progress, self.timer, self.scale, self.phase = name, progress, timer, scale, phase
+        self.incumbent: int | None = None
+        self.lock = threading.Lock()
+
+    def on_solution_callback(self) -> None:
+        with self.lock:
+            self.incumbent = self.scale(self.objective_value)
+            if self.progress is not None:
+                bound = self.scale(self.best_objective_bound)
+                self.progress(Progress(self.name, self.incumbent, bound, self.timer.elapsed, self.phase))
+
+    def on_bound(self, bound: float) -> None:
+        with self.lock:
+            if self.progress is not None:
+                self.progress(Progress(self.name, self.incumbent, self.scale(bound), self.timer.elapsed, "bound"))
+
+    def attach(self, solver: cp_model.CpSolver) -> Reporter:
+        """Also report bound improvements of `solver` (when there is someone to tell)."""
+        if self.progress is not None:
+            solver.best_bound_callback = self.on_bound
+        return self
+
+
+def solve(
+    model: cp_model.CpModel,
+    time_limit: float,
+    workers: int,
+    seed: int,
+    deterministic: bool = False,
+    reporter: Reporter | None = None,
+) -> tuple[int, cp_model.CpSolver]:
+    """Solve `model` with the conventions above: (status, solver)."""
+    solver = make_solver(time_limit, workers, seed, deterministic)
+    if reporter is not None:
+        reporter.attach(solver)
+        return solver.solve(model, reporter), solver
+    return solver.solve(model), solver
