@@ -6,7 +6,6 @@ serve as the baselines users compare exact plans against.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 
 import networkx as nx
@@ -108,22 +107,6 @@ def dfs_heavy_first(graph: Graph, target: Target) -> Order:
         own = sum(graph.size(t) for t in op.outputs)
         anc_bytes[name] = own + max((anc_bytes[p] for p in graph.dag.predecessors(name)), default=0)
     return _dfs_post_order(graph, lambda p: (-anc_bytes[p], graph.op_index[p]))
-
-
-def topo_by_index(graph: Graph, target: Target) -> Order:
-    """Kahn's algorithm, earliest model index first (a BFS-like list schedule)."""
-    heap = [(graph.op_index[o], o) for o in graph.dag.nodes if graph.dag.in_degree(o) == 0]
-    heapq.heapify(heap)
-    indeg = dict(graph.dag.in_degree())
-    order: Order = []
-    while heap:
-        _, o = heapq.heappop(heap)
-        order.append(o)
-        for s in graph.dag.successors(o):
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                heapq.heappush(heap, (graph.op_index[s], s))
-    return order
 
 
 ORDERS: dict[str, Callable[[Graph, Target], Order]] = {
