@@ -52,6 +52,7 @@ def plan_notes(plan: Plan) -> list[str]:
 
 
 def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan") -> Table:
+    """The plan summary `planner plan` and `show` print: sizes, bound, traffic, solver."""
     m, s = plan.metrics, plan.solver
     t = Table(title=title, show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")

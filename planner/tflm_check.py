@@ -20,6 +20,8 @@ from planner.plan import Plan
 
 @dataclass
 class TflmCheck:
+    """What running an exported plan in TFLite Micro showed, next to the original model."""
+
     model: str
     invocations: int
     outputs_equal: bool

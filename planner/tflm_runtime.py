@@ -42,6 +42,8 @@ class TflmError(RuntimeError):
 
 @dataclass
 class TflmResult:
+    """One TFLM run in a child process: the outputs of each invocation and the arena head."""
+
     outputs: list[list[np.ndarray]]  # per invocation, per model output
     arena_head: int  # bytes of the non-persistent (planned) arena section
     arena_tail: int  # bytes of the persistent section (tensor structs, variables, ...)

@@ -21,6 +21,8 @@ from planner.target import Target
 
 @dataclass
 class BruteResult:
+    """The optimum the exhaustive search found, and one plan reaching it (no offsets)."""
+
     traffic: int  # total L + S bytes
     spill_traffic: int  # traffic minus compulsory (inputs/weights loaded once, outputs stored once)
     steps: int  # L, R and S stages (frees not counted)

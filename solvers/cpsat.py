@@ -79,6 +79,7 @@ class Reporter(cp_model.CpSolverSolutionCallback):
         self.lock = threading.Lock()
 
     def on_solution_callback(self) -> None:
+        """CP-SAT found a better solution: report it."""
         with self.lock:
             self.incumbent = self.scale(self.objective_value)
             if self.progress is not None:
@@ -86,6 +87,7 @@ class Reporter(cp_model.CpSolverSolutionCallback):
                 self.progress(Progress(self.name, self.incumbent, bound, self.timer.elapsed, self.phase))
 
     def on_bound(self, bound: float) -> None:
+        """CP-SAT proved a better bound: report it."""
         with self.lock:
             if self.progress is not None:
                 self.progress(Progress(self.name, self.incumbent, self.scale(bound), self.timer.elapsed, "bound"))

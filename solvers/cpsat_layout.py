@@ -58,6 +58,7 @@ def _align(n: int, a: int) -> int:
 
 
 def raw_arena(intervals: Sequence[Interval], offsets: dict[str, int]) -> int:
+    """The arena offsets give, in raw bytes: the top of the highest non-empty residency."""
     return max((offsets[iv.key] + iv.size for iv in intervals if iv.size > 0), default=0)
 
 

@@ -44,6 +44,8 @@ from planner.target import Target
 
 @dataclass
 class OrderModel:
+    """Handles into a CP-SAT model built by `build_order_model` (other models extend it)."""
+
     pos: dict[str, cp_model.IntVar]
     intervals: dict[int, cp_model.IntervalVar]  # item index -> interval
     capacity: cp_model.IntVar  # aligned peak P

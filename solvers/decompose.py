@@ -23,6 +23,8 @@ from planner.target import Target
 
 @dataclass
 class Segment:
+    """A window of the graph as a graph of its own, with what lives across it as background."""
+
     graph: Graph  # the segment's ops; kinds encode lifetimes relative to the segment
     background: int  # bytes (aligned) live throughout the segment, from outside it
     background_raw: int  # the same in raw bytes (for bounds on the simulator's metrics)
@@ -122,6 +124,8 @@ SegmentSolver = Callable[[Graph, Target, float], tuple[list[str], int, int, bool
 
 @dataclass
 class StitchResult:
+    """The stitched order of every segment and what the segments proved about it."""
+
     order: list[str]
     bound_raw: int  # proven lower bound on the whole graph's peak (raw bytes)
     proven: bool  # every segment solved to optimality with exact cuts

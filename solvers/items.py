@@ -41,6 +41,7 @@ class Item:
 
 
 def lifetime_items(graph: Graph, target: Target) -> list[Item]:
+    """The tensors that occupy L1, grouped by lifetime definition (one `Item` per group)."""
     groups: dict[tuple, list[str]] = {}
     for t in graph.tensors.values():
         uses = tuple(dict.fromkeys(graph.consumers[t.name]))

@@ -91,9 +91,11 @@ class Clock:
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the clock started."""
         return self.timer.elapsed
 
     def left(self) -> float:
+        """Seconds left of the limit."""
         return self.limit - self.timer.elapsed
 
     def until(self, share: float) -> float:
@@ -123,9 +125,11 @@ class NoSpill:
 
     @property
     def ops(self) -> int:
+        """Number of ops of the graph planned."""
         return len(self.graph.ops)
 
     def report(self, note: str, incumbent: int | None = None) -> None:
+        """Tell the progress display what the phase is doing."""
         self.options.report(Progress("auto", incumbent, self.bound, self.clock.elapsed, note))
 
     def adopt(self, order: list[str], peak: int | None = None) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class SolverSpec:
+    """A solver users can name: where its function lives and what it can do."""
+
     name: str
     target: str  # "module:function", imported lazily so `planner solvers` stays instant
     description: str
@@ -16,6 +18,7 @@ class SolverSpec:
     spills: bool = False  # can plan below the no-spill arena
 
     def load(self) -> Callable:
+        """The solver function (imports its module now, not at start-up)."""
         mod, fn = self.target.split(":")
         return getattr(importlib.import_module(f"planner.solvers.{mod}"), fn)
 
@@ -99,7 +102,7 @@ SOLVERS: dict[str, SolverSpec] = {
 
 
 class UnknownSolver(ValueError):
-    pass
+    """A solver name that is not in the registry (the message lists the known ones)."""
 
 
 def get_solver(name: str) -> Callable:

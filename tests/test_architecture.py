@@ -91,7 +91,14 @@ if __name__ == "__main__":  # the longest functions, for the issue note
 # simulate -> (execute | export | report); the CLI sits on top and nothing imports it
 CORE = ("planner.graph", "planner.target", "planner.plan", "planner.bounds", "planner.replay", "planner.simulate")
 FORBIDDEN = {
-    "core": ("planner.solvers", "planner.models", "planner.commands", "planner.cli", "planner.execute", "planner.export"),
+    "core": (
+        "planner.solvers",
+        "planner.models",
+        "planner.commands",
+        "planner.cli",
+        "planner.execute",
+        "planner.export",
+    ),
     "planner.solvers": ("planner.models", "planner.commands", "planner.cli", "planner.execute", "planner.export"),
     "planner.models": ("planner.solvers", "planner.commands", "planner.cli", "planner.execute", "planner.export"),
 }

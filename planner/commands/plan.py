@@ -13,6 +13,7 @@ from planner.solvers.registry import get_solver
 
 
 def register(sub) -> None:
+    """Add `planner plan` to the subcommands."""
     p = sub.add_parser("plan", help="plan a model's memory (order, arena layout, spills)")
     add_model_args(p)
     add_target_args(p)
@@ -25,6 +26,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Plan, write the plan file, print the summary (or --json)."""
     graph = load_graph(args)
     target = make_target(args)
     solve = get_solver(args.solver)

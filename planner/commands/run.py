@@ -32,6 +32,7 @@ from planner.target import format_bytes
 
 
 def register(sub) -> None:
+    """Add `planner run` to the subcommands."""
     p = sub.add_parser(
         "run",
         help="execute a plan and check its outputs: ONNX in a numpy arena vs onnxruntime, TFLite in TFLite Micro vs the original model",
@@ -107,6 +108,7 @@ def _plan_shape_conflict(vi, shape: tuple[int, ...]) -> str | None:
 
 
 def run(args) -> int:
+    """Execute a plan (ONNX: numpy arena vs onnxruntime; TFLite: TFLM vs the original)."""
     from planner.models.zoo import load_model
 
     if args.rtol < 0 or args.atol < 0:
@@ -221,6 +223,7 @@ def _run_tflite(args, plan, path: Path) -> int:
 
 
 def print_report(r: ExecutionReport, con: Console) -> None:
+    """The executor's report as two tables and a verdict line."""
     t = Table(
         title=f"{r.model}: plan by {r.solver} executed in a numpy arena vs onnxruntime "
         f"(rtol {r.rtol:g}, atol {r.atol:g})"

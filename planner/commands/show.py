@@ -14,6 +14,7 @@ from planner.simulate import simulate
 
 
 def register(sub) -> None:
+    """Add `planner show` to the subcommands."""
     p = sub.add_parser("show", help="re-check a plan file with the simulator and print its summary")
     p.add_argument("plan", help="plan file (planner.plan v1 JSON)")
     p.add_argument("--stages", action="store_true", help="also list every stage")
@@ -22,6 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Replay a plan file; exit 1 if it breaks a rule or its metrics are not the replay's."""
     plan = read_plan(args.plan)
     sim = simulate(plan.graph, plan.target, plan.stages)
     if sim.violations:

@@ -10,11 +10,13 @@ from planner.target import PRESETS, format_bytes
 
 
 def register(sub) -> None:
+    """Add `planner solvers` to the subcommands."""
     p = sub.add_parser("solvers", help="list solvers and board presets")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    """Print the solver registry and the board presets."""
     t = Table(title="solvers")
     for c in ("name", "exact", "spills", "description"):
         t.add_column(c)

@@ -76,10 +76,12 @@ def _by_size(items: Sequence[Interval]) -> list[Interval]:
 
 
 def first_fit(items: Sequence[Interval]) -> Layout:
+    """TFLite Micro's GreedyMemoryPlanner: largest first, the lowest gap that fits."""
     return _place_in_order(_by_size(items), _first_fit_offset)
 
 
 def best_fit(items: Sequence[Interval]) -> Layout:
+    """TFLite's greedy by size: largest first, the smallest gap that fits."""
     return _place_in_order(_by_size(items), _best_fit_offset)
 
 
@@ -114,6 +116,7 @@ def naive(items: Sequence[Interval]) -> Layout:
 
 
 def arena_of(items: Sequence[Interval], layout: Layout) -> int:
+    """The top of the highest residency of a layout (sizes as the intervals give them)."""
     return max((layout[iv.key] + iv.size for iv in items), default=0)
 
 
