@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from planner.graph import Graph, Tensor
-from planner.plan import Plan, plan_mismatch
+from planner.plan import Plan, Stage, plan_mismatch
 from planner.simulate import check
 
 # Float outputs agree when |ours - ref| <= atol + rtol * |ref| elementwise (numpy.isclose).
@@ -70,6 +70,7 @@ def np_dtype(dtype: str | None) -> np.dtype:
 
 
 def onnx_elem_type(dtype: np.dtype) -> int:
+    """The ONNX element type of a numpy dtype (for the one-node models' value infos)."""
     return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
@@ -350,6 +351,8 @@ def reference_outputs(
 # -- the report -------------------------------------------------------------------------------
 @dataclass
 class OutputCheck:
+    """One graph output of ours against onnxruntime's: the error and the verdict."""
+
     name: str
     shape: tuple[int, ...]
     dtype: str
@@ -360,6 +363,9 @@ class OutputCheck:
 
 @dataclass
 class ExecutionReport:
+    """What a run measured, next to what the plan claims and to onnxruntime's outputs: the
+    end-to-end evidence that a plan is sound (`ok`)."""
+
     model: str
     solver: str
     outputs: dict[str, np.ndarray] = field(repr=False)
@@ -387,10 +393,12 @@ class ExecutionReport:
 
     @property
     def outputs_match(self) -> bool:
+        """Every output agrees with onnxruntime's."""
         return all(c.match for c in self.checks)
 
     @property
     def metrics_match(self) -> bool:
+        """The measured peak, arena top and traffic are the simulator's."""
         return (
             self.peak_l1_bytes == self.planned_peak_l1_bytes
             and self.arena_touched_bytes == self.planned_arena_bytes
@@ -399,17 +407,21 @@ class ExecutionReport:
 
     @property
     def ok(self) -> bool:
+        """Outputs and metrics both agree."""
         return self.outputs_match and self.metrics_match
 
     @property
     def max_abs(self) -> float:
+        """The largest absolute error over all outputs."""
         return max((c.max_abs for c in self.checks), default=0.0)
 
     @property
     def max_rel(self) -> float:
+        """The largest relative error over all outputs."""
         return max((c.max_rel for c in self.checks), default=0.0)
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data (for `planner run --json` and experiments)."""
         return {
             "model": self.model,
             "solver": self.solver,
@@ -497,6 +509,136 @@ def _graph_has_nodes(graph: Graph) -> bool:
     return all("node" in o.attrs for o in graph.ops)
 
 
+def _arena_top(plan: Plan, graph: Graph) -> int:
+    """Bytes of the L1 array: the planned top, grown if an (unchecked) plan places something
+    higher, so that a wrong offset corrupts a neighbour (as on a device) instead of failing."""
+    top = plan.metrics.arena_bytes
+    for s in plan.stages:
+        if s.kind == "L" and s.name in graph.tensors and isinstance(s.offset, int):
+            top = max(top, s.offset + graph.tensors[s.name].bytes)
+        elif s.kind == "R" and s.offsets:
+            for t, off in s.offsets.items():
+                if t in graph.tensors and isinstance(off, int):
+                    top = max(top, off + graph.tensors[t].bytes)
+    return top
+
+
+class _PlanRun:
+    """One plan's stages acting literally on real bytes (module docstring): the L1 array, the
+    LLB store, and what is measured on the way (resident bytes, touched top, copied bytes).
+
+    Exists so that each stage kind is one method and `Executor.run` only drives and reports.
+    """
+
+    def __init__(
+        self, graph: Graph, top: int, llb: dict[str, np.ndarray], in_place: bool, kernel: Callable[[str], Kernel]
+    ):
+        self.graph = graph
+        self.arena = np.zeros(top, dtype=np.uint8)
+        self.llb = llb
+        self.in_place = in_place
+        self.kernel = kernel
+        self.resident: dict[str, tuple[int, np.ndarray]] = {}
+        self.resident_now = 0
+        self.timeline: list[int] = []
+        self.touched = 0
+        self.loaded = self.stored = 0
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.stage_kinds = {"L": self.load, "R": self.run, "S": self.store, "F": self.free}
+
+    def stage(self, i: int, s: Stage) -> None:
+        """Apply stage `s` (timestep `i`) and record the resident bytes after it."""
+        act = self.stage_kinds.get(s.kind)
+        if act is None:
+            raise ExecutionError(f"step {i}: unknown stage {s.kind!r}")
+        act(i, s)
+        self.timeline.append(self.resident_now)
+
+    def view(self, t: Tensor, off: int, like: np.ndarray | None = None) -> np.ndarray:
+        """t's typed view into the arena at `off` (its shape from the graph, or from `like`)."""
+        arena = self.arena
+        if off < 0 or off + t.bytes > arena.size:
+            raise ExecutionError(f"{t.name} at [{off}, {off + t.bytes}) is outside the arena of {arena.size} B")
+        dt = np_dtype(t.dtype) if t.dtype is not None else (like.dtype if like is not None else np.uint8)
+        shape = tuple(t.shape) if t.shape is not None else self.shapes.get(t.name)
+        if shape is None and like is not None:
+            shape = tuple(like.shape)
+        if shape is None:
+            raise ExecutionError(f"tensor {t.name!r} has no shape")
+        if int(np.prod(shape, dtype=np.int64)) * dt.itemsize != t.bytes:
+            raise ExecutionError(f"tensor {t.name!r}: shape {shape} x {dt} is not its planned {t.bytes} B")
+        self.shapes[t.name] = shape
+        self.touched = max(self.touched, off + t.bytes)
+        return arena[off : off + t.bytes].view(dt).reshape(shape)
+
+    @staticmethod
+    def put(dst: np.ndarray, src: np.ndarray, what: str) -> None:
+        """Write `src` into the view `dst` (same shape and dtype, or an error naming `what`)."""
+        src = np.asarray(src)
+        if src.shape != dst.shape:
+            raise ExecutionError(f"{what}: value has shape {src.shape}, its planned view has {dst.shape}")
+        if src.dtype != dst.dtype:
+            raise ExecutionError(f"{what}: value has dtype {src.dtype}, its planned view has {dst.dtype}")
+        dst[...] = src
+
+    def load(self, i: int, s: Stage) -> None:
+        """`L t`: copy t's LLB bytes into its view."""
+        t = self.graph.tensors[s.name]
+        if s.name not in self.llb:
+            raise ExecutionError(f"step {i}: L {s.name}: no LLB copy")
+        v = self.view(t, s.offset, self.llb[s.name])
+        self.put(v, self.llb[s.name], f"step {i}: L {s.name}")
+        self.resident[s.name] = (s.offset, v)
+        self.resident_now += t.bytes
+        self.loaded += t.bytes
+
+    def run(self, i: int, s: Stage) -> None:
+        """`R o`: run o's kernel on its input views, write every output into its view."""
+        g = self.graph
+        op = g.op(s.name)
+        k = self.kernel(s.name)
+        results = k(self.feeds(i, s, k))
+        offs = s.offsets or {}
+        for t_name, r in zip(op.outputs, results, strict=True):
+            if t_name not in offs:
+                raise ExecutionError(f"step {i}: R {s.name}: no offset for output {t_name!r}")
+            v = self.view(g.tensors[t_name], offs[t_name], r)
+            self.put(v, r, f"step {i}: R {s.name} -> {t_name}")
+            self.resident[t_name] = (offs[t_name], v)
+            self.resident_now += g.tensors[t_name].bytes
+
+    def feeds(self, i: int, s: Stage, k: Kernel) -> dict[str, np.ndarray]:
+        """The kernel's inputs: resident views (in-place weights from LLB)."""
+        vals: dict[str, np.ndarray] = {}
+        for n in k.feeds:
+            if n in self.resident:
+                off, v = self.resident[n]
+                self.touched = max(self.touched, off + self.graph.tensors[n].bytes)
+                # a kernel may need aligned memory: copy only if the view is not aligned
+                vals[n] = v if v.flags.aligned else v.copy()
+            elif self.in_place and self.graph.tensors[n].kind == "weight":
+                vals[n] = self.llb[n]
+            else:
+                raise ExecutionError(f"step {i}: R {s.name}: input {n!r} is not resident in L1")
+        return vals
+
+    def store(self, i: int, s: Stage) -> None:
+        """`S t`: copy t's view out to LLB."""
+        if s.name not in self.resident:
+            raise ExecutionError(f"step {i}: S {s.name}: not resident")
+        off, v = self.resident[s.name]
+        self.touched = max(self.touched, off + self.graph.tensors[s.name].bytes)
+        self.llb[s.name] = v.copy()
+        self.stored += self.graph.tensors[s.name].bytes
+
+    def free(self, i: int, s: Stage) -> None:
+        """`F t`: drop t's view (its bytes stay until a later tensor overwrites them)."""
+        if s.name not in self.resident:
+            raise ExecutionError(f"step {i}: F {s.name}: not resident")
+        del self.resident[s.name]
+        self.resident_now -= self.graph.tensors[s.name].bytes
+
+
 class Executor:
     """A model ready to run plans: its graph, weight values and per-op kernels (cached).
 
@@ -547,11 +689,13 @@ class Executor:
 
     # -- pieces ------------------------------------------------------------------------------
     def weights(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every weight's value, computed once (the LLB's initial contents with the inputs)."""
         if self._weights is None:
             self._weights = weight_values(self.model, self.graph, inputs, self._prefolded)
         return self._weights
 
     def kernel(self, op: str) -> Kernel:
+        """The kernel of `op`, built on first use and cached for every later plan."""
         k = self.kernels.get(op)
         if k is None:
             t0 = time.perf_counter()
@@ -563,6 +707,7 @@ class Executor:
     def reference(
         self, inputs: Mapping[str, np.ndarray], repeat: int = 3
     ) -> tuple[dict[str, np.ndarray], float, float]:
+        """onnxruntime's outputs for `inputs` (outputs, build s, run s), cached for the last inputs."""
         key = b"".join(n.encode() + np.ascontiguousarray(inputs[n]).tobytes() for n in sorted(inputs))
         if key not in self._ref_cache:
             g = self.graph
@@ -573,6 +718,8 @@ class Executor:
         return self._ref_cache[key]
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inputs as C-contiguous arrays of the graph's dtypes and shapes (or an error
+        that says how to pin the shapes the plan was made for)."""
         out = {}
         for n in self.graph.inputs:
             if n not in inputs:
@@ -604,6 +751,8 @@ class Executor:
         atol: float = DEFAULT_ATOL,
         reference: bool = True,
     ) -> ExecutionReport:
+        """Execute `plan` on `inputs` (checked by the simulator first unless `unchecked`) and
+        report what was measured next to the plan's metrics and onnxruntime's outputs."""
         g = self.graph
         if plan.graph is not g:
             mismatch = plan_mismatch(plan, g)
@@ -613,108 +762,35 @@ class Executor:
             check(plan)  # raises PlanError naming the broken rules
         inputs = self.check_inputs(inputs)
         weights = self.weights(inputs)
-        in_place = plan.target.weights == "in_place"
-
-        # arena: the planned top, grown if an (unchecked) plan places something higher
-        top = plan.metrics.arena_bytes
-        for s in plan.stages:
-            if s.kind == "L" and s.name in g.tensors and isinstance(s.offset, int):
-                top = max(top, s.offset + g.tensors[s.name].bytes)
-            elif s.kind == "R" and s.offsets:
-                for t, off in s.offsets.items():
-                    if t in g.tensors and isinstance(off, int):
-                        top = max(top, off + g.tensors[t].bytes)
-        arena = np.zeros(top, dtype=np.uint8)
         llb: dict[str, np.ndarray] = {**inputs, **{n: weights[n] for n in g.weights if n in weights}}
-        resident: dict[str, tuple[int, np.ndarray]] = {}
-        resident_now = 0
-        timeline: list[int] = []
-        touched = 0
-        loaded = stored = 0
-        shapes: dict[str, tuple[int, ...]] = {}
-
-        def view(t: Tensor, off: int, like: np.ndarray | None = None) -> np.ndarray:
-            nonlocal touched
-            if off < 0 or off + t.bytes > arena.size:
-                raise ExecutionError(f"{t.name} at [{off}, {off + t.bytes}) is outside the arena of {arena.size} B")
-            dt = np_dtype(t.dtype) if t.dtype is not None else (like.dtype if like is not None else np.uint8)
-            shape = tuple(t.shape) if t.shape is not None else shapes.get(t.name)
-            if shape is None and like is not None:
-                shape = tuple(like.shape)
-            if shape is None:
-                raise ExecutionError(f"tensor {t.name!r} has no shape")
-            if int(np.prod(shape, dtype=np.int64)) * dt.itemsize != t.bytes:
-                raise ExecutionError(f"tensor {t.name!r}: shape {shape} x {dt} is not its planned {t.bytes} B")
-            shapes[t.name] = shape
-            touched = max(touched, off + t.bytes)
-            return arena[off : off + t.bytes].view(dt).reshape(shape)
-
-        def put(dst: np.ndarray, src: np.ndarray, what: str) -> None:
-            src = np.asarray(src)
-            if src.shape != dst.shape:
-                raise ExecutionError(f"{what}: value has shape {src.shape}, its planned view has {dst.shape}")
-            if src.dtype != dst.dtype:
-                raise ExecutionError(f"{what}: value has dtype {src.dtype}, its planned view has {dst.dtype}")
-            dst[...] = src
-
+        state = _PlanRun(g, _arena_top(plan, g), llb, plan.target.weights == "in_place", self.kernel)
         for s in plan.stages:  # build kernels first so run time is kernels + copies only
             if s.kind == "R" and s.name in g.op_index:
                 self.kernel(s.name)
         t_start = time.perf_counter()
         for i, s in enumerate(plan.stages):
-            if s.kind == "L":
-                t = g.tensors[s.name]
-                if s.name not in llb:
-                    raise ExecutionError(f"step {i}: L {s.name}: no LLB copy")
-                v = view(t, s.offset, llb[s.name])
-                put(v, llb[s.name], f"step {i}: L {s.name}")
-                resident[s.name] = (s.offset, v)
-                resident_now += t.bytes
-                loaded += t.bytes
-            elif s.kind == "R":
-                op = g.op(s.name)
-                k = self.kernel(s.name)
-                vals: dict[str, np.ndarray] = {}
-                for n in k.feeds:
-                    if n in resident:
-                        _, v = resident[n]
-                        touched = max(touched, resident[n][0] + g.tensors[n].bytes)
-                        # a kernel may need aligned memory: copy only if the view is not aligned
-                        vals[n] = v if v.flags.aligned else v.copy()
-                    elif in_place and g.tensors[n].kind == "weight":
-                        vals[n] = llb[n]
-                    else:
-                        raise ExecutionError(f"step {i}: R {s.name}: input {n!r} is not resident in L1")
-                results = k(vals)
-                offs = s.offsets or {}
-                for t_name, r in zip(op.outputs, results, strict=True):
-                    if t_name not in offs:
-                        raise ExecutionError(f"step {i}: R {s.name}: no offset for output {t_name!r}")
-                    v = view(g.tensors[t_name], offs[t_name], r)
-                    put(v, r, f"step {i}: R {s.name} -> {t_name}")
-                    resident[t_name] = (offs[t_name], v)
-                    resident_now += g.tensors[t_name].bytes
-            elif s.kind == "S":
-                if s.name not in resident:
-                    raise ExecutionError(f"step {i}: S {s.name}: not resident")
-                off, v = resident[s.name]
-                touched = max(touched, off + g.tensors[s.name].bytes)
-                llb[s.name] = v.copy()
-                stored += g.tensors[s.name].bytes
-            elif s.kind == "F":
-                if s.name not in resident:
-                    raise ExecutionError(f"step {i}: F {s.name}: not resident")
-                del resident[s.name]
-                resident_now -= g.tensors[s.name].bytes
-            else:
-                raise ExecutionError(f"step {i}: unknown stage {s.kind!r}")
-            timeline.append(resident_now)
+            state.stage(i, s)
         t_run = time.perf_counter() - t_start
+        return self._report(plan, inputs, state, t_run, rtol, atol, reference, checked=not unchecked)
 
-        missing = [o for o in g.outputs if o not in llb]
+    def _report(
+        self,
+        plan: Plan,
+        inputs: Mapping[str, np.ndarray],
+        state: _PlanRun,
+        t_run: float,
+        rtol: float,
+        atol: float,
+        reference: bool,
+        checked: bool,
+    ) -> ExecutionReport:
+        """The measurements of a finished run next to the plan's metrics and (if `reference`)
+        onnxruntime's outputs for the same inputs."""
+        g = self.graph
+        missing = [o for o in g.outputs if o not in state.llb]
         if missing:
             raise ExecutionError(f"graph outputs never stored: {', '.join(missing)}")
-        ours = {o: llb[o] for o in g.outputs}
+        ours = {o: state.llb[o] for o in g.outputs}
         checks: list[OutputCheck] = []
         ort_build = ort_run = 0.0
         if reference:
@@ -728,12 +804,12 @@ class Executor:
             solver=plan.solver.name,
             outputs=ours,
             checks=checks,
-            peak_l1_bytes=max(timeline, default=0),
-            arena_touched_bytes=touched,
-            traffic_bytes=loaded + stored,
-            loaded_bytes=loaded,
-            stored_bytes=stored,
-            resident_bytes=timeline,
+            peak_l1_bytes=max(state.timeline, default=0),
+            arena_touched_bytes=state.touched,
+            traffic_bytes=state.loaded + state.stored,
+            loaded_bytes=state.loaded,
+            stored_bytes=state.stored,
+            resident_bytes=state.timeline,
             planned_peak_l1_bytes=plan.metrics.peak_l1_bytes,
             planned_arena_bytes=plan.metrics.arena_bytes,
             planned_traffic_bytes=plan.metrics.traffic_bytes,
@@ -744,7 +820,7 @@ class Executor:
             backends=backends,
             rtol=rtol,
             atol=atol,
-            checked=not unchecked,
+            checked=checked,
         )
 
 

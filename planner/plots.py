@@ -51,15 +51,15 @@ def compare_figure(
 def _layout_axes(ax, plan: Plan, title: str) -> None:
     sim = simulate(plan.graph, plan.target, plan.stages)
     cmap = plt.get_cmap("tab20")
-    for i, (t, off, size, a, b) in enumerate(sim.residencies):
-        kind = plan.graph.tensors[t].kind
+    for i, r in enumerate(sim.residencies):
+        x = plan.graph.tensors[r.tensor]
         ax.add_patch(
             Rectangle(
-                (a, off / KiB),
-                max(b - a, 0.5),
-                size / KiB,
+                (r.start, r.offset / KiB),
+                max(r.end - r.start, 0.5),
+                x.bytes / KiB,
                 facecolor=cmap(i % 20),
-                edgecolor="k" if kind != "activation" else "none",
+                edgecolor="k" if x.kind != "activation" else "none",
                 linewidth=0.3,
                 alpha=0.85,
             )

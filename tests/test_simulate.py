@@ -184,3 +184,49 @@ def test_overlap_detection_matches_brute_force(n, seed, pick, shift):
     stages[i] = Stage("R", s.name, offsets={**s.offsets, out: max(0, s.offsets[out] + shift)})
     sim = simulate(g, t, stages)
     assert any("overlaps" in v for v in sim.violations) == _brute_force_overlap(g, stages)
+
+
+def test_rule_methods_run_alone_on_a_crafted_state():
+    """Each rule of DESIGN §1 is one Simulator method: it can be called on a state built by
+    hand, reports its message and says whether the rule holds (how a new rule is tested)."""
+    from planner.simulate import Simulator
+
+    sim = Simulator(G, T)
+    sim.make_resident(0, "x", 0)  # x occupies [0, 32)
+    assert sim.check_no_overlap(1, "y", 32) and not sim.violations
+    assert not sim.check_no_overlap(1, "y", 16)
+    assert sim.violations == ["step 1: y at [16, 80) overlaps x at [0, 32)"]
+    # outputs of the same R stage are checked against each other too
+    assert not Simulator(G, T).check_no_overlap(2, "z", 0, pending=[(16, 48, "q")])
+
+    sim = Simulator(G, T)
+    assert not sim.check_aligned(3, "y", 40) and not sim.check_in_budget(3, "y", 224)
+    assert not sim.check_offset_valid(3, "y", -16) and sim.check_offset_valid(3, "y", 0)
+    assert sim.violations == [
+        "step 3: y offset 40 is not a multiple of the alignment 16",
+        "step 3: y at [224, 288) exceeds the L1 budget of 256 bytes",
+        "step 3: y has invalid offset -16",
+    ]
+
+    sim = Simulator(G, T)
+    sim.make_resident(0, "y", 32)
+    assert not sim.check_free_keeps_data(4, "y")  # b has not run and y has no LLB copy
+    sim.llb.add("y")
+    assert sim.check_free_keeps_data(4, "y")
+    assert not sim.check_inputs_resident(5, G.op("a"))  # x is in LLB only; w is read in place
+    assert not sim.check_outputs_stored(7)
+    assert sim.violations == [
+        "step 4: F y loses data still needed by b",
+        "step 5: R a: input x is not resident in L1 (in LLB only)",
+        "step 7: graph output z is never stored to LLB",
+    ]
+
+
+def test_residencies_match_the_replay():
+    """The simulator's residencies of a valid plan are the unchecked replay's (one notion of
+    'what is resident when'), with the planned offsets."""
+    from planner.replay import Residency, residencies
+
+    sim = simulate(G, T, GOOD)
+    assert sim.residencies == residencies(G, GOOD)
+    assert sim.residencies[0] == Residency("x", 0, 2, 0)

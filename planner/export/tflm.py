@@ -199,7 +199,8 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> Ex
 
     # One residency per tensor, at one offset (TFLM gives each tensor one buffer).
     planned: dict[str, int] = {}
-    for t, off, _nbytes, _a, _b in sim.residencies:
+    for r in sim.residencies:
+        t, off = r.tensor, r.offset
         if t in info.control:
             continue
         if t in planned and planned[t] != off:
