@@ -594,6 +594,7 @@ def _needed(a: _Analysis) -> tuple[list[int], dict[int, list[str]], set[str]]:
 
 def load_onnx(
     path: str | os.PathLike,
+    *,
     input_shapes: Mapping[str, Iterable[int]] | None = None,
     dims: Mapping[str, int] | None = None,
     input_values: Mapping[str, object] | None = None,

@@ -37,6 +37,8 @@ indices; the exporter re-imports the original model to re-derive the very same m
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,9 +198,25 @@ class TfliteInfo:
     control: set[str] = field(default_factory=set)  # zero-byte ordering tensors (no index)
 
 
-def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
-    """Import subgraph `subgraph` (0 is the one TFLM invokes) of a .tflite file."""
+def load_tflite(
+    path: str | os.PathLike,
+    *,
+    input_shapes: Mapping[str, Iterable[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
+    input_values: Mapping[str, object] | None = None,
+    subgraph: int = 0,
+) -> Graph:
+    """Import subgraph `subgraph` (0 is the one TFLM invokes) of a .tflite file.
+
+    The signature every importer shares (:mod:`planner.models.importers`). TFLite shapes
+    are static, so pins are refused with a ``ModelError`` rather than ignored;
+    ``input_values`` are accepted and unused (no shape here depends on a value).
+    """
     path = Path(path)
+    if input_shapes or dims:
+        raise TfliteModelError(
+            f"{path.name}: the TFLite importer takes no --input-shape / --dim (TFLite shapes are static)"
+        )
     model, data = read_model(path)
     if not 0 <= subgraph < len(model.subgraphs):
         raise TfliteModelError(f"{path.name}: no subgraph {subgraph} (model has {len(model.subgraphs)})")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelError
+from .importers import load_file
 
 __all__ = ["ZooEntry", "ZOO", "ZooError", "locate", "load_model", "BUNDLED_DIR"]
 
@@ -305,10 +306,12 @@ def load_model(
     input_shapes: Mapping[str, Iterable[int]] | None = None,
     dims: Mapping[str, int] | None = None,
 ):
-    """A Graph from a zoo name or a model file path (``.onnx`` or ``.tflite``).
+    """A Graph from a zoo name, a generated-graph name or a model file path.
 
-    For zoo names the entry's default pins apply; ``input_shapes`` / ``dims`` given here
-    override them entry by entry.
+    The one entry point the CLI and the experiments use, so a name means the same model
+    everywhere. Files go through the importer registered for their suffix
+    (:func:`planner.models.importers.load_file`). For zoo names the entry's default pins
+    apply; ``input_shapes`` / ``dims`` given here override them entry by entry.
     """
     values: Mapping[str, object] = {}
     if isinstance(name_or_path, str) and (gen := generated(name_or_path)) is not None:
@@ -328,25 +331,7 @@ def load_model(
             and "." not in name_or_path
         ):
             raise ZooError(f"{name_or_path!r} is neither a zoo model nor a file; zoo models: {', '.join(ZOO)}")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        from .onnx import load_onnx
-
-        return load_onnx(path, input_shapes or None, dims or None, input_values=values or None)
-    if suffix == ".tflite":
-        try:
-            from .tflite import load_tflite
-        except ImportError:
-            raise ModelError(f"{path.name}: the TFLite importer (planner.models.tflite) is not available yet") from None
-        if input_shapes or dims:
-            try:
-                return load_tflite(path, input_shapes=input_shapes or None, dims=dims or None)
-            except TypeError:
-                raise ModelError(
-                    f"{path.name}: the TFLite importer takes no --input-shape / --dim (TFLite shapes are static)"
-                ) from None
-        return load_tflite(path)
-    raise ModelError(f"{path.name}: unknown model format {suffix or '(no extension)'!r}; expected .onnx or .tflite")
+    return load_file(path, input_shapes=input_shapes or None, dims=dims or None, input_values=values or None)
 
 
 def import_table(names: Iterable[str] | None = None) -> list[dict]:
