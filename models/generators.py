@@ -63,6 +63,8 @@ def random_dag(
 
 
 def chain(n_ops: int, seed: int = 0, size_range: tuple[int, int] = (16, 4096)) -> Graph:
+    """A straight line of n_ops ops with random tensor sizes: the case where order is fixed
+    and only layout (and spilling) matter, and where exact solvers must scale."""
     rng = random.Random(seed)
     tensors = [Tensor("x", _size(rng, *size_range), "input")]
     ops = []

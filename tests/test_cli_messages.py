@@ -181,3 +181,21 @@ def test_closed_stdout_exits_quietly(args, tmp_path):
     p.stderr.close()
     assert p.wait(timeout=120) == 0, err
     assert err == ""
+
+
+# --- importers: one line for a format nobody registered, and for pins TFLite cannot take ----
+
+
+def test_model_format_messages(tmp_path, capsys):
+    assert main(["plan", str(tmp_path / "net.pb")]) == 2
+    assert capsys.readouterr().err == "planner: error: net.pb: unknown model format '.pb'; expected .onnx or .tflite\n"
+    from planner.models.zoo import is_available
+
+    if not is_available("sine_float"):
+        pytest.skip("sine_float (tflite-micro wheel) not installed")
+    for flag in (["--input-shape", "x=1x1"], ["--dim", "batch=1"]):
+        assert main(["plan", "sine_float", *flag]) == 2
+        assert capsys.readouterr().err == (
+            "planner: error: sine_float.tflite: the TFLite importer takes no --input-shape / --dim "
+            "(TFLite shapes are static)\n"
+        )

@@ -75,6 +75,27 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
 def run(args) -> int:
     graph = load_graph(args)
     base_target = make_target(args)
+    names, targets = _solvers_and_targets(args, base_target)
+    rows: list[Row] = []
+    with live_progress(not (args.quiet or args.json)) as cb:
+        for target in targets:
+            for n in names:
+                rows.append(_run_one(n, graph, target, args, cb))
+    extra = _tflm_row(args, graph) if not args.budgets else None
+    lower = _lower_bound(graph, base_target, names, rows)
+    dicts = _dicts(rows, lower, extra)
+    _write_files(args, graph, rows, dicts, lower)
+    if args.json:
+        json.dump({"model": graph.name, "lower_bound_bytes": lower, "rows": dicts}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    _print_table(args, graph, dicts, lower)
+    return 0
+
+
+def _solvers_and_targets(args, base_target) -> tuple[list[str], list]:
+    """The solvers to run (default: the no-spill ones, or auto + the spill ones for a sweep)
+    and the targets (one per --budgets entry, else the one the flags describe)."""
     if args.budgets:
         budgets = [parse_size(b) for b in args.budgets.split(",") if b.strip()]
         names = args.solvers.split(",") if args.solvers else ["auto"] + [s.name for s in SOLVERS.values() if s.spills]
@@ -85,18 +106,19 @@ def run(args) -> int:
     for n in names:
         if n not in SOLVERS:
             raise CliError(f"unknown solver {n!r}; available: {', '.join(SOLVERS)}")
-    rows: list[Row] = []
-    with live_progress(not (args.quiet or args.json)) as cb:
-        for target in targets:
-            for n in names:
-                rows.append(_run_one(n, graph, target, args, cb))
-    extra = _tflm_row(args, graph) if not args.budgets else None
+    return names, targets
+
+
+def _lower_bound(graph, target, names: list[str], rows: list[Row]) -> int:
+    """The bound every row is held against."""
     # solver bounds hold for no-spill plans (TFLM lifetimes); a spill plan may store an output
     # and free it early, so next to spill solvers only the working-set bound is valid
     spilling = any(SOLVERS[n].spills for n in names)
-    lower = max(
-        [working_set_bound(graph, base_target)] + ([] if spilling else [r.plan.solver.bound for r in rows if r.plan])
-    )
+    return max([working_set_bound(graph, target)] + ([] if spilling else [r.plan.solver.bound for r in rows if r.plan]))
+
+
+def _dicts(rows: list[Row], lower: int, extra: dict | None) -> list[dict]:
+    """One dict per row (the JSON / CSV / table rows), then TFLM's own row if there is one."""
     # "vs best" compares solvers at the same budget: a sweep has one best per budget
     best_at: dict[int | None, int] = {}
     for r in rows:
@@ -110,6 +132,11 @@ def run(args) -> int:
         extra["vs_lower_bound"] = round(head / lower, 4) if head and lower else None
         extra["vs_best"] = round(head / best_arena, 4) if head and best_arena else None
         dicts.append(extra)
+    return dicts
+
+
+def _write_files(args, graph, rows: list[Row], dicts: list[dict], lower: int) -> None:
+    """--csv and --plot."""
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(dicts[0]))
@@ -125,10 +152,9 @@ def run(args) -> int:
             if ok:
                 best = min(ok, key=lambda x: (x[1].metrics.arena_bytes, x[1].metrics.traffic_bytes))
                 compare_figure(ok, best, args.plot, lower)
-    if args.json:
-        json.dump({"model": graph.name, "lower_bound_bytes": lower, "rows": dicts}, sys.stdout)
-        sys.stdout.write("\n")
-        return 0
+
+
+def _print_table(args, graph, dicts: list[dict], lower: int) -> None:
     t = Table(title=f"{graph.name}: {len(graph.ops)} ops, lower bound {format_bytes(lower)} ({lower} B)")
     cols = ["solver", "budget", "arena", "peak", "vs lower bound", "vs best", "traffic", "status", "time"]
     for c in cols:
@@ -153,7 +179,6 @@ def run(args) -> int:
     for path in (args.csv, args.plot):
         if path:
             con.print(f"written {path}")
-    return 0
 
 
 NOTE_AFTER = 40  # statuses longer than this keep a short label in the table and a note under it

@@ -1,14 +1,14 @@
-"""`planner export PLAN --format json|c|tflite [--model in.tflite] -o OUT`."""
+"""`planner export PLAN --format json|c|tflite [--model in.tflite] -o OUT`: a thin shell
+over the exporter registry (`planner.export.EXPORTERS`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from planner.commands.common import CliError
+from planner.export import EXPORTERS, CannotExport, export, options
 from planner.plan import PlanFormatError, read_plan
 from planner.simulate import PlanError
-
-FORMATS = ("json", "c", "tflite")
 
 
 def register(sub) -> None:
@@ -17,7 +17,7 @@ def register(sub) -> None:
         help="write a plan as JSON, a C header, or into a .tflite (TFLite Micro offline memory plan)",
     )
     p.add_argument("plan", help="plan file (planner.plan v1 JSON)")
-    p.add_argument("--format", "-f", choices=FORMATS, default="json", help="output format (default json)")
+    p.add_argument("--format", "-f", choices=list(EXPORTERS), default="json", help="output format (default json)")
     p.add_argument(
         "--model", help="the original .tflite (path or zoo name) the plan was made for (needed for --format tflite)"
     )
@@ -32,43 +32,40 @@ def run(args) -> int:
     except PlanFormatError as e:
         raise CliError(str(e), 2) from None
     out = Path(args.output)
+    opts = _options(args, options(args.format))
     try:
-        if args.format == "json":
-            from planner.export.json import export_json
-
-            export_json(plan, out)
-            print(f"wrote {out} (plan file, arena {plan.metrics.arena_bytes} B)")
-        elif args.format == "c":
-            from planner.export.c_header import export_c_header
-
-            out.write_text(export_c_header(plan, names=not args.no_names))
-            print(f"wrote {out} (C header, {len(plan.stages)} steps, arena {plan.metrics.arena_bytes} B)")
-        else:
-            if not args.model:
-                raise CliError("--format tflite needs --model ORIGINAL.tflite (the model the plan was made for)", 2)
-            from planner.commands.common import model_path
-            from planner.models.zoo import ZooError
-
-            try:
-                model = model_path(args.model)  # a zoo name or a path
-            except ZooError as e:
-                raise CliError(str(e), 2) from None
-            if model.suffix.lower() != ".tflite":
-                raise CliError(f"--model {args.model}: expected a .tflite file or a TFLite zoo name", 2)
-            from planner.export.tflm import ExportError, export_tflite
-            from planner.models.errors import ModelError
-
-            try:
-                rep = export_tflite(plan, model, out)
-            except (ExportError, ModelError) as e:
-                raise CliError(f"cannot export to TFLite: {e}", 2) from None
-            extra = f", {len(rep.demoted)} given back to TFLM" if rep.demoted else ""
-            print(
-                f"wrote {out} (op order + OfflineMemoryAllocation: {rep.planned} tensors planned, "
-                f"arena {rep.arena_bytes} B{extra})"
-            )
+        rep = export(plan, args.format, out, **opts)
+    except CannotExport as e:
+        raise CliError(str(e), 2) from None
     except PlanError as e:
         raise CliError(f"refusing to export an invalid plan: {e}", 2) from None
     except OSError as e:
         raise CliError(f"cannot write {out}: {e.strerror}", 2) from None
+    print(f"wrote {out} ({rep.summary})")
     return 0
+
+
+def _options(args, takes: dict[str, bool]) -> dict:
+    """The flags the chosen exporter takes, as its options."""
+    opts: dict = {}
+    if "names" in takes:
+        opts["names"] = not args.no_names
+    if "model" in takes:
+        opts["model"] = _original_model(args)
+    return opts
+
+
+def _original_model(args) -> Path:
+    """--model as a path (a zoo name or a file): the .tflite the plan was made for."""
+    if not args.model:
+        raise CliError(f"--format {args.format} needs --model ORIGINAL.tflite (the model the plan was made for)", 2)
+    from planner.commands.common import model_path
+    from planner.models.zoo import ZooError
+
+    try:
+        model = model_path(args.model)  # a zoo name or a path
+    except ZooError as e:
+        raise CliError(str(e), 2) from None
+    if model.suffix.lower() != ".tflite":
+        raise CliError(f"--model {args.model}: expected a .tflite file or a TFLite zoo name", 2)
+    return model

@@ -13,5 +13,6 @@ from planner.simulate import check
 
 
 def export_json(plan: Plan, path: str | Path) -> None:
+    """Write `plan` as its plan file, after the simulator has replayed it (`PlanError` if invalid)."""
     check(plan)
     plan.write(path)
