@@ -38,9 +38,11 @@ class TflmCheck:
 
     @property
     def ok(self) -> bool:
+        """Identical outputs and TFLM's arena head within the plan."""
         return self.outputs_equal and self.head_within_plan
 
     def to_dict(self) -> dict:
+        """The check as `run --json` prints it."""
         return {**asdict(self), "head_within_plan": self.head_within_plan, "ok": self.ok}
 
 

@@ -21,6 +21,8 @@ from planner.target import format_bytes, parse_size
 
 @dataclass
 class Row:
+    """One solver's result at one budget (or why it gave none)."""
+
     solver: str
     budget_bytes: int | None
     plan: Plan | None
@@ -28,6 +30,7 @@ class Row:
     note: str = ""
 
     def as_dict(self, lower: int, best: int | None) -> dict:
+        """The row as the table, CSV and --json show it."""
         m = self.plan.metrics if self.plan else None
         return {
             "solver": self.solver,
@@ -45,6 +48,7 @@ class Row:
 
 
 def register(sub) -> None:
+    """Add `planner compare` to the subcommands."""
     p = sub.add_parser("compare", help="run several solvers on a model and compare their plans")
     add_model_args(p, optional=True)
     add_target_args(p)
@@ -73,6 +77,7 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
 
 
 def run(args) -> int:
+    """Run the solvers, print the table, write CSV / figures."""
     graph = load_graph(args)
     base_target = make_target(args)
     names, targets = _solvers_and_targets(args, base_target)

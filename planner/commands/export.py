@@ -12,6 +12,7 @@ from planner.simulate import PlanError
 
 
 def register(sub) -> None:
+    """Add `planner export` to the subcommands."""
     p = sub.add_parser(
         "export",
         help="write a plan as JSON, a C header, or into a .tflite (TFLite Micro offline memory plan)",
@@ -27,6 +28,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Read a plan file and write it in the asked format (the exporter re-checks it)."""
     try:
         plan = read_plan(args.plan)
     except PlanFormatError as e:

@@ -24,7 +24,7 @@ VAR_HANDLE's resource handle in the CALL_ONCE init graph) and entry j holds an o
 it would be pinned on top of subgraph 0's tensor j. The exporter renumbers that
 subgraph's tensors so that every allocated one lands on an index whose entry is -1; where
 no such index exists it gives up the offset of subgraph 0's tensor j (TFLM then places
-that one itself; reported in `ExportReport.demoted`). Either way the file stays correct
+that one itself; reported in `TfliteExport.demoted`). Either way the file stays correct
 whether TFLM reads the entries by local or by global index.
 """
 
@@ -48,7 +48,10 @@ class ExportError(ValueError):
 
 
 @dataclass
-class ExportReport:
+class TfliteExport:
+    """What the TFLite export wrote: how many tensors carry our offsets, how many TFLM
+    still places, the top of the offline plan, and what had to be given back or renumbered."""
+
     planned: int  # tensors of subgraph 0 with an offline offset
     online: int  # tensors TFLM still places itself (all subgraphs)
     arena_bytes: int  # top of the offline plan (raw bytes)
@@ -121,7 +124,7 @@ def _renumber(model, k: int, perm: dict[int, int]) -> None:
                 tm.tensorIndex = perm.get(tm.tensorIndex, tm.tensorIndex)
 
 
-def _fix_local_index_aliasing(model, flat: list[int], index_name: dict[int, str], report: ExportReport) -> None:
+def _fix_local_index_aliasing(model, flat: list[int], index_name: dict[int, str], report: TfliteExport) -> None:
     for k in range(1, len(model.subgraphs)):
         n = len(model.subgraphs[k].tensors or [])
         alloc = {j for j in range(n) if tflm_allocates(model, k, j)}
@@ -179,7 +182,7 @@ def _pack(model) -> bytes:
     return bytes(builder.Output())
 
 
-def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> ExportReport:
+def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> TfliteExport:
     """Write `model_in` with the plan's op order and offline offsets to `model_out`."""
     sim = check(plan)  # raises PlanError: TFLM would not notice an invalid plan
     if plan.spills:
@@ -221,7 +224,7 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> Ex
     flat = [-1] * sum(n_per_sg)
     for t, off in planned.items():
         flat[info.tensor_index[t]] = int(off)
-    report = ExportReport(
+    report = TfliteExport(
         planned=len(planned), online=0, arena_bytes=max((o + plan.graph.size(t) for t, o in planned.items()), default=0)
     )
     index_name = {i: n for n, i in info.tensor_index.items()}
@@ -290,5 +293,6 @@ def read_offline_plan(path: str | Path) -> list[int] | None:
 
 
 def count_offline_entries(path: str | Path) -> int:
+    """How many OfflineMemoryAllocation entries a .tflite has (re-exports must keep one)."""
     model, _ = read_model(path)
     return sum(1 for m in (model.metadata or []) if (m.name or b"") in (METADATA_NAME, METADATA_NAME.encode()))
