@@ -18,6 +18,7 @@ the DAG's width: the number of states is capped (default 2e6) and beyond it `Val
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from planner.graph import Graph
@@ -25,7 +26,7 @@ from planner.plan import Plan
 from planner.solvers.base import Progress, SolveOptions, Timer, proven_plan
 from planner.solvers.cpsat_layout import layout_order
 from planner.solvers.heuristic import heuristic_start
-from planner.solvers.items import forced_live_bounds, lifetime_items
+from planner.solvers.items import Item, forced_live_bounds, lifetime_items
 from planner.solvers.lowering import max_live
 from planner.solvers.reach import Reach
 from planner.target import Target
@@ -49,25 +50,21 @@ class DPResult:
     from_heuristic: bool  # the upper bound was already optimal
 
 
-def run_dp(
-    graph: Graph,
-    target: Target,
-    upper_order: list[str],
-    upper: int,
-    lower: int,
-    state_limit: int,
-    deadline: float | None,
-    timer: Timer,
-    slack_aware: bool = False,
-    background: tuple[int, int] = (0, 0),
-) -> DPResult:
-    items = lifetime_items(graph, target)
-    names = [o.name for o in graph.ops]
+@dataclass
+class _StepTables:
+    """What running each op does to the live bytes (aligned), as bitmask tests on S."""
+
+    pred: list[int]  # predecessors of op i (all must be in S before i runs)
+    starts: list[list[tuple[int, int]]]  # per op: (bytes, ops that may start it) of items starting at it
+    ends: list[list[tuple[int, int]]]  # per op: (bytes, other ops that may end it) of items ending at it
+    carry0: int  # bytes live from the start (graph inputs)
+    slacky: list[tuple[int, int, int]]  # (slack, start mask, end mask), largest slack first (slack-aware)
+
+
+def _step_tables(graph: Graph, items: list[Item], slack_aware: bool) -> _StepTables:
+    """The per-op start / end tables of `items` (see the module doc's memory model)."""
     idx = graph.op_index
-    n = len(names)
-    full = (1 << n) - 1
-    if upper <= lower or n == 0:
-        return DPResult(list(upper_order), upper, 0, True)
+    n = len(graph.ops)
     pred = [0] * n
     for u, v in graph.dag.edges:
         pred[idx[v]] |= 1 << idx[u]
@@ -96,7 +93,6 @@ def run_dp(
             for o in it.end[1]:
                 i = idx[o]
                 ends[i].append((it.aligned, em & ~(1 << i)))
-
     # slack-aware cost: the top tensor of a layout only occupies its raw bytes, so at each
     # step the arena is at least (aligned live) - (largest alignment slack among live tensors)
     slacky = sorted(
@@ -111,69 +107,123 @@ def run_dp(
         ),
         reverse=True,
     )
-    bg_aligned, bg_slack = background
-    layer: dict[int, tuple[int, int]] = {0: (0, carry0)}  # S -> (peak, carry)
+    return _StepTables(pred, starts, ends, carry0, slacky)
+
+
+def _expand(
+    layer: dict[int, tuple[int, int]],
+    parent: dict[int, int],
+    tab: _StepTables,
+    full: int,
+    upper: int,
+    background: tuple[int, int] | None,
+    check_time: Callable[[dict[int, tuple[int, int]]], None],
+) -> dict[int, tuple[int, int]]:
+    """The next layer: every state of `layer` (S -> (peak, carry)) extended by each op that
+    may run next, keeping per new state the least peak below `upper` (and its last op in
+    `parent`). `background` (aligned bytes, slack) only when slack-aware; `check_time(layer)`
+    every 4096 states (it raises DPTimeout past the deadline)."""
+    pred, starts, ends, slacky = tab.pred, tab.starts, tab.ends, tab.slacky
+    nxt: dict[int, tuple[int, int]] = {}
+    for count, (s, (peak, carry)) in enumerate(layer.items()):
+        if count & 4095 == 4095:
+            check_time(layer)
+        free = full & ~s
+        while free:
+            low = free & -free
+            i = low.bit_length() - 1
+            free ^= low
+            if pred[i] & ~s:
+                continue
+            step = carry
+            for size, sm in starts[i]:
+                if not sm & s:
+                    step += size
+            cost = step
+            if background is not None:
+                si = s | low
+                top = background[1]
+                for sl, sm, em in slacky:
+                    if sl <= top:
+                        break
+                    if (not sm or sm & si) and (not em or em & ~s):
+                        top = sl
+                        break
+                cost += background[0] - top
+            p = peak if peak >= cost else cost
+            if p >= upper:
+                continue
+            t = s | low
+            old = nxt.get(t)
+            if old is not None and old[0] <= p:
+                continue
+            for size, em in ends[i]:
+                if not em & ~s:
+                    step -= size
+            nxt[t] = (p, step)
+            parent[t] = i
+    return nxt
+
+
+def run_dp(
+    graph: Graph,
+    target: Target,
+    upper_order: list[str],
+    upper: int,
+    lower: int,
+    state_limit: int,
+    deadline: float | None,
+    timer: Timer,
+    slack_aware: bool = False,
+    background: tuple[int, int] = (0, 0),
+) -> DPResult:
+    """The exact minimum over topological orders of the aligned max-live (module doc), by
+    layers of executed-op sets, pruned at `upper` (the peak of `upper_order`, a known order).
+
+    `lower` is a proven lower bound: when `upper` meets it, or when no order beats `upper`,
+    `upper_order` is returned (``from_heuristic``). With `slack_aware` each step costs the
+    aligned live bytes minus the largest alignment slack among them (`raw_arena_order`),
+    plus `background` = (aligned bytes, largest slack) of tensors live throughout.
+
+    Raises ValueError past `state_limit` states and DPTimeout (with the bound proven so
+    far) past `deadline` (seconds on `timer`)."""
+    items = lifetime_items(graph, target)
+    names = [o.name for o in graph.ops]
+    n = len(names)
+    full = (1 << n) - 1
+    if upper <= lower or n == 0:
+        return DPResult(list(upper_order), upper, 0, True)
+    tab = _step_tables(graph, items, slack_aware)
+    bg = background if slack_aware else None
+    layer: dict[int, tuple[int, int]] = {0: (0, tab.carry0)}  # S -> (peak, carry)
     parent: dict[int, int] = {}
     states = 1
+
+    def check_time(reached: dict[int, tuple[int, int]]) -> None:
+        """Past the deadline: DPTimeout with the least peak of `reached` as the bound."""
+        if deadline is not None and timer.elapsed > deadline:
+            bound = min((v[0] for v in reached.values()), default=upper)
+            raise DPTimeout(max(lower, min(bound, upper)), states)
+
     for k in range(n):
-        nxt: dict[int, tuple[int, int]] = {}
-        for count, (s, (peak, carry)) in enumerate(layer.items()):
-            if deadline is not None and count & 4095 == 4095 and timer.elapsed > deadline:
-                raise DPTimeout(max(lower, min(min(v[0] for v in layer.values()), upper)), states)
-            free = full & ~s
-            while free:
-                low = free & -free
-                i = low.bit_length() - 1
-                free ^= low
-                if pred[i] & ~s:
-                    continue
-                step = carry
-                for size, sm in starts[i]:
-                    if not sm & s:
-                        step += size
-                cost = step
-                if slack_aware:
-                    si = s | low
-                    top = bg_slack
-                    for sl, sm, em in slacky:
-                        if sl <= top:
-                            break
-                        if (not sm or sm & si) and (not em or em & ~s):
-                            top = sl
-                            break
-                    cost += bg_aligned - top
-                p = peak if peak >= cost else cost
-                if p >= upper:
-                    continue
-                t = s | low
-                old = nxt.get(t)
-                if old is not None and old[0] <= p:
-                    continue
-                for size, em in ends[i]:
-                    if not em & ~s:
-                        step -= size
-                nxt[t] = (p, step)
-                parent[t] = i
+        nxt = _expand(layer, parent, tab, full, upper, bg, check_time)
         states += len(nxt)
         if states > state_limit:
             raise ValueError(
                 f"DP needs more than {state_limit} states for {graph.name!r} ({n} ops, reached layer "
                 f"{k + 1}); the graph is too wide for the exact DP: use cpsat-order"
             )
-        if deadline is not None and timer.elapsed > deadline:
-            bound = min((v[0] for v in nxt.values()), default=upper)
-            raise DPTimeout(max(lower, min(bound, upper)), states)
+        check_time(nxt)
         layer = nxt
         if not layer:
             return DPResult(list(upper_order), upper, states, True)
-    peak = layer[full][0]
     order: list[int] = []
     s = full
     while s:
         i = parent[s]
         order.append(i)
         s ^= 1 << i
-    return DPResult([names[i] for i in reversed(order)], peak, states, False)
+    return DPResult([names[i] for i in reversed(order)], layer[full][0], states, False)
 
 
 def raw_arena_bound(

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 
@@ -79,18 +79,14 @@ def _contractible(graph: Graph, target: Target, op: Op) -> tuple[str, str] | Non
     return t, out
 
 
-def chain_relaxation(graph: Graph, target: Target, keep: int = 1) -> Relaxed:
-    """The relaxed graph: every maximal chain of contractible ops keeps its `keep` ops with
-    the largest working sets (aligned bytes), the rest are contracted (see module doc)."""
-    al = {n: (target.align(t.bytes) if target.occupies_l1(graph.tensors[n]) else 0) for n, t in graph.tensors.items()}
-    contr: dict[str, tuple[str, str]] = {}
-    for o in graph.ops:
-        c = _contractible(graph, target, o)
-        if c is not None:
-            contr[o.name] = c
-    # chains: start at a contractible op whose input's producer is not contractible
-    deleted: set[str] = set()
-    # tensor renames: original tensor -> (new name); new tensors
+def _aligned_sizes(graph: Graph, target: Target) -> dict[str, int]:
+    """Aligned bytes of every tensor in L1 (0 for weights read in place)."""
+    return {n: (target.align(t.bytes) if target.occupies_l1(graph.tensors[n]) else 0) for n, t in graph.tensors.items()}
+
+
+def _chains(graph: Graph, contr: dict[str, tuple[str, str]]) -> list[list[str]]:
+    """Maximal chains of contractible ops (each feeding the next one's only input), each
+    starting at an op whose input's producer is not in the chain."""
     in_chain_next: dict[str, str] = {}  # contractible op -> next contractible op in its chain
     for name, (_t, out) in contr.items():
         cons = graph.consumers[out]
@@ -105,51 +101,70 @@ def chain_relaxation(graph: Graph, target: Target, keep: int = 1) -> Relaxed:
         while ch[-1] in in_chain_next:
             ch.append(in_chain_next[ch[-1]])
         chains.append(ch)
-    extra_out: dict[str, list[tuple[str, int]]] = {}
-    new_tensors: dict[str, int] = {}
-    rename_in: dict[tuple[str, str], str] = {}  # (consumer op, original input) -> new tensor
-    rename_out: dict[str, str] = {}  # original output tensor -> new tensor (at its producer)
-    for ch in chains:
-        ws = {v: al[contr[v][0]] + sum(al[t] for t in graph.op(v).outputs) for v in ch}
-        kept = set(sorted(ch, key=lambda v: (-ws[v], ch.index(v)))[:keep])
-        tens = [contr[ch[0]][0]] + [contr[v][1] for v in ch]  # t0..tm
-        # kept points: positions in ch; a span runs between consecutive kept points
-        # (the chain's head producer = -1, the chain's end consumers = len(ch))
-        pts = [-1] + [i for i, v in enumerate(ch) if v in kept] + [len(ch)]
-        for a, b in zip(pts, pts[1:], strict=False):
-            span = tens[a + 1 : b + 1]  # tensors produced at a .. consumed at b
-            if len(span) == 1:
-                continue  # nothing deleted between a and b
-            lo = min(al[t] for t in span)
-            new = _fresh(f"{span[0]}~{span[-1]}")
-            new_tensors[new] = lo
-            prod = graph.producer[span[0]] if a == -1 else ch[a]
-            rename_out[span[0]] = new
-            if b == len(ch):
-                for c in graph.consumers[span[-1]]:
-                    rename_in[(c, span[-1])] = new
-            else:
-                rename_in[(ch[b], span[-1])] = new
-                if al[span[-1]] > lo:
-                    extra_out.setdefault(ch[b], []).append((_fresh(f"{span[-1]}~end"), al[span[-1]] - lo))
-            if al[span[0]] > lo:
-                extra_out.setdefault(prod, []).append((_fresh(f"{span[0]}~head"), al[span[0]] - lo))
-            for v in ch[a + 1 : b]:
-                deleted.add(v)
+    return chains
+
+
+@dataclass
+class _Rewrite:
+    """How the relaxed graph differs from the original: deleted ops, renamed inputs and
+    outputs, new merged tensors and extra dead-end outputs (name, bytes) per op."""
+
+    deleted: set[str] = field(default_factory=set)
+    rename_in: dict[tuple[str, str], str] = field(default_factory=dict)  # (consumer op, original input) -> new
+    rename_out: dict[str, str] = field(default_factory=dict)  # original output -> new tensor (at its producer)
+    new_tensors: dict[str, int] = field(default_factory=dict)
+    extra_out: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+
+def _contract_chain(
+    graph: Graph, ch: list[str], contr: dict[str, tuple[str, str]], al: dict[str, int], keep: int, rw: _Rewrite
+) -> None:
+    """Keep the `keep` ops of chain `ch` with the largest working sets; merge each span of
+    tensors between two kept points into one tensor of its smallest size (module doc)."""
+    ws = {v: al[contr[v][0]] + sum(al[t] for t in graph.op(v).outputs) for v in ch}
+    kept = set(sorted(ch, key=lambda v: (-ws[v], ch.index(v)))[:keep])
+    tens = [contr[ch[0]][0]] + [contr[v][1] for v in ch]  # t0..tm
+    # kept points: positions in ch; a span runs between consecutive kept points
+    # (the chain's head producer = -1, the chain's end consumers = len(ch))
+    pts = [-1] + [i for i, v in enumerate(ch) if v in kept] + [len(ch)]
+    for a, b in zip(pts, pts[1:], strict=False):
+        span = tens[a + 1 : b + 1]  # tensors produced at a .. consumed at b
+        if len(span) == 1:
+            continue  # nothing deleted between a and b
+        lo = min(al[t] for t in span)
+        new = _fresh(f"{span[0]}~{span[-1]}")
+        rw.new_tensors[new] = lo
+        prod = graph.producer[span[0]] if a == -1 else ch[a]
+        rw.rename_out[span[0]] = new
+        if b == len(ch):
+            for c in graph.consumers[span[-1]]:
+                rw.rename_in[(c, span[-1])] = new
+        else:
+            rw.rename_in[(ch[b], span[-1])] = new
+            if al[span[-1]] > lo:
+                rw.extra_out.setdefault(ch[b], []).append((_fresh(f"{span[-1]}~end"), al[span[-1]] - lo))
+        if al[span[0]] > lo:
+            rw.extra_out.setdefault(prod, []).append((_fresh(f"{span[0]}~head"), al[span[0]] - lo))
+        for v in ch[a + 1 : b]:
+            rw.deleted.add(v)
+
+
+def _rewritten(graph: Graph, al: dict[str, int], rw: _Rewrite) -> Graph:
+    """The relaxed graph of `rw`, every size aligned."""
     tensors: list[Tensor] = []
     used: set[str] = set()
     ops: list[Op] = []
     for o in graph.ops:
-        if o.name in deleted:
+        if o.name in rw.deleted:
             continue
-        ins = tuple(rename_in.get((o.name, t), t) for t in o.inputs)
-        outs = tuple(rename_out.get(t, t) for t in o.outputs) + tuple(n for n, _ in extra_out.get(o.name, []))
+        ins = tuple(rw.rename_in.get((o.name, t), t) for t in o.inputs)
+        outs = tuple(rw.rename_out.get(t, t) for t in o.outputs) + tuple(n for n, _ in rw.extra_out.get(o.name, []))
         ops.append(Op(o.name, o.type, ins, outs))
         used.update(ins)
         used.update(outs)
-    sizes = {**{n: al[n] for n in graph.tensors}, **new_tensors}
+    sizes = {**{n: al[n] for n in graph.tensors}, **rw.new_tensors}
     for o in graph.ops:
-        for n, s in extra_out.get(o.name, []):
+        for n, s in rw.extra_out.get(o.name, []):
             sizes[n] = s
     for n in used:
         if n in graph.tensors:
@@ -161,8 +176,23 @@ def chain_relaxation(graph: Graph, target: Target, keep: int = 1) -> Relaxed:
     for n, t in graph.tensors.items():
         if n not in used and t.kind in ("input", "output"):
             tensors.append(Tensor(n, al[n], t.kind, t.shape, t.dtype))
-    g = Graph(f"{graph.name}~relaxed", tensors, ops)
-    return Relaxed(g, {o.name for o in ops}, len(deleted))
+    return Graph(f"{graph.name}~relaxed", tensors, ops)
+
+
+def chain_relaxation(graph: Graph, target: Target, keep: int = 1) -> Relaxed:
+    """The relaxed graph: every maximal chain of contractible ops keeps its `keep` ops with
+    the largest working sets (aligned bytes), the rest are contracted (see module doc)."""
+    al = _aligned_sizes(graph, target)
+    contr: dict[str, tuple[str, str]] = {}
+    for o in graph.ops:
+        c = _contractible(graph, target, o)
+        if c is not None:
+            contr[o.name] = c
+    rw = _Rewrite()
+    for ch in _chains(graph, contr):
+        _contract_chain(graph, ch, contr, al, keep, rw)
+    g = _rewritten(graph, al, rw)
+    return Relaxed(g, {o.name for o in g.ops}, len(rw.deleted))
 
 
 def delete_ops(graph: Graph, ops: set[str]) -> Graph:
@@ -194,7 +224,7 @@ def dedupe_parallel_chains(graph: Graph, target: Target, keep: int = 1) -> tuple
     group has run its last op and not yet J, so all their last tensors are live. The
     other chains are deleted (a relaxation, see `delete_ops`). Groups of unequal chains
     keep `keep` chains (the largest working sets) unchanged and lose the others."""
-    al = {n: (target.align(t.bytes) if target.occupies_l1(graph.tensors[n]) else 0) for n, t in graph.tensors.items()}
+    al = _aligned_sizes(graph, target)
     groups: dict[tuple[str, str], list[tuple[int, list[str], str]]] = {}
     for tname in graph.tensors:
         cons = graph.consumers[tname]
@@ -258,7 +288,17 @@ def contract_regions(graph: Graph, target: Target, max_ws: int) -> tuple[Graph, 
     its first op not yet run: the tensor entering it is live), so >= m bytes of R are
     live; at a the R-tensors a makes are live, at b those b reads. R's tensors are not
     used by anything else, so the map stays injective."""
-    al = {n: (target.align(t.bytes) if target.occupies_l1(graph.tensors[n]) else 0) for n, t in graph.tensors.items()}
+    al = _aligned_sizes(graph, target)
+    if len(graph.dag) > 4000:
+        return graph, 0
+    regions = _regions(graph, al, max_ws)
+    if not regions:
+        return graph, 0
+    return _contracted(graph, al, regions)
+
+
+def _regions(graph: Graph, al: dict[str, int], max_ws: int) -> list[tuple[str, str, set[str]]]:
+    """The disjoint regions (a, b, D) of `contract_regions`, in topological order of a."""
     dag = graph.dag
     sink = "__sink__"
     rev = nx.DiGraph()
@@ -266,9 +306,7 @@ def contract_regions(graph: Graph, target: Target, max_ws: int) -> tuple[Graph, 
     rev.add_edges_from((v, u) for u, v in dag.edges)
     rev.add_edges_from((sink, o) for o in dag.nodes if dag.out_degree(o) == 0)
     ipdom = nx.immediate_dominators(rev, sink)
-    reach_desc = {o: nx.descendants(dag, o) for o in dag.nodes} if len(dag) <= 4000 else None
-    if reach_desc is None:
-        return graph, 0
+    reach_desc = {o: nx.descendants(dag, o) for o in dag.nodes}
     taken: set[str] = set()
     regions: list[tuple[str, str, set[str]]] = []
     for a in nx.topological_sort(dag):
@@ -278,23 +316,7 @@ def contract_regions(graph: Graph, target: Target, max_ws: int) -> tuple[Graph, 
         region = {o for o in reach_desc[a] if b in reach_desc[o]}
         if not region or region & taken or b in taken:
             continue
-        ok = True
-        for o in region:
-            op = graph.op(o)
-            if sum(al[t] for t in dict.fromkeys((*op.inputs, *op.outputs))) > max_ws:
-                ok = False
-                break
-            for t in op.inputs:
-                if al[t] > 0 and graph.producer.get(t) not in region | {a}:
-                    ok = False
-            if not any(graph.consumers[t] for t in op.outputs):
-                ok = False
-            for t in op.outputs:
-                if graph.tensors[t].kind != "activation" or any(c not in region | {b} for c in graph.consumers[t]):
-                    ok = False
-            if not ok:
-                break
-        if not ok:
+        if not all(_region_op_ok(graph, al, graph.op(o), a, b, region, max_ws) for o in region):
             continue
         a_out = [t for t in graph.op(a).outputs if any(c in region for c in graph.consumers[t])]
         if any(
@@ -304,8 +326,28 @@ def contract_regions(graph: Graph, target: Target, max_ws: int) -> tuple[Graph, 
             continue
         regions.append((a, b, region))
         taken |= region | {a, b}
-    if not regions:
-        return graph, 0
+    return regions
+
+
+def _region_op_ok(graph: Graph, al: dict[str, int], op: Op, a: str, b: str, region: set[str], max_ws: int) -> bool:
+    """Whether `op` of the region between a and b is cheap (working set <= max_ws), reads
+    only tensors of a or the region, feeds some op, and makes activations read only inside
+    the region or by b."""
+    if sum(al[t] for t in dict.fromkeys((*op.inputs, *op.outputs))) > max_ws:
+        return False
+    if any(al[t] > 0 and graph.producer.get(t) not in region | {a} for t in op.inputs):
+        return False
+    if not any(graph.consumers[t] for t in op.outputs):
+        return False
+    return not any(
+        graph.tensors[t].kind != "activation" or any(c not in region | {b} for c in graph.consumers[t])
+        for t in op.outputs
+    )
+
+
+def _contracted(graph: Graph, al: dict[str, int], regions: list[tuple[str, str, set[str]]]) -> tuple[Graph, int]:
+    """The graph with every region deleted and replaced as `contract_regions` says, and
+    the number of ops deleted."""
     extra: dict[str, list[tuple[str, int]]] = {}
     replace_in: dict[str, tuple[set[str], str]] = {}  # b -> (R tensors, merged)
     drop_out: dict[str, set[str]] = {}
@@ -343,15 +385,8 @@ def contract_regions(graph: Graph, target: Target, max_ws: int) -> tuple[Graph, 
         for n, sz in lst:
             sizes[n] = sz
     used = {t for o in ops for t in (*o.inputs, *o.outputs)}
-    tensors = []
-    for n in used:
-        if n in graph.tensors:
-            tensors.append(graph.tensors[n])
-        else:
-            tensors.append(Tensor(n, sizes[n], "activation"))
-    for n, t in graph.tensors.items():
-        if n not in used and t.kind in ("input", "output"):
-            tensors.append(t)
+    tensors = [graph.tensors[n] if n in graph.tensors else Tensor(n, sizes[n], "activation") for n in used]
+    tensors += [t for n, t in graph.tensors.items() if n not in used and t.kind in ("input", "output")]
     return Graph(graph.name, tensors, ops), len(deleted)
 
 
