@@ -106,9 +106,13 @@ def solve(
     seed: int,
     deterministic: bool = False,
     reporter: Reporter | None = None,
+    params: dict | None = None,
 ) -> tuple[int, cp_model.CpSolver]:
-    """Solve `model` with the conventions above: (status, solver)."""
+    """Solve `model` with the conventions above: (status, solver). `params` sets further
+    CP-SAT parameters by name (a model that needs its own presolve settings)."""
     solver = make_solver(time_limit, workers, seed, deterministic)
+    for name, value in (params or {}).items():
+        setattr(solver.parameters, name, value)
     if reporter is not None:
         reporter.attach(solver)
         return solver.solve(model, reporter), solver

@@ -105,11 +105,11 @@ def solve_order(
     layout overflows) aligned sizes and a capacity lowered by the overflow."""
     timer = Timer()
     fo = FixedOrder(graph, target, order)
-    B = target.budget
-    assert B is not None
+    budget = target.budget
+    assert budget is not None
     hint = fo.keep_of_plan(hint_stages) if hint_stages is not None else None
     out = OrderSolve(list(order), None, None)
-    raw = fo.solve(B, SHARES.order_raw * time_limit, options.workers, options.seed, hint=hint, cutoff=cutoff)
+    raw = fo.solve(budget, SHARES.order_raw * time_limit, options.workers, options.seed, hint=hint, cutoff=cutoff)
     out.raw = raw
     if raw is None:
         out.notes.append("raw model: no solution")
@@ -124,14 +124,14 @@ def solve_order(
     if plan is not None:
         out.plan, out.exact = plan, raw.optimal
         return out
-    cap = B
+    cap = budget
     for attempt in range(5):
         left = time_limit - timer.elapsed
         if left < SHARES.order_aligned_min_s:
             break
         # first aligned sizes at the full budget, then a capacity lowered by the overflow
         if attempt:
-            cap -= max(target.alignment, arena - B)
+            cap -= max(target.alignment, arena - budget)
         res = fo.solve(cap, SHARES.order_aligned * left, options.workers, options.seed, aligned=True, cutoff=cutoff)
         if res is None:
             out.notes.append(f"aligned model at cap {cap}: no solution")

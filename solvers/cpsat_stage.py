@@ -165,6 +165,7 @@ class StageModel:
 
     # literal accessors (constants outside the windows)
     def done(self, o: str, s: int):
+        """Literal: op `o` has run by the end of step `s` (constant outside its window)."""
         if s < self.est[o]:
             return self.FALSE
         if s >= self.lst[o]:
@@ -172,6 +173,7 @@ class StageModel:
         return self.done_v[o, s]
 
     def inl(self, t: str, s: int):
+        """Literal: tensor `t` has an LLB copy after step `s`."""
         if t in self.src:
             return self.TRUE
         if t not in self.st_lo or s < self.st_lo[t]:
@@ -181,12 +183,15 @@ class StageModel:
         return self.inl_v[t, s]
 
     def in1(self, t: str, s: int):
+        """Literal: tensor `t` is resident in L1 after step `s`."""
         return self.in1_v.get((t, s), self.FALSE)
 
     def ld(self, t: str, s: int):
+        """Literal: step `s` loads tensor `t`."""
         return self.ld_v.get((t, s), self.FALSE)
 
     def alldone(self, t: str, s: int):
+        """Literal: every consumer of `t` has run by the end of step `s`."""
         cons = self.g.consumers[t]
         if not cons:
             return self.TRUE
@@ -201,6 +206,7 @@ class StageModel:
         return range(self.lo[t], self.hi[t] + 1)
 
     def store_steps(self, t: str) -> range:
+        """The steps at which `t` may be stored."""
         return range(self.st_lo[t], self.st_hi[t] + 1)
 
     # hints and extraction
@@ -239,6 +245,7 @@ class StageModel:
         m.add_hint(self.P, min(max(peak, self.P_lo), self.P_hi))
 
     def extract(self, solver: cp_model.CpSolver) -> Schedule:
+        """The schedule of the solver's solution (idle steps dropped)."""
         T = self.T
         step_of: list[tuple[str, str] | None] = [None] * T
         for (o, s), v in self.run.items():
@@ -262,6 +269,7 @@ class StageModel:
         return Schedule(steps, fl, self.g)
 
     def hint_from_solver(self, solver: cp_model.CpSolver) -> None:
+        """Hint every variable with its value in `solver`'s solution (for the second solve)."""
         m = self.m
         m.clear_hints()
         for i in range(len(m.proto.variables)):
@@ -596,14 +604,13 @@ def _solve(
     model: StageModel, objective, time_limit: float, options: SolveOptions, timer: Timer, phase: str
 ) -> tuple[int, cp_model.CpSolver]:
     model.m.minimize(objective)
-    solver = cpsat.make_solver(time_limit, options.workers, options.seed)
+    params = {}
     if len(model.m.proto.variables) > PROBING_MAX_VARS:
         # probing in presolve grows quadratically on this model (millions of binary clauses)
         # and can eat a short time limit before the hinted solution is even loaded
-        solver.parameters.presolve_probing_deterministic_time_limit = SHARES.probing_s
-        solver.parameters.max_presolve_iterations = 1
+        params = {"presolve_probing_deterministic_time_limit": SHARES.probing_s, "max_presolve_iterations": 1}
     reporter = cpsat.Reporter(NAME, options.progress, timer, scale=int, phase=phase)
-    return solver.solve(model.m, reporter), solver
+    return cpsat.solve(model.m, time_limit, options.workers, options.seed, reporter=reporter, params=params)
 
 
 def solve_stage_model(
@@ -686,15 +693,15 @@ def _mode_and_hint(graph: Graph, target: Target, options: SolveOptions) -> tuple
     """The objective mode (``traffic`` when asked or when the budget forces spills, else
     ``peak``) and the best heuristic plan for it (the portfolio's hint among them), its
     spills made exact for its order by the fixed-order model when it spills."""
-    B = target.budget
+    budget = target.budget
     cands = candidate_plans(graph, target, name=NAME)
     nospill_fits = any(pl.solver.facts.get("spill") == "none" for pl in cands)
-    forced = B is not None and not nospill_fits
+    forced = budget is not None and not nospill_fits
     mode = "traffic" if options.objective == "traffic" or forced else "peak"
-    if options.hint is not None and (B is None or options.hint.metrics.arena_bytes <= B):
+    if options.hint is not None and (budget is None or options.hint.metrics.arena_bytes <= budget):
         cands.append(options.hint)  # the portfolio's best so far
     heur = min(cands, key=lambda pl: plan_key(pl, mode))
-    if mode == "traffic" and heur.metrics.spill_traffic_bytes > 0 and B is not None:
+    if mode == "traffic" and heur.metrics.spill_traffic_bytes > 0 and budget is not None:
         # exact spills for the hint's order (the fixed-order model is tiny): a better hint
         # and a shorter horizon for the timestep model
         order = [s.name for s in heur.stages if s.kind == "R"]
@@ -738,9 +745,9 @@ def _lay_out(
         return heur, "heuristic (cp-sat found nothing better)"
     left = options.time_limit - timer.elapsed
     laid, arena, lname = layout_stages(graph, target, res.schedule.stages(), options, min(left, SHARES.layout_max_s))
-    B = target.budget
-    if B is not None and arena > B:
-        res.notes.append(f"layout arena {arena} exceeds budget {B}; kept heuristic plan")
+    budget = target.budget
+    if budget is not None and arena > budget:
+        res.notes.append(f"layout arena {arena} exceeds budget {budget}; kept heuristic plan")
         return heur, "heuristic (cp-sat found nothing better)"
     plan = finalize(Plan(graph, target, laid, SolverInfo(NAME, "feasible")))
     if plan_key(plan, mode) < plan_key(heur, mode):

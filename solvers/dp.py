@@ -44,6 +44,8 @@ class DPTimeout(Exception):
 
 @dataclass
 class DPResult:
+    """The DP's answer: an order of least aligned max-live, that peak, how many states it took."""
+
     order: list[str]
     peak: int  # aligned max-live of `order`, the minimum over all topological orders
     states: int

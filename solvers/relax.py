@@ -57,6 +57,8 @@ def _fresh(base: str) -> str:
 
 @dataclass
 class Relaxed:
+    """A relaxed graph (its max-live is at most the original's in every order) and what it kept."""
+
     graph: Graph  # sizes already aligned; solve it with the same target
     kept: set[str]  # ops of the original graph that remain
     removed: int  # number of ops contracted away
@@ -392,6 +394,8 @@ def _contracted(graph: Graph, al: dict[str, int], regions: list[tuple[str, str, 
 
 @dataclass
 class StrongBound:
+    """A proven lower bound on every order's aligned max-live, and the relaxation that gave it."""
+
     aligned: int  # proven lower bound on the aligned max-live of every order
     how: str
     relaxed_ops: int

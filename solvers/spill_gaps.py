@@ -109,6 +109,7 @@ class FixedOrder:
 
     # -- cost and memory of a decision ------------------------------------------------------
     def traffic(self, keep: Sequence[bool]) -> int:
+        """Non-compulsory bytes of the canonical plan of the keep decisions."""
         out = sum(gp.size for gp, k in zip(self.gaps, keep, strict=True) if not k)
         for t in self.storable:
             if not all(keep[k] for k in self.gaps_of[t]):

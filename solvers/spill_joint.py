@@ -57,6 +57,7 @@ class JointModel:
     spill: cp_model.IntVar | None = None  # the objective: non-compulsory traffic, raw bytes
 
     def positions(self, op: str) -> range:
+        """The positions op `op` may take in any topological order."""
         return range(self.est[op], self.lst[op] + 1)
 
 
@@ -73,8 +74,8 @@ def build_joint_model(graph: Graph, target: Target) -> JointModel:
     order fixed this is exactly the gap model, so the optimum is min over orders of the
     fixed-order optimum: a lower bound for every plan (offsets only add constraints).
     """
-    B = target.budget
-    assert B is not None
+    budget = target.budget
+    assert budget is not None
     jm = _add_positions(graph)
     n = len(jm.ops)
     mem: list[list] = [[] for _ in range(n)]
@@ -90,7 +91,7 @@ def build_joint_model(graph: Graph, target: Target) -> JointModel:
         _add_tensor(jm, graph, t, mem, cost)
     for i in range(n):
         if mem[i]:
-            jm.m.add(sum(mem[i]) <= B)
+            jm.m.add(sum(mem[i]) <= budget)
     jm.spill = jm.m.new_int_var(0, sum(graph.size(t) for t in graph.tensors) * 2 * max(1, n), "spill")
     jm.m.add(jm.spill == sum(cost) - comp)
     jm.m.minimize(jm.spill)

@@ -122,3 +122,24 @@ def test_layers_import_only_downwards():
         if v == "planner.cli" and u != "planner.__main__":
             bad.append(f"{u} -> {v}")
     assert not bad, "imports against the layering: " + "; ".join(sorted(bad))
+
+
+def undocumented() -> list[str]:
+    """Public module-level functions and classes (and public methods of public classes)
+    without a docstring, in planner/, solvers/ and models/."""
+    missing = []
+    for mod, path in _modules().items():
+        for node in ast.parse(path.read_text()).body:
+            items = [node]
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                items += [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+            for n in items:
+                kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+                if isinstance(n, kinds) and not n.name.startswith("_") and not ast.get_docstring(n):
+                    missing.append(f"{mod}.{n.name} ({path.name}:{n.lineno})")
+    return missing
+
+
+def test_public_definitions_say_why_they_exist():
+    missing = undocumented()
+    assert not missing, "public definitions without a docstring: " + "; ".join(missing)
