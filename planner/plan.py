@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Literal
 
 from planner.graph import Graph, GraphError, ModelSource, Op, Tensor
+from planner.sharing import SHARE_KINDS, Share
 from planner.target import Target, TargetError
 
 FORMAT = "planner.plan"
-VERSION = 1
+VERSION = 2  # the version written when a plan shares bytes; plans that do not are written as 1
+VERSIONS = (1, 2)  # what the reader accepts
 StageKind = Literal["L", "R", "S", "F"]
 # optimal: proven (over what `SolverInfo.objective` says); feasible: a solver searched but
 # proved nothing; heuristic: a heuristic answer, nothing searched exactly
@@ -35,21 +37,28 @@ class PlanFormatError(ValueError):
 class Stage:
     """One timestep. `name` is a tensor (L/S/F) or an op (R).
 
-    `offset` is set for L; `offsets` maps each output of an R to its offset.
+    `offset` is set for L; `offsets` maps each output of an R to its offset. `shares`
+    (plan format v2) declares the bytes this stage's tensors share with resident ones: for
+    an R, its outputs' views / slices / in-place writes of its inputs, or a concat's inputs
+    as slots of its output; for an L, the loaded tensor as an alias of resident bytes.
     """
 
     kind: StageKind
     name: str
     offset: int | None = None
     offsets: dict[str, int] | None = field(default=None, compare=False, hash=False)
+    shares: tuple[Share, ...] = field(default=(), compare=False, hash=False)
 
     def to_dict(self) -> dict:
         """The stage as the plan file writes it."""
         if self.kind == "R":
-            return {"stage": "R", "op": self.name, "offsets": dict(self.offsets or {})}
-        d: dict = {"stage": self.kind, "tensor": self.name}
-        if self.kind == "L":
-            d["offset"] = self.offset
+            d: dict = {"stage": "R", "op": self.name, "offsets": dict(self.offsets or {})}
+        else:
+            d = {"stage": self.kind, "tensor": self.name}
+            if self.kind == "L":
+                d["offset"] = self.offset
+        if self.shares:
+            d["shares"] = [x.to_dict() for x in self.shares]
         return d
 
     def __str__(self) -> str:
@@ -135,34 +144,28 @@ class Plan:
         return [s.name for s in self.stages if s.kind == "R"]
 
     @property
+    def shares_bytes(self) -> bool:
+        """True when some stage declares shared bytes (the plan file is then version 2)."""
+        return any(s.shares for s in self.stages)
+
+    @property
     def spills(self) -> bool:
         """True when some activation is stored and loaded back (TFLM cannot express that)."""
         return any(s.kind == "L" and self.graph.tensors[s.name].kind in ("activation", "output") for s in self.stages)
 
     # -- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """The plan file's JSON object (DESIGN §4)."""
+        """The plan file's JSON object (DESIGN §4): version 2 when it shares bytes (its ops
+        then carry what the simulator needs to check the shares), else version 1."""
         g = self.graph
+        v2 = self.shares_bytes
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": VERSION if v2 else 1,
             "model": {"name": g.name, "sha256": self.model_sha256},
             "target": self.target.to_dict(),
-            "tensors": [
-                {
-                    "name": t.name,
-                    "bytes": t.bytes,
-                    "kind": t.kind,
-                    "producer": g.producer.get(t.name),
-                    "consumers": list(g.consumers[t.name]),
-                    **({"shape": list(t.shape)} if t.shape is not None else {}),
-                    **({"dtype": t.dtype} if t.dtype is not None else {}),
-                }
-                for t in g.tensors.values()
-            ],
-            "ops": [
-                {"name": o.name, "type": o.type, "inputs": list(o.inputs), "outputs": list(o.outputs)} for o in g.ops
-            ],
+            "tensors": [_tensor_dict(g, t) for t in g.tensors.values()],
+            "ops": [_op_dict(o, v2) for o in g.ops],
             "stages": [s.to_dict() for s in self.stages],
             "metrics": asdict(self.metrics),
             "solver": self.solver.to_dict(),
@@ -175,6 +178,25 @@ class Plan:
     def write(self, path: str | Path) -> None:
         """Write the plan file (callers check the plan first: see `simulate.check`)."""
         Path(path).write_text(self.to_json() + "\n")
+
+
+def _tensor_dict(g: Graph, t: Tensor) -> dict:
+    return {
+        "name": t.name,
+        "bytes": t.bytes,
+        "kind": t.kind,
+        "producer": g.producer.get(t.name),
+        "consumers": list(g.consumers[t.name]),
+        **({"shape": list(t.shape)} if t.shape is not None else {}),
+        **({"dtype": t.dtype} if t.dtype is not None else {}),
+    }
+
+
+def _op_dict(o: Op, v2: bool) -> dict:
+    d = {"name": o.name, "type": o.type, "inputs": list(o.inputs), "outputs": list(o.outputs)}
+    if v2 and o.attrs.get("slice") is not None:
+        d["slice"] = list(o.attrs["slice"])  # (axis, start): where a Slice's output sits in its input
+    return d
 
 
 def _jsonable(v):
@@ -203,52 +225,18 @@ def plan_from_dict(d: dict) -> Plan:
         raise PlanFormatError("plan file: top level must be a JSON object")
     if d.get("format") != FORMAT:
         raise PlanFormatError(f"not a planner plan (format is {d.get('format')!r}, expected {FORMAT!r})")
-    if d.get("version") != VERSION:
-        raise PlanFormatError(f"unsupported plan version {d.get('version')!r}; this planner reads version {VERSION}")
+    if d.get("version") not in VERSIONS:
+        known = " and ".join(map(str, VERSIONS))
+        raise PlanFormatError(f"unsupported plan version {d.get('version')!r}; this planner reads versions {known}")
+    v2 = d["version"] >= 2
     try:
         model = _need(d, "model", dict, "plan")
         target = Target.from_dict(_need(d, "target", dict, "plan"))
-        tensors = []
-        for i, t in enumerate(_need(d, "tensors", list, "plan")):
-            w = f"tensors[{i}]"
-            shape = t.get("shape") if isinstance(t, dict) else None
-            tensors.append(
-                Tensor(
-                    _need(t, "name", str, w),
-                    _need(t, "bytes", int, w),
-                    _need(t, "kind", str, w),
-                    tuple(shape) if shape is not None else None,
-                    t.get("dtype"),
-                )
-            )
-        ops = []
-        for i, o in enumerate(_need(d, "ops", list, "plan")):
-            w = f"ops[{i}]"
-            ops.append(
-                Op(
-                    _need(o, "name", str, w),
-                    _need(o, "type", str, w),
-                    tuple(_need(o, "inputs", list, w)),
-                    tuple(_need(o, "outputs", list, w)),
-                )
-            )
+        tensors = [_read_tensor(t, f"tensors[{i}]") for i, t in enumerate(_need(d, "tensors", list, "plan"))]
+        ops = [_read_op(o, f"ops[{i}]", v2) for i, o in enumerate(_need(d, "ops", list, "plan"))]
         source = ModelSource("plan", sha256=str(model.get("sha256", "") or ""))
         graph = Graph(str(model.get("name", "")), tensors, ops, source)
-        stages = []
-        for i, s in enumerate(_need(d, "stages", list, "plan")):
-            w = f"stages[{i}]"
-            kind = _need(s, "stage", str, w)
-            if kind == "R":
-                offs = _need(s, "offsets", dict, w)
-                if not all(isinstance(v, int) and not isinstance(v, bool) for v in offs.values()):
-                    raise PlanFormatError(f"{w}: offsets must be integers")
-                stages.append(Stage("R", _need(s, "op", str, w), offsets=dict(offs)))
-            elif kind == "L":
-                stages.append(Stage("L", _need(s, "tensor", str, w), offset=_need(s, "offset", int, w)))
-            elif kind in ("S", "F"):
-                stages.append(Stage(kind, _need(s, "tensor", str, w)))
-            else:
-                raise PlanFormatError(f"{w}: unknown stage {kind!r} (expected one of L, R, S, F)")
+        stages = [_read_stage(x, f"stages[{i}]", v2) for i, x in enumerate(_need(d, "stages", list, "plan"))]
         m = d.get("metrics", {}) or {}
         known = set(Metrics.__dataclass_fields__)
         metrics = Metrics(**{k: int(v) for k, v in m.items() if k in known and v is not None})
@@ -260,6 +248,51 @@ def plan_from_dict(d: dict) -> Plan:
             raise
         raise PlanFormatError(f"malformed plan file: {e}") from e
     return Plan(graph, target, stages, solver, metrics)
+
+
+def _read_tensor(t: dict, w: str) -> Tensor:
+    shape = t.get("shape") if isinstance(t, dict) else None
+    return Tensor(
+        _need(t, "name", str, w),
+        _need(t, "bytes", int, w),
+        _need(t, "kind", str, w),
+        tuple(shape) if shape is not None else None,
+        t.get("dtype"),
+    )
+
+
+def _read_op(o: dict, w: str, v2: bool) -> Op:
+    attrs = {}
+    if v2 and isinstance(o, dict) and o.get("slice") is not None:
+        sl = _need(o, "slice", list, w)
+        if len(sl) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in sl):
+            raise PlanFormatError(f"{w}: 'slice' must be [axis, start]")
+        attrs["slice"] = (sl[0], sl[1])
+    ins, outs = tuple(_need(o, "inputs", list, w)), tuple(_need(o, "outputs", list, w))
+    return Op(_need(o, "name", str, w), _need(o, "type", str, w), ins, outs, attrs)
+
+
+def _read_stage(s: dict, w: str, v2: bool) -> Stage:
+    kind = _need(s, "stage", str, w)
+    shares = tuple(_read_share(x, f"{w}.shares[{k}]") for k, x in enumerate(s.get("shares") or [])) if v2 else ()
+    if kind == "R":
+        offs = _need(s, "offsets", dict, w)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in offs.values()):
+            raise PlanFormatError(f"{w}: offsets must be integers")
+        return Stage("R", _need(s, "op", str, w), offsets=dict(offs), shares=shares)
+    if kind == "L":
+        return Stage("L", _need(s, "tensor", str, w), offset=_need(s, "offset", int, w), shares=shares)
+    if kind in ("S", "F"):
+        return Stage(kind, _need(s, "tensor", str, w))
+    raise PlanFormatError(f"{w}: unknown stage {kind!r} (expected one of L, R, S, F)")
+
+
+def _read_share(x: dict, w: str) -> Share:
+    kind = _need(x, "kind", str, w)
+    if kind not in SHARE_KINDS:
+        raise PlanFormatError(f"{w}: unknown share kind {kind!r} (expected one of {', '.join(SHARE_KINDS)})")
+    # the op that makes the relation is found again from the graph by the simulator
+    return Share(kind, "", _need(x, "tensor", str, w), _need(x, "in", str, w), _need(x, "at", int, w))  # type: ignore[arg-type]
 
 
 def _solver_info(s: dict) -> SolverInfo:

@@ -51,6 +51,13 @@ def plan_notes(plan: Plan) -> list[str]:
     ]
 
 
+def solver_bound(plan: Plan) -> str:
+    """What the solver proved, in words: a bound on the arena or on the spill traffic."""
+    s = plan.solver
+    what = "arena" if s.objective == "arena" else "spill traffic"
+    return f"bound on the {what} {s.bound} B"
+
+
 def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan") -> Table:
     """The plan summary `planner plan` and `show` print: sizes, bound, traffic, solver."""
     m, s = plan.metrics, plan.solver
@@ -79,7 +86,7 @@ def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan")
         ),
         ("LLB peak", f"{format_bytes(m.llb_peak_bytes)}"),
         ("steps", str(m.steps)),
-        ("solver", f"{s.name}  ({s.status}" + (f", bound {s.bound} B" if s.bound else "") + ")"),
+        ("solver", f"{s.name}  ({s.status}; " + solver_bound(plan) + ")"),
         ("time", f"{s.wall_s:.2f} s"),
     ]
     if plan_path:

@@ -19,6 +19,7 @@ from planner.bounds import working_set_bound
 from planner.graph import Graph, Op
 from planner.plan import Metrics, Plan, SolverInfo, Stage
 from planner.replay import Residency
+from planner.sharing import Share, relation_index
 from planner.target import Target
 
 MAX_VIOLATIONS = 50
@@ -86,6 +87,11 @@ class Arena:
             self.overlapped = True
         return hit
 
+    def overlapping(self, offset: int, end: int, pending: Sequence[Range] = ()) -> list[Range]:
+        """Every range that overlaps `[offset, end)` (for placements that share bytes)."""
+        k = bisect.bisect_left(self.ranges, (end, end, ""))
+        return [o for o in (*self.ranges[:k], *pending) if offset < o[1] and o[0] < end]
+
 
 class Simulator:
     """The replay of one plan on one target: the state of L1 and LLB after each stage, the
@@ -111,8 +117,14 @@ class Simulator:
         self.remaining = {t: len(c) for t, c in graph.consumers.items()}  # unrun consumers per tensor
         self.loaded_once: set[str] = set()
         self.stored_once: set[str] = set()
-        self.resident_now = 0
+        self.resident_now = 0  # bytes of L1 occupied: the union of the residents' ranges
         self.llb_spill = 0  # bytes of activations with an LLB copy
+        # shared bytes (plan format v2): the legal relations (computed on the first share),
+        # the groups of residents that share bytes, and the names an in-place write overwrote
+        self.legal: dict[tuple[str, str, str], Share] | None = None
+        self.group_of: dict[str, set[str]] = {}
+        self.clobbered: dict[str, str] = {}  # tensor -> the op that wrote over its bytes
+        self.read_only_parents: dict[str, list[str]] | None = None
         self.timeline: list[int] = []
         self.residencies: list[Residency] = []
 
@@ -153,8 +165,12 @@ class Simulator:
 
     # -- stages -------------------------------------------------------------------------------
     def load(self, i: int, s: Stage) -> None:
-        """`L t`: t's LLB copy becomes resident at its offset."""
+        """`L t`: t's LLB copy becomes resident at its offset; or, when the stage declares
+        t an alias of resident bytes (plan format v2), t is named there and no byte moves."""
         t = s.name
+        if s.shares:
+            self.alias_load(i, s)
+            return
         if (
             self.check_not_read_in_place(i, t)
             and self.check_not_resident_for_load(i, t)
@@ -169,33 +185,62 @@ class Simulator:
                 self.metrics.compulsory_traffic_bytes += x.bytes
             self.loaded_once.add(t)
 
+    def alias_load(self, i: int, s: Stage) -> None:
+        """`L t` declared as a view / slice / slot of resident bytes: t's value is already
+        there (its parent holds it), so it costs no traffic and needs no LLB copy."""
+        t = s.name
+        if not (self.check_not_resident_for_load(i, t) and self.check_value_exists(i, t)):
+            return
+        related = [x.parent for x in s.shares if self.check_share(i, s, x, {t: s.offset})]
+        if len(related) == len(s.shares) and self.place(i, t, s.offset, (), self.sharing_with(related)):
+            self.make_resident(i, t, s.offset, related)
+
     def run(self, i: int, s: Stage) -> None:
-        """`R o`: o's inputs are read, its outputs become resident at their offsets."""
+        """`R o`: o's inputs are read, its outputs become resident at their offsets (in the
+        bytes of resident tensors where the stage declares a legal share)."""
         op = self.graph.op(s.name)
         self.check_not_ran(i, op)
         self.check_inputs_resident(i, op)
         offsets = s.offsets or {}
         self.check_offsets_are_outputs(i, op, offsets)
+        related = self.run_shares(i, s, op, offsets)
         placed: dict[str, int] = {}
         pending: list[Range] = []  # outputs placed so far: all outputs are resident at once
         for t in op.outputs:
             if (
                 self.check_output_not_resident(i, op, t)
                 and self.check_output_has_offset(i, op, t, offsets)
-                and self.place(i, t, offsets[t], pending)
+                and self.place(i, t, offsets[t], pending, self.sharing_with(related.get(t, ())))
             ):
                 placed[t] = offsets[t]
                 pending.append((offsets[t], offsets[t] + self.sizes[t], t))
-        for t, off in placed.items():
-            self.make_resident(i, t, off)
         self.ran.add(op.name)
         for t in dict.fromkeys(op.inputs):
             self.remaining[t] -= 1
+        for x in s.shares:
+            if x.kind == "inplace" and x.child in placed:
+                self.check_inplace_overwrite(i, op, x.child, placed[x.child])
+        for t, off in placed.items():
+            self.make_resident(i, t, off, related.get(t, ()))
+
+    def run_shares(self, i: int, s: Stage, op: Op, offsets: dict) -> dict[str, list[str]]:
+        """The declared shares of an R stage, checked: output -> the residents it shares
+        bytes with (a concat's output with its slots; a view's, slice's or in-place
+        output with its parent)."""
+        related: dict[str, list[str]] = {}
+        for x in s.shares:
+            if not self.check_share(i, s, x, offsets):
+                continue
+            if x.kind == "concat":
+                related.setdefault(x.parent, []).append(x.child)
+            else:
+                related.setdefault(x.child, []).append(x.parent)
+        return related
 
     def store(self, i: int, s: Stage) -> None:
         """`S t`: t gets a valid LLB copy."""
         t = s.name
-        if not self.check_resident(i, s):
+        if not (self.check_resident(i, s) and self.check_not_clobbered(i, s)):
             return
         x = self.graph.tensors[t]
         self.metrics.traffic_bytes += x.bytes
@@ -208,33 +253,64 @@ class Simulator:
             self.llb_spill += x.bytes
 
     def free(self, i: int, s: Stage) -> None:
-        """`F t`: t leaves L1 (its residency ends at this stage)."""
+        """`F t`: t leaves L1 (its residency ends at this stage); its bytes are free once no
+        resident tensor that shares them remains."""
         t = s.name
         if not self.check_resident(i, s):
             return
-        self.check_free_keeps_data(i, t)
+        if t not in self.clobbered:  # an overwritten name was checked dead when it was overwritten
+            self.check_free_keeps_data(i, t)
+        group = self.group_of.pop(t)
+        before = self.union_bytes(group)
+        group.discard(t)
         off = self.resident.pop(t)
+        self.resident_now -= before - (self.union_bytes(group) if group else 0)
         self.residencies.append(Residency(t, self.start_step[t], i, off))
-        self.resident_now -= self.sizes[t]
+        self.clobbered.pop(t, None)
         self.arena.vacate(t, off, self.sizes[t])
 
-    def place(self, i: int, t: str, offset, pending: Sequence[Range] = ()) -> bool:
-        """The placement rules for t at `offset` (pending: ranges placed by the same stage);
-        False when the offset is unusable. Raises the arena's top."""
+    def place(
+        self, i: int, t: str, offset, pending: Sequence[Range] = (), sharing: frozenset[str] = frozenset()
+    ) -> bool:
+        """The placement rules for t at `offset` (pending: ranges placed by the same stage;
+        sharing: residents t may overlap by a declared share); False when the offset is
+        unusable. Raises the arena's top."""
         if not self.check_offset_valid(i, t, offset):
             return False
         self.check_aligned(i, t, offset)
         self.check_in_budget(i, t, offset)
-        self.check_no_overlap(i, t, offset, pending)
+        self.check_no_overlap(i, t, offset, pending, sharing)
         self.metrics.arena_bytes = max(self.metrics.arena_bytes, offset + self.sizes[t])
         return True
 
-    def make_resident(self, i: int, t: str, offset: int) -> None:
-        """t occupies L1 at `offset` from stage i on."""
+    def make_resident(self, i: int, t: str, offset: int, related: Sequence[str] = ()) -> None:
+        """t occupies L1 at `offset` from stage i on, in one group with the residents it
+        shares bytes with (memory counts the union of a group's bytes)."""
         self.resident[t] = offset
         self.arena.occupy(t, offset, self.sizes[t])
         self.start_step[t] = i
-        self.resident_now += self.sizes[t]
+        groups = {id(g): g for g in (self.group_of[r] for r in related if r in self.group_of)}
+        before = sum(self.union_bytes(g) for g in groups.values())
+        merged = {t}.union(*groups.values())
+        for n in merged:
+            self.group_of[n] = merged
+        self.resident_now += self.union_bytes(merged) - before
+
+    def sharing_with(self, related: Sequence[str]) -> frozenset[str]:
+        """Every resident that shares bytes with one of `related` (their groups)."""
+        return frozenset(n for r in related for n in self.group_of.get(r, {r}))
+
+    def union_bytes(self, names: set[str]) -> int:
+        """Bytes covered by the resident ranges of `names` (overlaps counted once)."""
+        if len(names) == 1:
+            (n,) = names
+            return self.sizes[n]
+        total, end = 0, -1
+        for a, b in sorted((self.resident[n], self.resident[n] + self.sizes[n]) for n in names):
+            if b > end:
+                total += b - max(a, end)
+                end = b
+        return total
 
     # -- rules: names -------------------------------------------------------------------------
     def check_op_known(self, i: int, s: Stage) -> bool:
@@ -274,11 +350,19 @@ class Simulator:
         self.violation(i, f"{t} at [{offset}, {end}) exceeds the L1 budget of {budget} bytes")
         return False
 
-    def check_no_overlap(self, i: int, t: str, offset: int, pending: Sequence[Range] = ()) -> bool:
+    def check_no_overlap(
+        self, i: int, t: str, offset: int, pending: Sequence[Range] = (), sharing: frozenset[str] = frozenset()
+    ) -> bool:
         """A resident's bytes are disjoint from every other resident's (and from the other
-        outputs the same op writes, `pending`)."""
+        outputs the same op writes, `pending`), except from those it shares bytes with by a
+        declared, legal relation (`sharing`)."""
         end = offset + self.sizes[t]
-        hit = self.arena.first_overlap(t, offset, end, pending) if self.sizes[t] else None
+        if not self.sizes[t]:
+            return True
+        if sharing:
+            hit = next((r for r in self.arena.overlapping(offset, end, pending) if r[2] not in sharing), None)
+        else:
+            hit = self.arena.first_overlap(t, offset, end, pending)
         if hit is None:
             return True
         self.violation(i, f"{t} at [{offset}, {end}) overlaps {hit[2]} at [{hit[0]}, {hit[1]})")
@@ -314,9 +398,14 @@ class Simulator:
         return False
 
     def check_inputs_resident(self, i: int, op: Op) -> bool:
-        """Every input of a running op is in L1 (or a weight read in place)."""
+        """Every input of a running op is in L1 (or a weight read in place), and its bytes
+        were not overwritten by an in-place write since it was made."""
         ok = True
         for t in op.inputs:
+            if t in self.clobbered:
+                self.violation(i, f"R {op.name}: input {t} was overwritten in place by {self.clobbered[t]}")
+                ok = False
+                continue
             if t in self.resident or (self.in_place and self.graph.tensors[t].kind == "weight"):
                 continue
             where = "in LLB only" if t in self.llb else "not available"
@@ -355,8 +444,9 @@ class Simulator:
 
     def check_free_keeps_data(self, i: int, t: str) -> bool:
         """Nothing is lost (rule 5): a freed tensor without an LLB copy has no unrun
-        consumer and is not a graph output."""
-        if t in self.llb:
+        consumer and is not a graph output. A view, slice or slot of a tensor with an LLB
+        copy can come back (alias-loaded over its reloaded parent): it has one too."""
+        if self.recoverable(t):
             return True
         if self.remaining[t] > 0:
             need = next(c for c in self.graph.consumers[t] if c not in self.ran)
@@ -366,6 +456,81 @@ class Simulator:
             self.violation(i, f"F {t} loses graph output {t} before it is stored")
             return False
         return True
+
+    # -- rules: shared bytes (plan format v2) -------------------------------------------------
+    def check_share(self, i: int, s: Stage, x: Share, offsets: dict) -> bool:
+        """A declared share is a legal relation of the graph (planner/sharing.py), made by
+        this stage's op (for an R), between a tensor this stage places and a resident whose
+        bytes still hold its value, at the displacement the relation fixes."""
+        if self.legal is None:
+            self.legal = relation_index(self.graph)
+        rel = self.legal.get((x.kind, x.child, x.parent))
+        what = f"{s.kind} {s.name}: {x.child} in {x.parent}'s bytes by {x.kind}"
+        if rel is None or (s.kind == "R" and rel.op != s.name) or (s.kind == "L" and x.kind == "inplace"):
+            self.violation(i, f"{what} is not a legal share")
+            return False
+        if x.displacement != rel.displacement:
+            self.violation(i, f"{what} at {x.displacement} (the relation puts it at {rel.displacement})")
+            return False
+        placed, held = (x.parent, x.child) if x.kind == "concat" and s.kind == "R" else (x.child, x.parent)
+        if held not in self.resident or held in self.clobbered:
+            self.violation(i, f"{what}: {held} is not resident with its value")
+            return False
+        off = {placed: offsets.get(placed), held: self.resident[held]}
+        if off[x.child] is None or off[x.parent] is None or off[x.child] != off[x.parent] + x.displacement:
+            self.violation(
+                i, f"{what}: {x.child} at {off[x.child]} is not {x.parent} at {off[x.parent]} + {x.displacement}"
+            )
+            return False
+        return True
+
+    def recoverable(self, t: str, seen: frozenset[str] = frozenset()) -> bool:
+        """Whether t's value can be brought back from LLB: its own copy, or (in a plan that
+        shares bytes) a copy of a tensor it is a read-only part of (view, slice, slot)."""
+        if t in self.llb:
+            return True
+        if self.legal is None:  # no share declared so far: only own copies count
+            return False
+        if self.read_only_parents is None:
+            self.read_only_parents = {}
+            for kind, child, parent in self.legal:
+                if kind != "inplace":
+                    self.read_only_parents.setdefault(child, []).append(parent)
+        parents = [p for p in self.read_only_parents.get(t, ()) if p not in seen]
+        return any(self.recoverable(p, seen | {t}) for p in parents)
+
+    def check_value_exists(self, i: int, t: str) -> bool:
+        """An alias load names a value that exists: t is a graph input or its producer ran."""
+        prod = self.graph.producer.get(t)
+        if prod is None or prod in self.ran:
+            return True
+        self.violation(i, f"L {t}: its producer {prod} has not run")
+        return False
+
+    def check_inplace_overwrite(self, i: int, op: Op, t: str, offset: int) -> bool:
+        """An in-place write over resident bytes is safe only when nothing still needs what
+        they hold: every other resident in them has no unrun consumer and, if it is a graph
+        output, an LLB copy. Those names hold garbage from now on (only F may follow)."""
+        end, ok = offset + self.sizes[t], True
+        for _a, _b, r in self.arena.overlapping(offset, end):
+            if r in op.outputs:
+                continue
+            if self.remaining[r] > 0:
+                need = next(c for c in self.graph.consumers[r] if c not in self.ran)
+                self.violation(i, f"R {op.name}: writes {t} over {r}, which {need} still reads")
+                ok = False
+            elif self.graph.tensors[r].kind == "output" and r not in self.llb:
+                self.violation(i, f"R {op.name}: writes {t} over graph output {r} before it is stored")
+                ok = False
+            self.clobbered.setdefault(r, op.name)
+        return ok
+
+    def check_not_clobbered(self, i: int, s: Stage) -> bool:
+        """A store copies a value, not the bytes an in-place write left in its place."""
+        if s.name not in self.clobbered:
+            return True
+        self.violation(i, f"S {s.name}: its bytes were overwritten in place by {self.clobbered[s.name]}")
+        return False
 
     # -- rules: the whole plan ----------------------------------------------------------------
     def check_all_ops_ran(self, end: int) -> bool:
