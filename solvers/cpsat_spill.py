@@ -31,6 +31,7 @@ from planner.graph import Graph
 from planner.plan import Plan, SolverInfo, Stage
 from planner.simulate import with_solver
 from planner.solvers.base import Progress, SolveOptions, Timer
+from planner.solvers.heuristics.beam import beam_search
 from planner.solvers.heuristics.spill import candidate_plans, check_fits, plan_key
 from planner.solvers.reach import Reach
 from planner.solvers.spill_gaps import NAME, FixedOrder, SpillResult
@@ -181,8 +182,6 @@ def _pressure(graph: Graph, target: Target, order: Sequence[str], keep: Sequence
 
 def _orders(graph: Graph, target: Target, cands: Sequence[Plan], beam_time: float) -> list[list[str]]:
     """Distinct starting orders: those of the heuristic plans (best first), then beam."""
-    from planner.solvers.heuristics.beam import beam_search
-
     seen: dict[tuple[str, ...], None] = {}
     for pl in sorted(cands, key=lambda p: plan_key(p, "traffic")):
         seen.setdefault(tuple(s.name for s in pl.stages if s.kind == "R"))

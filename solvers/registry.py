@@ -6,6 +6,8 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from planner.solvers.lifetimes import with_lifetimes
+
 
 @dataclass(frozen=True)
 class SolverSpec:
@@ -113,6 +115,4 @@ def get_solver(name: str) -> Callable:
     spec = SOLVERS[name]
     if spec.spills or name == "auto":
         return spec.load()
-    from planner.solvers.lifetimes import with_lifetimes
-
     return with_lifetimes(spec.load())

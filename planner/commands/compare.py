@@ -11,7 +11,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from planner.bounds import working_set_bound
-from planner.commands.common import CliError, add_model_args, add_solver_args, add_target_args, load_graph, make_target
+from planner.commands.common import (
+    CliError,
+    add_model_args,
+    add_solver_args,
+    add_target_args,
+    load_graph,
+    make_target,
+    model_path,
+)
 from planner.plan import Plan
 from planner.report import console, live_progress
 from planner.solvers.base import DoesNotFit, SolveOptions, Timer
@@ -206,8 +214,6 @@ def _b(n: int | None) -> str:
 
 def _tflm_row(args, graph) -> dict | None:
     """For a .tflite model: TFLite Micro's own arena head, measured by running it."""
-    from planner.commands.common import model_path
-
     path = model_path(args.model) if args.model else None
     if path is None or not str(path).endswith(".tflite"):
         return None

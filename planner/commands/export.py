@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from planner.commands.common import CliError
+from planner.commands.common import CliError, model_path
 from planner.export import EXPORTERS, CannotExport, export, options
 from planner.plan import PlanFormatError, read_plan
 from planner.simulate import PlanError
@@ -61,7 +61,6 @@ def _original_model(args) -> Path:
     """--model as a path (a zoo name or a file): the .tflite the plan was made for."""
     if not args.model:
         raise CliError(f"--format {args.format} needs --model ORIGINAL.tflite (the model the plan was made for)", 2)
-    from planner.commands.common import model_path
     from planner.models.zoo import ZooError
 
     try:
