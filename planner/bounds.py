@@ -6,12 +6,16 @@ solver quote them: a plan's `lower_bound_bytes` is at least `working_set_bound`,
 budget below `min_budget` gets a "does not fit" that names it, and `compulsory_traffic`
 is the part of any plan's traffic no spill decision can avoid.
 
-All sizes are raw tensor bytes unless the name says aligned.
+All sizes are raw tensor bytes unless the name says aligned. Where the target lets
+tensors share bytes (planner/sharing.py), tensors of one op that are connected by legal
+relations may overlap, so such a group counts its largest member only; tensors that no
+chain of relations connects never overlap, so groups add up.
 """
 
 from __future__ import annotations
 
 from planner.graph import Graph
+from planner.sharing import LEVEL_KINDS, relations
 from planner.target import Target
 
 
@@ -21,9 +25,44 @@ def op_tensors(graph: Graph, target: Target, op: str) -> list[str]:
     return [t for t in dict.fromkeys((*o.inputs, *o.outputs)) if target.occupies_l1(graph.tensors[t])]
 
 
+def share_components(graph: Graph, target: Target) -> dict[str, str]:
+    """tensor -> a representative of the tensors it may share bytes with (transitively,
+    by the relations the target's share level allows); empty when nothing may share."""
+    kinds = LEVEL_KINDS[target.share]
+    if not kinds:
+        return {}
+
+    def compute() -> dict[str, str]:
+        parent: dict[str, str] = {}
+
+        def find(t: str) -> str:
+            while parent.get(t, t) != t:
+                t = parent[t]
+            return t
+
+        for r in relations(graph, kinds):
+            a, b = find(r.child), find(r.parent)
+            if a != b:
+                parent[a] = b
+        return {t: find(t) for t in parent}
+
+    return graph.derived(("share_components", target.share), compute)
+
+
+def op_groups(graph: Graph, target: Target, op: str) -> list[list[str]]:
+    """The tensors op `op` needs in L1, grouped by what may share bytes (singletons when the
+    target shares nothing)."""
+    comp = share_components(graph, target)
+    groups: dict[str, list[str]] = {}
+    for t in op_tensors(graph, target, op):
+        groups.setdefault(comp.get(t, t), []).append(t)
+    return list(groups.values())
+
+
 def working_set(graph: Graph, target: Target, op: str) -> int:
-    """Bytes an op needs in L1 at once: its distinct inputs and outputs (DESIGN §1 rule 3)."""
-    return sum(graph.size(t) for t in op_tensors(graph, target, op))
+    """Bytes an op needs in L1 at once: its distinct inputs and outputs (DESIGN §1 rule 3),
+    each group of tensors that may share bytes counted by its largest member."""
+    return sum(max(graph.size(t) for t in g) for g in op_groups(graph, target, op))
 
 
 def working_set_bound(graph: Graph, target: Target) -> int:
@@ -37,7 +76,7 @@ def op_need(graph: Graph, target: Target, op: str) -> int:
     Every tensor but the topmost occupies its aligned size, the topmost only its raw bytes,
     so the best choice puts the tensor with the most alignment padding on top.
     """
-    names = op_tensors(graph, target, op)
+    names = [max(g, key=graph.size) for g in op_groups(graph, target, op)]
     if not names:
         return 0
     aligned = sum(target.align(graph.size(t)) for t in names)

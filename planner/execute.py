@@ -539,7 +539,8 @@ class _PlanRun:
         self.in_place = in_place
         self.kernel = kernel
         self.resident: dict[str, tuple[int, np.ndarray]] = {}
-        self.resident_now = 0
+        self.resident_now = 0  # bytes of the arena held by resident views (shared bytes once)
+        self.shared: set[str] = set()  # residents whose bytes another resident may share
         self.timeline: list[int] = []
         self.touched = 0
         self.loaded = self.stored = 0
@@ -581,9 +582,24 @@ class _PlanRun:
             raise ExecutionError(f"{what}: value has dtype {src.dtype}, its planned view has {dst.dtype}")
         dst[...] = src
 
+    def held_bytes(self) -> int:
+        """Bytes of the arena under at least one resident view (measured, not planned)."""
+        total, end = 0, -1
+        for a, b in sorted((off, off + self.graph.tensors[n].bytes) for n, (off, _) in self.resident.items()):
+            if b > end:
+                total += b - max(a, end)
+                end = b
+        return total
+
     def load(self, i: int, s: Stage) -> None:
-        """`L t`: copy t's LLB bytes into its view."""
+        """`L t`: copy t's LLB bytes into its view; an alias load (a view, slice or slot of
+        resident bytes) only names the bytes already there: nothing is copied."""
         t = self.graph.tensors[s.name]
+        if s.shares:
+            self.resident[s.name] = (s.offset, self.view(t, s.offset))
+            self.shared.add(s.name)
+            self.resident_now = self.held_bytes()
+            return
         if s.name not in self.llb:
             raise ExecutionError(f"step {i}: L {s.name}: no LLB copy")
         v = self.view(t, s.offset, self.llb[s.name])
@@ -593,19 +609,43 @@ class _PlanRun:
         self.loaded += t.bytes
 
     def run(self, i: int, s: Stage) -> None:
-        """`R o`: run o's kernel on its input views, write every output into its view."""
+        """`R o`: run o's kernel on its input views, write every output into its view. An op
+        whose outputs the stage declares views, slices or the concat of slots already in
+        place moves no byte: its kernel is not run, its outputs are views of those bytes
+        (so a wrong placement shows as wrong outputs)."""
         g = self.graph
         op = g.op(s.name)
-        k = self.kernel(s.name)
-        results = k(self.feeds(i, s, k))
         offs = s.offsets or {}
-        for t_name, r in zip(op.outputs, results, strict=True):
-            if t_name not in offs:
-                raise ExecutionError(f"step {i}: R {s.name}: no offset for output {t_name!r}")
-            v = self.view(g.tensors[t_name], offs[t_name], r)
-            self.put(v, r, f"step {i}: R {s.name} -> {t_name}")
-            self.resident[t_name] = (offs[t_name], v)
-            self.resident_now += g.tensors[t_name].bytes
+        missing = [t for t in op.outputs if t not in offs]
+        if missing:
+            raise ExecutionError(f"step {i}: R {s.name}: no offset for output {missing[0]!r}")
+        if self.in_place_already(op, s):
+            for t_name in op.outputs:
+                self.resident[t_name] = (offs[t_name], self.view(g.tensors[t_name], offs[t_name]))
+        else:
+            k = self.kernel(s.name)
+            results = k(self.feeds(i, s, k))
+            for t_name, r in zip(op.outputs, results, strict=True):
+                v = self.view(g.tensors[t_name], offs[t_name], r)
+                self.put(v, r, f"step {i}: R {s.name} -> {t_name}")
+                self.resident[t_name] = (offs[t_name], v)
+        if s.shares:
+            self.shared.update(op.outputs)
+            self.shared.update(x.child for x in s.shares)
+            self.resident_now = self.held_bytes()
+        else:
+            self.resident_now += sum(g.tensors[t].bytes for t in op.outputs)
+
+    @staticmethod
+    def in_place_already(op, s: Stage) -> bool:
+        """Every output of the R stage is already in the arena: a view or slice of an input,
+        or a concat whose every input was produced in its slot."""
+        kinds = {x.kind for x in s.shares}
+        if not s.shares or "inplace" in kinds:
+            return False
+        if kinds == {"concat"}:
+            return {x.child for x in s.shares} == set(op.inputs)
+        return {x.child for x in s.shares if x.kind in ("view", "slice")} == set(op.outputs)
 
     def feeds(self, i: int, s: Stage, k: Kernel) -> dict[str, np.ndarray]:
         """The kernel's inputs: resident views (in-place weights from LLB)."""
@@ -636,7 +676,11 @@ class _PlanRun:
         if s.name not in self.resident:
             raise ExecutionError(f"step {i}: F {s.name}: not resident")
         del self.resident[s.name]
-        self.resident_now -= self.graph.tensors[s.name].bytes
+        if s.name in self.shared:
+            self.shared.discard(s.name)
+            self.resident_now = self.held_bytes()
+        else:
+            self.resident_now -= self.graph.tensors[s.name].bytes
 
 
 class Executor:

@@ -105,6 +105,7 @@ class Graph:
     ) -> None:
         self.name = name
         self.source = source
+        self._derived: dict = {}  # facts computed once from the immutable structure (see `derived`)
         self.tensors: dict[str, Tensor] = {}
         for t in tensors:
             if t.name in self.tensors:
@@ -117,6 +118,13 @@ class Graph:
                 raise GraphError(f"op name {o.name!r} is used twice")
             self.op_index[o.name] = i
         self._validate()
+
+    def derived(self, key, compute):
+        """`compute()` once per graph and `key`: for facts of the structure that many callers
+        need (the graph never changes after construction, so they never go stale)."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]
 
     def nested_ops(self) -> list[Op]:
         """Ops that run nested graphs (ONNX If/Loop/Scan, TFLite IF/WHILE/CALL_ONCE): each is

@@ -39,9 +39,6 @@ from planner.graph import Graph, Op, Tensor
 
 ShareKind = Literal["view", "slice", "concat", "inplace"]
 SHARE_KINDS: tuple[str, ...] = get_args(ShareKind)
-# what a plan may share: nothing, read-only aliases (views and slices), or everything
-ShareLevel = Literal["none", "views", "all"]
-SHARE_LEVELS: tuple[str, ...] = get_args(ShareLevel)
 LEVEL_KINDS: dict[str, frozenset[str]] = {
     "none": frozenset(),
     "views": frozenset({"view", "slice"}),

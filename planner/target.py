@@ -21,6 +21,10 @@ WeightPlacement = Literal["in_place", "load"]
 Lifetimes = Literal["tflm", "minimal"]
 WEIGHT_PLACEMENTS: tuple[str, ...] = get_args(WeightPlacement)
 LIFETIMES: tuple[str, ...] = get_args(Lifetimes)
+# which shared-byte relations (planner/sharing.py) the runtime allows: none, read-only
+# aliases (views, slices), or everything (also concat slots and in-place writes)
+ShareLevel = Literal["none", "views", "all"]
+SHARE_LEVELS: tuple[str, ...] = get_args(ShareLevel)
 
 
 class TargetError(ValueError):
@@ -34,7 +38,8 @@ class Target:
     from flash, never in L1; ``load``: loaded into L1 while used), the offset alignment and
     the no-spill lifetimes of graph inputs and outputs (``tflm``: inputs from the start,
     outputs to the end, what TFLite Micro's arena assumes; ``minimal``: loaded late, stored
-    and freed early, see solvers/lifetimes.py). In the plan file the budget is ``l1_bytes``.
+    and freed early, see solvers/lifetimes.py) and which tensors may share bytes (`share`,
+    see planner/sharing.py). In the plan file the budget is ``l1_bytes``.
     """
 
     name: str
@@ -44,12 +49,15 @@ class Target:
     alignment: int = 16
     source: str = ""  # where the figures come from
     lifetimes: Lifetimes = "tflm"
+    share: ShareLevel = "none"
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHT_PLACEMENTS:
             raise TargetError(f"weights must be one of {WEIGHT_PLACEMENTS}, got {self.weights!r}")
         if self.lifetimes not in LIFETIMES:
             raise TargetError(f"lifetimes must be one of {LIFETIMES}, got {self.lifetimes!r}")
+        if self.share not in SHARE_LEVELS:
+            raise TargetError(f"share must be one of {SHARE_LEVELS}, got {self.share!r}")
         if self.alignment < 1:
             raise TargetError(f"alignment must be >= 1, got {self.alignment}")
         if self.budget is not None and self.budget <= 0:
@@ -79,6 +87,7 @@ class Target:
             "weights": self.weights,
             "alignment": self.alignment,
             "lifetimes": self.lifetimes,
+            **({"share": self.share} if self.share != "none" else {}),
         }
 
     @staticmethod
@@ -91,6 +100,7 @@ class Target:
             weights=str(d.get("weights", "in_place")),
             alignment=int(d.get("alignment", 16)),
             lifetimes=str(d.get("lifetimes", "tflm")),
+            share=str(d.get("share", "none")),
         )
 
 

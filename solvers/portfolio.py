@@ -44,6 +44,7 @@ from planner.solvers.lifetimes import restore_stages, rewrite
 from planner.solvers.lowering import live_intervals, live_profile, lower, max_live
 from planner.solvers.registry import SOLVERS
 from planner.solvers.relax import relaxed_order_bound
+from planner.solvers.storage import DOMINATING_KINDS, Storage, shared_plan, sharing_kinds, storage_graph, with_sharing
 from planner.target import Target
 
 # Past this many ops in one segment the monolithic order model rarely closes its gap in a
@@ -381,9 +382,7 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
     floor = min_budget(graph, target)
     if budget is not None and need > budget:
         raise DoesNotFit(budget, floor, need, how="even with spilling")
-    # no-spill planning runs on the rewritten graph when lifetimes are minimal (solvers/lifetimes.py)
-    work = rewrite(graph) if target.lifetimes == "minimal" else graph
-    start = heuristic_start(work, target.with_budget(None))
+    st, work, start = choose_sharing(graph, target)
     peak_first = options.objective == "peak" and start.arena > floor
     if peak_first or (budget is not None and start.arena > budget):
         # spills will probably be needed (or may shrink the arena): keep time for them
@@ -397,18 +396,42 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
         except DoesNotFit:
             pass  # no spill solver reached it: the no-spill plan stands
     if budget is None or s.arena <= budget:
-        return _nospill_plan(graph, target, s)
+        return _nospill_plan(graph, target, s, st)
     return spill_phase(graph, target, options, clock, s.arena)
 
 
-def _nospill_plan(graph: Graph, target: Target, s: NoSpill) -> Plan:
+def choose_sharing(graph: Graph, target: Target) -> tuple[Storage | None, Graph, HeuristicStart]:
+    """Which bytes the no-spill phases let tensors share (solvers/storage.py): every relation
+    the target allows, only those that never raise memory (views, in-place writes), or none,
+    whichever gives the best heuristic plan. Returns (storage, the graph the phases plan:
+    rewritten for minimal lifetimes when the target asks, its heuristic start)."""
+    kinds = sharing_kinds(target)
+    options = [kinds, kinds & DOMINATING_KINDS, frozenset()] if kinds else [frozenset()]
+    best = None
+    for ks in dict.fromkeys(options):
+        st = storage_graph(graph, ks) if ks else None
+        if ks and st is None:
+            continue
+        base = st.graph if st is not None else graph
+        # no-spill planning runs on the rewritten graph when lifetimes are minimal (solvers/lifetimes.py)
+        work = rewrite(base) if target.lifetimes == "minimal" else base
+        start = heuristic_start(work, target.with_budget(None))
+        if best is None or start.arena < best[2].arena:
+            best = (st, work, start)
+    return best
+
+
+def _nospill_plan(graph: Graph, target: Target, s: NoSpill, st: Storage | None) -> Plan:
     """Lower the state's order and offsets under the user's target, map a rewritten graph's
-    stages back to `graph`, and simulate the plan: once."""
+    stages back to `graph` (minimal lifetimes, shared bytes), and simulate the plan: once."""
     stages = lower(s.graph, target, s.order, s.offsets)
-    if s.graph is not graph:
+    base = st.graph if st is not None else graph
+    if s.graph is not base:
         stages = restore_stages(s.graph, stages)
-    bound = max(s.bound, working_set_bound(graph, target))
+    bound = max(s.bound, working_set_bound(base, target))
     info = SolverInfo("auto", status_of(s.arena, bound), bound, s.clock.elapsed, s.options.params(), s.facts)
+    if st is not None:
+        return shared_plan(st, target, stages, info)
     return finalize(Plan(graph, target, stages, info))
 
 
@@ -443,7 +466,7 @@ def spill_phase(
             hint=best,
         )
         try:
-            p = spec.load()(graph, target, sub)
+            p = with_sharing(spec.load(), spills=True)(graph, target, sub)
         except DoesNotFit as e:
             failure = e if failure is None or e.needed < failure.needed else failure
             continue

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from planner.solvers.lifetimes import with_lifetimes
+from planner.solvers.storage import with_sharing
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,14 @@ class UnknownSolver(ValueError):
 
 
 def get_solver(name: str) -> Callable:
-    """The solver function; no-spill solvers honour `target.lifetimes` (solvers/lifetimes.py),
-    spill solvers and `auto` plan stages directly."""
+    """The solver function. Every solver honours `target.share` (solvers/storage.py: it plans
+    a storage graph where tensors share bytes); no-spill solvers honour `target.lifetimes`
+    (solvers/lifetimes.py); spill solvers and `auto` plan stages directly."""
     if name not in SOLVERS:
         raise UnknownSolver(f"unknown solver {name!r}; available: {', '.join(SOLVERS)}")
     spec = SOLVERS[name]
-    if spec.spills or name == "auto":
+    if name == "auto":
         return spec.load()
-    return with_lifetimes(spec.load())
+    if spec.spills:
+        return with_sharing(spec.load(), spills=True)
+    return with_sharing(with_lifetimes(spec.load()))

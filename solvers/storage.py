@@ -1,0 +1,340 @@
+"""Shared bytes for every solver, by rewriting the graph into a *storage graph*.
+
+A chosen set of legal relations (planner/sharing.py) groups tensors into storages: a root
+tensor and the tensors placed inside its bytes (views, slices, concat slots, in-place
+outputs) at fixed displacements. The storage graph has one tensor per storage, of the
+root's size; every op reads the storages of its inputs, and an op whose output lives in
+another tensor's storage writes a 0-byte *marker* instead, which the output's consumers
+read too (so they still run after it). A storage whose root is a concat output is
+allocated by a pseudo-op ``alloc:<root>`` before the first slot is produced. Under the
+no-spill lifetimes (solvers/lowering.py) a storage then lives from its first member's
+production to its last member's last use, and the union of its members' bytes is its
+root's bytes: exactly what a plan that shares those bytes occupies, or more (a concat's
+storage is reserved before its slots are filled). So every solver — order models, DP,
+layouts, decomposition, spill solvers — plans with sharing unchanged, and `restore` maps
+its plan back to the original graph, stage by stage, with the shares declared; the
+simulator then checks the result against the rules of DESIGN §1.
+
+Which relations are chosen (`choose`) is the planner's decision, order-independent so it
+holds for every order a solver may pick:
+- views and slices always (a read-only alias never raises memory);
+- an in-place write only where every other reader of the overwritten bytes is an
+  ancestor of the writing op (so it ran before, in every order), and never over a graph
+  output (it must keep its value);
+- concat slots where every input is produced by an op of the graph (not an input or a
+  weight), appears once, and is not already placed in another tensor's bytes;
+- nothing that would make a graph output live in another tensor's bytes.
+Spill plans use read-only relations only (`SPILL_KINDS`): their stores and loads move a
+storage's bytes, which must not change after they are stored.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from planner.graph import Graph, Op, Tensor
+from planner.plan import Plan, SolverInfo, Stage
+from planner.sharing import LEVEL_KINDS, Share, relations
+from planner.simulate import finalize
+from planner.solvers.reach import Reach
+from planner.target import Target
+
+ALLOC = "planner.Alloc"
+SPILL_KINDS = frozenset({"view", "slice"})  # read-only: a stored storage keeps its bytes
+DOMINATING_KINDS = frozenset({"view", "inplace"})  # never raise memory in any order
+
+
+@dataclass
+class Storage:
+    """The storage graph of `original` and how to map its plans back.
+
+    `shares`: child tensor -> the relation placing it in its parent; `root`: every tensor
+    in a storage -> (root, displacement in the root); `marker`: child -> the 0-byte tensor
+    that stands for it in the storage graph; `alloc`: pseudo-op -> the root it allocates.
+    """
+
+    original: Graph
+    graph: Graph
+    shares: dict[str, Share] = field(default_factory=dict)
+    root: dict[str, tuple[str, int]] = field(default_factory=dict)
+    marker: dict[str, str] = field(default_factory=dict)
+    alloc: dict[str, str] = field(default_factory=dict)
+    made: dict[str, str] = field(default_factory=dict)  # concat root -> marker its concat writes
+
+    def members(self, root: str) -> list[str]:
+        """The tensors that live in `root`'s storage (the root first)."""
+        return [root] + [t for t, (r, _) in self.root.items() if r == root and t != root]
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    out, k = name, 1
+    while out in taken:
+        out, k = f"{name}~{k}", k + 1
+    taken.add(out)
+    return out
+
+
+def _root_of(parent: dict[str, Share], t: str) -> tuple[str, int]:
+    disp = 0
+    while t in parent:
+        disp += parent[t].displacement
+        t = parent[t].parent
+    return t, disp
+
+
+def _inplace_ok(graph: Graph, reach: Reach, parent: dict[str, Share], s: Share) -> bool:
+    """An in-place write is safe in every order: nothing else reads the bytes it overwrites
+    after it (every other reader of the storage's members is an ancestor of the op)."""
+    x = graph.tensors[s.parent]
+    if x.kind == "output" or graph.tensors[s.child].kind == "output":
+        return False
+    root, _ = _root_of(parent, s.parent)
+    if graph.size(s.parent) != graph.size(root) or any(
+        parent[t].kind not in ("view", "inplace") for t in _chain(parent, s.parent)
+    ):
+        return False  # only over a whole storage (not a slice or a slot of one)
+    members = {root} | {t for t in parent if _root_of(parent, t)[0] == root}
+    o = reach.idx[s.op]
+    for t in members:
+        if graph.tensors[t].kind == "output":
+            return False
+        for c in graph.consumers[t]:
+            if c != s.op and not (reach.anc[o] >> reach.idx[c]) & 1:
+                return False
+    return True
+
+
+def _chain(parent: dict[str, Share], t: str) -> Iterable[str]:
+    while t in parent:
+        yield t
+        t = parent[t].parent
+
+
+def _concat_ok(graph: Graph, parent: dict[str, Share], slots: list[Share]) -> bool:
+    z = graph.tensors[slots[0].parent]
+    if z.kind == "output" or z.name in parent:
+        return False
+    for s in slots:
+        x = graph.tensors[s.child]
+        if x.kind != "activation" or s.child in parent or graph.producer.get(s.child) is None:
+            return False
+        if _root_of(parent, s.child)[0] != s.child:
+            return False
+    return True
+
+
+def choose(graph: Graph, kinds: Iterable[str]) -> dict[str, Share]:
+    """A consistent forest of legal relations of `kinds` (module docstring): child -> share."""
+    kinds = frozenset(kinds)
+    if not kinds:
+        return {}
+    reach = Reach(graph)
+    parent: dict[str, Share] = {}
+    by_op: dict[str, list[Share]] = {}
+    for s in relations(graph, kinds):
+        by_op.setdefault(s.op, []).append(s)
+    for op in graph.ops:
+        cands = by_op.get(op.name, [])
+        concat = [s for s in cands if s.kind == "concat"]
+        if concat and _concat_ok(graph, parent, concat):
+            parent.update({s.child: s for s in concat})
+        for s in cands:
+            if s.kind == "concat" or s.child in parent or graph.tensors[s.child].kind == "output":
+                continue
+            if s.kind == "inplace" and not _inplace_ok(graph, reach, parent, s):
+                continue
+            if _root_of(parent, s.parent)[0] == s.child:
+                continue  # would close a cycle
+            parent[s.child] = s
+    return parent
+
+
+def storage_graph(graph: Graph, kinds: Iterable[str]) -> Storage | None:
+    """The storage graph of `graph` under the chosen relations of `kinds` (None: nothing
+    to share)."""
+    shares = choose(graph, kinds)
+    if not shares:
+        return None
+    st = Storage(graph, graph, shares)
+    st.root = {t: _root_of(shares, t) for t in shares}
+    roots = {r for r, _ in st.root.values()}
+    taken = set(graph.tensors)
+    st.marker = {t: _fresh(f"{t}~in~{st.root[t][0]}", taken) for t in shares}
+    concat_roots = {s.parent for s in shares.values() if s.kind == "concat" and s.parent in roots}
+    op_names = {o.name for o in graph.ops}
+    alloc_of = {r: _fresh(f"alloc:{r}", op_names) for r in sorted(concat_roots)}
+    st.alloc = {a: r for r, a in alloc_of.items()}
+    first_maker = _first_makers(graph, st, concat_roots)
+    ops: list[Op] = []
+    for o in graph.ops:
+        for r in first_maker.get(o.name, []):
+            ops.append(Op(alloc_of[r], ALLOC, (), (r,), {"pseudo": "alloc", "tensor": r}))
+        ops.append(_storage_op(graph, st, o, concat_roots))
+    tensors = [t for t in graph.tensors.values() if t.name not in shares]
+    tensors += [Tensor(m, 0, "activation") for m in (*st.marker.values(), *st.made.values())]
+    st.graph = Graph(graph.name, tensors, ops, graph.source)
+    return st
+
+
+def _first_makers(graph: Graph, st: Storage, concat_roots: set[str]) -> dict[str, list[str]]:
+    """op -> the concat roots whose storage must be allocated right before it (in the
+    model's order: before the first op that produces one of the storage's members)."""
+    out: dict[str, list[str]] = {}
+    for r in concat_roots:
+        members = set(st.members(r))
+        first = next(o.name for o in graph.ops if members & set(o.outputs))
+        out.setdefault(first, []).append(r)
+    return out
+
+
+def _storage_op(graph: Graph, st: Storage, o: Op, concat_roots: set[str]) -> Op:
+    """`o` in the storage graph: it reads the storages of its inputs (and of its outputs
+    that live in another tensor's bytes), plus the markers of inputs that are children;
+    it writes its root outputs, or markers for the rest."""
+    ins: list[str] = []
+    for t in o.inputs:
+        if t in st.shares:
+            ins += [st.root[t][0], st.marker[t]]
+        elif t in concat_roots:
+            ins += [t, _concat_marker(st, t)]  # after the concat, not merely after the allocation
+        else:
+            ins.append(t)
+    outs: list[str] = []
+    for t in o.outputs:
+        if t in st.shares:
+            ins.append(st.root[t][0])
+            outs.append(st.marker[t])
+        elif t in concat_roots:
+            ins.append(t)  # allocated earlier; the concat fills nothing new
+            outs.append(_concat_marker(st, t))
+        else:
+            outs.append(t)
+    ins = list(dict.fromkeys(i for i in ins if i not in outs))
+    return Op(o.name, o.type, tuple(ins), tuple(outs), o.attrs)
+
+
+def _concat_marker(st: Storage, z: str) -> str:
+    """The 0-byte marker a concat writes when its output's storage was allocated earlier."""
+    if z not in st.made:
+        taken = set(st.original.tensors) | set(st.marker.values()) | set(st.made.values())
+        st.made[z] = _fresh(f"{z}~made", taken)
+    return st.made[z]
+
+
+# -- from a plan of the storage graph back to the original graph --------------------------------
+class _Restore:
+    """The walk that maps storage-graph stages to original stages (see `restore`)."""
+
+    def __init__(self, st: Storage) -> None:
+        self.st, self.g = st, st.original
+        self.offset: dict[str, int] = {}  # storage tensor -> its offset while resident
+        self.resident: set[str] = set()  # original tensors resident now
+        self.produced: set[str] = set(self.g.inputs)
+        self.remaining = {t: len(c) for t, c in self.g.consumers.items()}
+        self.members = {r: st.members(r) for r in {r for r, _ in st.root.values()}}
+        self.markers = set(st.marker.values()) | set(st.made.values())
+        self.out: list[Stage] = []
+
+    def at(self, t: str) -> int:
+        """The offset of original tensor t: its storage's offset plus its displacement."""
+        root, disp = self.st.root.get(t, (t, 0))
+        return self.offset[root] + disp
+
+    def stage(self, s: Stage) -> None:
+        if s.kind == "R" and s.name in self.st.alloc:
+            self.offset[self.st.alloc[s.name]] = (s.offsets or {})[self.st.alloc[s.name]]
+        elif s.kind == "R":
+            self.run(s)
+        elif s.name in self.markers:
+            pass
+        elif s.kind == "L":
+            self.offset[s.name] = s.offset
+            self.out.append(Stage("L", s.name, offset=s.offset))
+            self.resident.add(s.name)
+            self.realias(s.name)
+        elif s.kind == "S":
+            self.out.append(Stage("S", s.name))
+        else:  # F: every name of the storage leaves
+            names = [t for t in self.members.get(s.name, [s.name]) if t in self.resident]
+            for t in reversed(names):
+                self.out.append(Stage("F", t))
+                self.resident.discard(t)
+            self.offset.pop(s.name, None)
+
+    def run(self, s: Stage) -> None:
+        op = self.g.op(s.name)
+        for t in op.outputs:
+            if t not in self.st.shares and t not in self.st.made:
+                self.offset[t] = (s.offsets or {})[t]
+        offsets = {t: self.at(t) for t in op.outputs}
+        shares = [x for t in op.outputs if (x := self.st.shares.get(t)) is not None and x.op == op.name]
+        shares += [
+            x for t in op.inputs if (x := self.st.shares.get(t)) is not None and x.kind == "concat" and x.op == op.name
+        ]
+        self.out.append(Stage("R", op.name, offsets=offsets, shares=tuple(shares)))
+        self.resident.update(op.outputs)
+        self.produced.update(op.outputs)
+        for t in dict.fromkeys(op.inputs):
+            self.remaining[t] -= 1
+
+    def realias(self, root: str) -> None:
+        """After a storage comes back from LLB, name again (alias loads, no traffic) its
+        members that were produced and are still needed, parents before children."""
+        needed = {t for t in self.members.get(root, ())[1:] if t in self.produced and self.remaining[t] > 0}
+        keep: set[str] = set()
+        for t in needed:
+            keep.update(t2 for t2 in _chain(self.st.shares, t))
+        for t in sorted(keep, key=lambda t: len(list(_chain(self.st.shares, t)))):
+            x = self.st.shares[t]
+            self.out.append(Stage("L", t, offset=self.at(t), shares=(Share(x.kind, "", t, x.parent, x.displacement),)))
+            self.resident.add(t)
+
+
+def restore(st: Storage, stages: Sequence[Stage]) -> list[Stage]:
+    """Stages of `st.graph` as stages of the original graph, the shares declared: an R
+    writes its outputs at their storage's offset plus their displacement, an F of a
+    storage frees every name in it, a load of a storage names again the members still
+    needed (DESIGN §1: a spilled view spills its bytes once)."""
+    walk = _Restore(st)
+    for s in stages:
+        walk.stage(s)
+    return walk.out
+
+
+def sharing_kinds(target: Target, spills: bool = False) -> frozenset[str]:
+    """The relation kinds a plan for `target` may use (read-only ones only when spilling)."""
+    kinds = LEVEL_KINDS[target.share]
+    return kinds & SPILL_KINDS if spills else kinds
+
+
+def shared_plan(st: Storage, target: Target, stages: Sequence[Stage], info: SolverInfo) -> Plan:
+    """The original graph's plan from a plan of the storage graph, checked by the simulator."""
+    facts = {**info.facts, "shares": share_counts(st)}
+    return finalize(Plan(st.original, target, restore(st, stages), replace(info, facts=facts)))
+
+
+def share_counts(st: Storage) -> dict[str, int]:
+    """How many relations of each kind the storage graph uses (what `optimal` is over)."""
+    out: dict[str, int] = {}
+    for s in st.shares.values():
+        out[s.kind] = out.get(s.kind, 0) + 1
+    return out
+
+
+def with_sharing(solve: Callable[..., Plan], spills: bool = False) -> Callable[..., Plan]:
+    """A solver that honours `target.share`: it plans the storage graph and the plan is
+    mapped back (module docstring); unchanged when nothing may share."""
+
+    @functools.wraps(solve)
+    def run(graph: Graph, target: Target, options=None) -> Plan:
+        st = storage_graph(graph, sharing_kinds(target, spills))
+        if st is None:
+            return solve(graph, target, options)
+        if options is not None and options.hint is not None:
+            options = replace(options, hint=None)  # a plan of the original graph, not of the storage graph
+        plan = solve(st.graph, target, options)
+        return shared_plan(st, target, plan.stages, plan.solver)
+
+    return run
