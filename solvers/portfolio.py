@@ -409,7 +409,7 @@ def choose_sharing(graph: Graph, target: Target) -> tuple[Storage | None, Graph,
     options = [kinds, kinds & DOMINATING_KINDS, frozenset()] if kinds else [frozenset()]
     best = None
     for ks in dict.fromkeys(options):
-        st = storage_graph(graph, ks) if ks else None
+        st = storage_graph(graph, ks, target.alignment) if ks else None
         if ks and st is None:
             continue
         base = st.graph if st is not None else graph

@@ -125,8 +125,10 @@ def _concat_ok(graph: Graph, parent: dict[str, Share], slots: list[Share]) -> bo
     return True
 
 
-def choose(graph: Graph, kinds: Iterable[str]) -> dict[str, Share]:
-    """A consistent forest of legal relations of `kinds` (module docstring): child -> share."""
+def choose(graph: Graph, kinds: Iterable[str], alignment: int = 1) -> dict[str, Share]:
+    """A consistent forest of legal relations of `kinds` (module docstring): child -> share.
+    Relations whose displacement is not a multiple of `alignment` are left out (the child's
+    offset would not be aligned)."""
     kinds = frozenset(kinds)
     if not kinds:
         return {}
@@ -135,6 +137,10 @@ def choose(graph: Graph, kinds: Iterable[str]) -> dict[str, Share]:
     by_op: dict[str, list[Share]] = {}
     for s in relations(graph, kinds):
         by_op.setdefault(s.op, []).append(s)
+    for op, cands in by_op.items():
+        if any(s.displacement % alignment for s in cands if s.kind == "concat"):
+            by_op[op] = [s for s in cands if s.kind != "concat"]  # a concat shares all its slots or none
+        by_op[op] = [s for s in by_op[op] if not s.displacement % alignment]
     for op in graph.ops:
         cands = by_op.get(op.name, [])
         concat = [s for s in cands if s.kind == "concat"]
@@ -151,10 +157,10 @@ def choose(graph: Graph, kinds: Iterable[str]) -> dict[str, Share]:
     return parent
 
 
-def storage_graph(graph: Graph, kinds: Iterable[str]) -> Storage | None:
+def storage_graph(graph: Graph, kinds: Iterable[str], alignment: int = 1) -> Storage | None:
     """The storage graph of `graph` under the chosen relations of `kinds` (None: nothing
-    to share)."""
-    shares = choose(graph, kinds)
+    to share); `alignment`: the target's offset alignment."""
+    shares = choose(graph, kinds, alignment)
     if not shares:
         return None
     st = Storage(graph, graph, shares)
@@ -329,7 +335,7 @@ def with_sharing(solve: Callable[..., Plan], spills: bool = False) -> Callable[.
 
     @functools.wraps(solve)
     def run(graph: Graph, target: Target, options=None) -> Plan:
-        st = storage_graph(graph, sharing_kinds(target, spills))
+        st = storage_graph(graph, sharing_kinds(target, spills), target.alignment)
         if st is None:
             return solve(graph, target, options)
         if options is not None and options.hint is not None:

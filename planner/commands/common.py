@@ -8,7 +8,15 @@ from pathlib import Path
 
 from planner.graph import Graph
 from planner.solvers.base import OBJECTIVES
-from planner.target import DEFAULT_TARGET, LIFETIMES, WEIGHT_PLACEMENTS, Target, TargetError, get_target
+from planner.target import (
+    DEFAULT_TARGET,
+    LIFETIMES,
+    SHARE_LEVELS,
+    WEIGHT_PLACEMENTS,
+    Target,
+    TargetError,
+    get_target,
+)
 
 DEFAULT_MODEL = "resnet8"
 
@@ -53,6 +61,14 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
         help="no-spill tensor lifetimes: minimal (inputs loaded right before their first use, outputs stored "
         "and freed early) or tflm (inputs from the start, outputs to the end, as TFLite Micro's arena needs); "
         "default tflm for .tflite models, minimal otherwise",
+    )
+    p.add_argument(
+        "--share",
+        choices=SHARE_LEVELS,
+        default="all",
+        help="which tensors may share bytes: all (default: reshape-like views, slices, concat inputs in their "
+        "slots, element-wise ops writing over a dead input), views (views and slices only), none (every tensor "
+        "its own bytes, as TFLite Micro's own planner does)",
     )
 
 
@@ -114,7 +130,7 @@ def make_target(args: argparse.Namespace) -> Target:
     except TargetError as e:
         raise CliError(str(e)) from None
     lifetimes = getattr(args, "lifetimes", None) or default_lifetimes(getattr(args, "model", None) or DEFAULT_MODEL)
-    return replace(target, lifetimes=lifetimes)
+    return replace(target, lifetimes=lifetimes, share=getattr(args, "share", "all"))
 
 
 def default_lifetimes(model: str) -> str:

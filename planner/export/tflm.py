@@ -79,8 +79,30 @@ def _tflm_intervals(plan: Plan, planned: dict[str, int]) -> dict[str, tuple[int,
     return out
 
 
+def _share_groups(plan: Plan) -> dict[str, str]:
+    """tensor -> a representative of the tensors the plan lets share its bytes (declared
+    shares, transitively): overlaps inside a group are the plan's intent, checked by the
+    simulator, and TFLM's kernels for those ops read each element before writing it."""
+    parent: dict[str, str] = {}
+
+    def find(t: str) -> str:
+        while parent.get(t, t) != t:
+            t = parent[t]
+        return t
+
+    for st in plan.stages:
+        for x in st.shares:
+            a, b = find(x.child), find(x.parent)
+            if a != b:
+                parent[a] = b
+    return {t: find(t) for t in parent}
+
+
 def _check_tflm_overlaps(plan: Plan, planned: dict[str, int]) -> None:
+    """No two planned tensors overlap in bytes while both are live under TFLM's lifetimes,
+    except tensors that share bytes by a declared share."""
     g = plan.graph
+    group = _share_groups(plan)
     ivs = _tflm_intervals(plan, planned)
     items = sorted(planned, key=lambda t: ivs[t][0])
     active: list[str] = []
@@ -90,7 +112,7 @@ def _check_tflm_overlaps(plan: Plan, planned: dict[str, int]) -> None:
         a0, a1 = planned[t], planned[t] + g.size(t)
         for u in active:
             b0, b1 = planned[u], planned[u] + g.size(u)
-            if a0 < b1 and b0 < a1:
+            if a0 < b1 and b0 < a1 and group.get(t, t) != group.get(u, u):
                 raise ExportError(
                     f"under TFLM's lifetimes {t} [{a0}, {a1}) at ops {s}..{e} overlaps {u} [{b0}, {b1}) "
                     f"at ops {ivs[u][0]}..{ivs[u][1]} (TFLM keeps inputs from the start and outputs to the end; "
