@@ -34,7 +34,9 @@ def test_plan_json_summary(tmp_path, capsys):
         assert k in d
     assert d["plan_path"] == str(out_path)
     saved = json.loads(out_path.read_text())
-    assert saved["format"] == "planner.plan" and saved["version"] == 1
+    shares = any("shares" in st for st in saved["stages"])
+    assert saved["format"] == "planner.plan" and saved["version"] == (2 if shares else 1)
+    assert shares  # the default (--share all) lets resnet8's reshape and ReLUs share bytes
     assert saved["metrics"]["arena_bytes"] == d["arena_bytes"]
 
 
