@@ -52,10 +52,13 @@ def plan_notes(plan: Plan) -> list[str]:
 
 
 def solver_bound(plan: Plan) -> str:
-    """What the solver proved, in words: a bound on the arena or on the spill traffic."""
+    """What the solver proved, in words: a bound on the arena or on the spill traffic, and
+    over which shared bytes (a status is proven over the relations the plan was allowed)."""
     s = plan.solver
     what = "arena" if s.objective == "arena" else "spill traffic"
-    return f"bound on the {what} {s.bound} B"
+    shares = s.facts.get("shares")
+    over = f" with shared bytes: {', '.join(f'{n} {k}' for k, n in sorted(shares.items()))}" if shares else ""
+    return f"bound on the {what} {s.bound} B{over}"
 
 
 def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan") -> Table:

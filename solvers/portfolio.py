@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from planner.bounds import min_budget, working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
-from planner.simulate import finalize, with_solver
+from planner.simulate import PlanError, finalize, with_solver
 from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, status_of
 from planner.solvers.cpsat_joint import solve_joint
 from planner.solvers.cpsat_layout import best_layout, layout_lower_bound, layout_order
@@ -44,7 +44,15 @@ from planner.solvers.lifetimes import restore_stages, rewrite
 from planner.solvers.lowering import live_intervals, live_profile, lower, max_live
 from planner.solvers.registry import SOLVERS
 from planner.solvers.relax import relaxed_order_bound
-from planner.solvers.storage import DOMINATING_KINDS, Storage, shared_plan, sharing_kinds, storage_graph, with_sharing
+from planner.solvers.storage import (
+    DOMINATING_KINDS,
+    Storage,
+    shared_plan,
+    sharing_kinds,
+    storage_graph,
+    unshared,
+    with_sharing,
+)
 from planner.target import Target
 
 # Past this many ops in one segment the monolithic order model rarely closes its gap in a
@@ -387,7 +395,7 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
     if peak_first or (budget is not None and start.arena > budget):
         # spills will probably be needed (or may shrink the arena): keep time for them
         clock.limit = options.time_limit * (1 - SHARES.spill_reserve)
-    s = best_nospill(work, target, options, clock, start)
+    s = best_nospill(work, unshared(target), options, clock, start)
     clock.limit = options.time_limit
     if peak_first and floor < s.arena:
         # --objective peak: the smallest arena any plan reaches, with the least traffic there
@@ -424,15 +432,30 @@ def choose_sharing(graph: Graph, target: Target) -> tuple[Storage | None, Graph,
 def _nospill_plan(graph: Graph, target: Target, s: NoSpill, st: Storage | None) -> Plan:
     """Lower the state's order and offsets under the user's target, map a rewritten graph's
     stages back to `graph` (minimal lifetimes, shared bytes), and simulate the plan: once."""
-    stages = lower(s.graph, target, s.order, s.offsets)
+    stages = lower(s.graph, unshared(target), s.order, s.offsets)
     base = st.graph if st is not None else graph
     if s.graph is not base:
         stages = restore_stages(s.graph, stages)
-    bound = max(s.bound, working_set_bound(base, target))
+    bound = max(s.bound, working_set_bound(base, unshared(target)))
     info = SolverInfo("auto", status_of(s.arena, bound), bound, s.clock.elapsed, s.options.params(), s.facts)
     if st is not None:
         return shared_plan(st, target, stages, info)
     return finalize(Plan(graph, target, stages, info))
+
+
+def _spill_with(
+    solve, kinds: frozenset[str], graph: Graph, target: Target, options: SolveOptions
+) -> tuple[Plan | None, DoesNotFit | None]:
+    """One spill solver with the relations `kinds` shared: (plan, None), (None, why it does
+    not fit), or (None, None) when a store went stale under that sharing (the simulator
+    refused the plan mapped back; the other set of relations stands)."""
+    try:
+        p = with_sharing(solve, kinds=frozenset(kinds))(graph, target, options)
+    except DoesNotFit as e:
+        return None, e
+    except PlanError:
+        return None, None
+    return with_solver(p, replace(p.solver, facts={**p.solver.facts, "share_kinds": sorted(kinds)})), None
 
 
 def _spill_key(p: Plan) -> tuple:
@@ -450,13 +473,23 @@ def spill_phase(
 ) -> Plan:
     """The least-traffic spill plan under `target`'s budget: the spill heuristics first, the
     exact spill solvers with the time left, each started from the best plan so far.
-    `user_target`: the budget the user gave, when `target` is tighter (--objective peak)."""
+    `user_target`: the budget the user gave, when `target` is tighter (--objective peak).
+
+    Shared bytes: the heuristics plan both with every relation the target allows and with
+    the read-only ones (solvers/storage.py); a store of bytes an in-place write or a concat
+    slot changes later would be stale, and the simulator refuses such plans, so the exact
+    solvers then use the set whose heuristic plan was valid and best."""
     best: Plan | None = None
     failure: DoesNotFit | None = None
+    kind_sets = list(dict.fromkeys([sharing_kinds(target), sharing_kinds(target, spills=True)]))
     for spec in sorted((s for s in SOLVERS.values() if s.spills), key=lambda s: s.exact):
         remaining = clock.left()
         if spec.exact and remaining < SHARES.spill_exact_min_s:
             continue
+        if not spec.exact:
+            sets = kind_sets
+        else:  # exact solvers only with the sharing the heuristics found valid and best
+            sets = [frozenset(best.solver.facts["share_kinds"])] if best is not None else kind_sets[-1:]
         sub = SolveOptions(
             time_limit=max(remaining, 0.1),
             workers=options.workers,
@@ -465,18 +498,15 @@ def spill_phase(
             progress=options.progress,
             hint=best,
         )
-        try:
-            p = with_sharing(spec.load(), spills=True)(graph, target, sub)
-        except DoesNotFit as e:
-            failure = e if failure is None or e.needed < failure.needed else failure
-            continue
-        if best is None or _spill_key(p) < _spill_key(best):
-            best = p
+        for kinds in sets:
+            p, why = _spill_with(spec.load(), kinds, graph, target, sub)
+            if why is not None:
+                failure = why if failure is None or why.needed < failure.needed else failure
+            elif p is not None and (best is None or _spill_key(p) < _spill_key(best)):
+                best = p
     if best is None:
-        if failure is not None:
-            raise failure
-        how = "with or without spilling"
-        raise DoesNotFit(target.budget, nospill_arena, working_set_bound(graph, target), how=how)
+        needed = min(nospill_arena, failure.needed) if failure is not None else nospill_arena
+        raise DoesNotFit(target.budget, needed, working_set_bound(graph, target), how="with or without spilling")
     facts = {**best.solver.facts, "inner": best.solver.name, "nospill_arena": nospill_arena}
     info = SolverInfo(
         "auto", best.solver.status, best.solver.bound, clock.elapsed, options.params(), facts, best.solver.objective

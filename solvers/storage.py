@@ -329,18 +329,32 @@ def share_counts(st: Storage) -> dict[str, int]:
     return out
 
 
-def with_sharing(solve: Callable[..., Plan], spills: bool = False) -> Callable[..., Plan]:
+def unshared(target: Target) -> Target:
+    """The target a storage graph (or a graph nothing in it shares) is planned under: its
+    sharing is already in the graph, so its bounds must not assume more."""
+    return replace(target, share="none") if target.share != "none" else target
+
+
+def with_sharing(
+    solve: Callable[..., Plan], spills: bool = False, kinds: frozenset[str] | None = None
+) -> Callable[..., Plan]:
     """A solver that honours `target.share`: it plans the storage graph and the plan is
-    mapped back (module docstring); unchanged when nothing may share."""
+    mapped back (module docstring); unchanged when nothing may share. `spills`: only the
+    read-only relations; `kinds`: exactly these (within what the target allows)."""
 
     @functools.wraps(solve)
     def run(graph: Graph, target: Target, options=None) -> Plan:
-        st = storage_graph(graph, sharing_kinds(target, spills), target.alignment)
+        inner = unshared(target)
+        allowed = sharing_kinds(target, spills) if kinds is None else sharing_kinds(target) & kinds
+        st = storage_graph(graph, allowed, target.alignment)
         if st is None:
-            return solve(graph, target, options)
+            if inner == target:
+                return solve(graph, target, options)
+            plan = solve(graph, inner, options)
+            return finalize(Plan(graph, target, plan.stages, plan.solver))
         if options is not None and options.hint is not None:
             options = replace(options, hint=None)  # a plan of the original graph, not of the storage graph
-        plan = solve(st.graph, target, options)
+        plan = solve(st.graph, inner, options)
         return shared_plan(st, target, plan.stages, plan.solver)
 
     return run
