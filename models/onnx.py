@@ -44,7 +44,11 @@ a plan cannot express (outputs are produced, then stored). The importer adds a s
 named ``"<name>:output"``; the input / weight keeps its own name and kind.
 
 Every op keeps ``attrs["node"]`` (the ``onnx.NodeProto``), ``attrs["domain"]`` and
-``attrs["opset"]`` (domain -> version) for an executor. The returned graph's ``source`` (a
+``attrs["opset"]`` (domain -> version) for an executor. A ``Slice`` whose starts / axes /
+steps are constants, every step 1, and whose output differs from its input along exactly
+one axis also gets ``attrs["slice"] = (axis, start)`` (normalised: negative values from the
+back, clamped to the dim), which lets its output share its input's bytes
+(planner/sharing.py). The returned graph's ``source`` (a
 :class:`planner.graph.ModelSource`) records the file, its sha256 and the pins, which is
 what :func:`fold_constants` needs to recompute the weights' values.
 

@@ -28,6 +28,10 @@ before any variable is touched) are expressed with zero-byte "control" tensors n
 Only subgraph 0 is planned. Other subgraphs (the CALL_ONCE init graph, IF/WHILE bodies)
 are left to TFLM, which places their tensors itself around the offline plan.
 
+A STRIDED_SLICE (strides 1, no ellipsis / new-axis / shrink masks) or SLICE with constant
+parameters that cuts exactly one axis gets ``attrs["slice"] = (axis, start)``, as the ONNX
+importer does for Slice (planner/sharing.py places its output inside its input's bytes).
+
 Names are stable and invertible: op ``i`` is ``f"{i}:{OPNAME}"`` (attrs keep ``index``);
 a tensor keeps its flatbuffer name unless that is empty or shared, then it gets
 ``#<index>``. `graph.source.details` (a `TfliteInfo`) maps names back to flatbuffer
