@@ -44,7 +44,11 @@ a plan cannot express (outputs are produced, then stored). The importer adds a s
 named ``"<name>:output"``; the input / weight keeps its own name and kind.
 
 Every op keeps ``attrs["node"]`` (the ``onnx.NodeProto``), ``attrs["domain"]`` and
-``attrs["opset"]`` (domain -> version) for an executor. The returned graph's ``source`` (a
+``attrs["opset"]`` (domain -> version) for an executor. A ``Slice`` whose starts / axes /
+steps are constants, every step 1, and whose output differs from its input along exactly
+one axis also gets ``attrs["slice"] = (axis, start)`` (normalised: negative values from the
+back, clamped to the dim), which lets its output share its input's bytes
+(planner/sharing.py). The returned graph's ``source`` (a
 :class:`planner.graph.ModelSource`) records the file, its sha256 and the pins, which is
 what :func:`fold_constants` needs to recompute the weights' values.
 
@@ -658,6 +662,7 @@ def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[
             raise ModelError(f"{a.path.name}: tensor {name!r} has no producer")
 
     names_taken = {n.name for n in g.node if n.name}
+    slices = _slice_attrs(a, kept)
     seen: set[str] = set()
     ops: list[Op] = []
 
@@ -675,7 +680,7 @@ def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[
         seen.add(name)
         inputs = [i for i in n.input if i]
         extra = [v for v in a.outer.get(k, ()) if v not in inputs]
-        attrs = {"node": n, "domain": n.domain or "ai.onnx", "opset": opset}
+        attrs = {"node": n, "domain": n.domain or "ai.onnx", "opset": opset, **slices.get(k, {})}
         if k in a.outer:
             attrs["outer_inputs"] = tuple(extra)
             attrs["nested"] = True  # its bodies' own tensors are not planned (see Graph.nested_ops)
@@ -701,6 +706,141 @@ def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[
         return Graph(a.path.stem, tensors.values(), ops, source)
     except GraphError as e:
         raise ModelError(f"{a.path.name}: {e}") from None
+
+
+# --------------------------------------------------------------------------------------
+# Slice attributes: where a Slice's output sits in its input (planner/sharing.py)
+# --------------------------------------------------------------------------------------
+def _slice_attrs(a: _Analysis, kept: list[int]) -> dict[int, dict]:
+    """node index -> ``{"slice": (axis, start)}`` for the kept Slice nodes whose output is
+    one contiguous-range cut of their input along a single axis (constant starts / axes /
+    steps, every step 1, exactly one axis whose extent changes). What the storage graph
+    needs to place a Slice's output inside its input's bytes; anything else gets nothing
+    (no sharing)."""
+    g = a.model.graph
+    nodes = [k for k in kept if g.node[k].op_type == "Slice" and g.node[k].domain in DEFAULT_DOMAINS]
+    if not nodes:
+        return {}
+    wanted = [i for k in nodes for i in list(g.node[k].input)[1:] if i]
+    values = _small_constants(a, wanted)
+    out: dict[int, dict] = {}
+    for k in nodes:
+        spec = _slice_spec(a, g.node[k], values)
+        if spec is not None:
+            out[k] = {"slice": spec}
+    return out
+
+
+def _slice_params(
+    n: onnx.NodeProto, values: dict[str, np.ndarray]
+) -> tuple[list, list, list | None, list | None] | None:
+    """(starts, ends, axes, steps) of a Slice node: attributes before opset 10, constant
+    inputs from 10 on (None: one of them is not a known constant)."""
+    at = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+    if "starts" in at:  # Slice-1: attributes, no steps
+        return list(at["starts"]), list(at.get("ends", [])), at.get("axes"), None
+    ins = list(n.input) + [""] * 5
+    got = []
+    for name in ins[1:5]:
+        if not name:
+            got.append(None)
+        elif name in values:
+            got.append([int(v) for v in np.asarray(values[name]).reshape(-1)])
+        else:
+            return None
+    starts, ends, axes, steps = got
+    if starts is None or ends is None:
+        return None
+    return starts, ends, axes, steps
+
+
+def _slice_spec(a: _Analysis, n: onnx.NodeProto, values: dict[str, np.ndarray]) -> tuple[int, int] | None:
+    """(axis, start) of a Slice node that cuts one axis with step 1, both normalised as
+    ONNX defines (negative values count from the back, then clamp to [0, dim]); checked
+    against the output shape shape inference gave. None for anything else."""
+    params = _slice_params(n, values)
+    if params is None or len(n.input) < 1 or not n.output:
+        return None
+    starts, ends, axes, steps = params
+    shape, out = a.shapes.get(n.input[0]), a.shapes.get(n.output[0])
+    if shape is None or out is None or len(shape) != len(out):
+        return None
+    rank = len(shape)
+    axes = list(range(len(starts))) if axes is None else [int(x) for x in axes]
+    steps = [1] * len(starts) if steps is None else steps
+    if not (len(axes) == len(starts) == len(ends) == len(steps)) or any(s != 1 for s in steps):
+        return None
+    axes = [x + rank if x < 0 else x for x in axes]
+    if any(not 0 <= x < rank for x in axes) or len(set(axes)) != len(axes):
+        return None
+    begin, extent = [0] * rank, list(shape)
+    for x, s, e in zip(axes, starts, ends, strict=True):
+        dim = shape[x]
+        s, e = (min(max(v + dim if v < 0 else v, 0), dim) for v in (int(s), int(e)))
+        begin[x], extent[x] = s, max(e - s, 0)
+    if tuple(extent) != tuple(out):
+        return None  # not what the model computes (unknown semantics): share nothing
+    cut = [x for x in range(rank) if extent[x] != shape[x]]
+    if len(cut) != 1 or extent[cut[0]] == 0:
+        return None
+    return cut[0], begin[cut[0]]
+
+
+def _small_constants(a: _Analysis, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """Values of the constant tensors `names` (the ones that are not constant, or whose
+    value cannot be read cheaply, are left out): initializers and ``Constant`` nodes are
+    read directly; other folded constants by evaluating only the nodes they depend on."""
+    g = a.model.graph
+    inits = {t.name: t for t in g.initializer}
+    values: dict[str, np.ndarray] = {}
+    rest: list[str] = []
+    for name in dict.fromkeys(names):
+        if name not in a.const:
+            continue
+        try:
+            if name in inits:
+                values[name] = numpy_helper.to_array(inits[name])
+            elif name in a.producer and g.node[a.producer[name]].op_type == "Constant":
+                values[name] = _constant_node_value(g.node[a.producer[name]])
+            else:
+                rest.append(name)
+        except Exception:  # noqa: BLE001 - external data, unusual Constant forms: no value
+            continue
+    if rest:
+        values.update(_evaluate_constants(a, rest))
+    return values
+
+
+def _constant_node_value(n: onnx.NodeProto) -> np.ndarray:
+    """The value of a ``Constant`` node (``value`` tensor or ``value_int(s)``/``value_float(s)``)."""
+    for at in n.attribute:
+        if at.name == "value":
+            return numpy_helper.to_array(at.t)
+        if at.name in ("value_int", "value_ints", "value_float", "value_floats"):
+            return np.asarray(helper.get_attribute_value(at))
+    raise ValueError(f"Constant {n.name!r} has no value this importer reads")
+
+
+def _evaluate_constants(a: _Analysis, names: list[str]) -> dict[str, np.ndarray]:
+    """Values of folded constants `names`, from the folded nodes they depend on only
+    (empty when the evaluation fails: the caller then shares nothing)."""
+    g = a.model.graph
+    need: set[int] = set()
+    stack = list(names)
+    while stack:
+        k = a.producer.get(stack.pop())
+        if k is None or k in need or k not in a.folded:
+            continue
+        need.add(k)
+        stack += [i for i in g.node[k].input if i] + a.outer.get(k, [])
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        sub = _constants_model(a, a.model, names, nodes=need)
+        res = ReferenceEvaluator(sub).run(None, {})
+    except Exception:  # noqa: BLE001 - no value, no attribute
+        return {}
+    return {n: np.asarray(r) for n, r in zip(names, res, strict=True)}
 
 
 def fold_constants(
@@ -767,13 +907,15 @@ def _fold_source(model, input_shapes, dims, input_values):
     return path, proto, input_shapes, dims, input_values
 
 
-def _constants_model(a: _Analysis, proto: ModelProto, rest: list[str]) -> ModelProto:
-    """The sub-model of the folded nodes with outputs `rest`; Shape/Size of non-constant
-    tensors become Constants of their (static) values."""
+def _constants_model(a: _Analysis, proto: ModelProto, rest: list[str], nodes: set[int] | None = None) -> ModelProto:
+    """The sub-model of the folded nodes (all, or only `nodes`) with outputs `rest`;
+    Shape/Size of non-constant tensors become Constants of their (static) values. With
+    `nodes`, only the initializers those nodes read are copied in."""
     g = proto.graph
-    nodes = []
+    keep = a.folded if nodes is None else nodes
+    out_nodes = []
     for k in a.order:
-        if k not in a.folded:
+        if k not in keep:
             continue
         n = g.node[k]
         src = n.input[0] if n.input else ""
@@ -785,14 +927,18 @@ def _constants_model(a: _Analysis, proto: ModelProto, rest: list[str]) -> ModelP
                 at = {x.name: helper.get_attribute_value(x) for x in n.attribute}
                 start, end = at.get("start", 0), at.get("end", None)
                 val = shape[slice(start, end)]
-            nodes.append(helper.make_node("Constant", [], [n.output[0]], value=numpy_helper.from_array(val)))
+            out_nodes.append(helper.make_node("Constant", [], [n.output[0]], value=numpy_helper.from_array(val)))
         else:
-            nodes.append(n)
+            out_nodes.append(n)
+    inits = list(g.initializer)
+    if nodes is not None:
+        read = {i for n in out_nodes for i in n.input} | {v for k in keep for v in a.outer.get(k, [])} | set(rest)
+        inits = [t for t in inits if t.name in read]
     gg = helper.make_graph(
-        nodes,
+        out_nodes,
         "constants",
         [],
         [helper.make_empty_tensor_value_info(t) for t in rest],
-        initializer=list(g.initializer),
+        initializer=inits,
     )
     return helper.make_model(gg, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)

@@ -28,6 +28,10 @@ before any variable is touched) are expressed with zero-byte "control" tensors n
 Only subgraph 0 is planned. Other subgraphs (the CALL_ONCE init graph, IF/WHILE bodies)
 are left to TFLM, which places their tensors itself around the offline plan.
 
+A STRIDED_SLICE (strides 1, no ellipsis / new-axis / shrink masks) or SLICE with constant
+parameters that cuts exactly one axis gets ``attrs["slice"] = (axis, start)``, as the ONNX
+importer does for Slice (planner/sharing.py places its output inside its input's bytes).
+
 Names are stable and invertible: op ``i`` is ``f"{i}:{OPNAME}"`` (attrs keep ``index``);
 a tensor keeps its flatbuffer name unless that is empty or shared, then it gets
 ``#<index>``. `graph.source.details` (a `TfliteInfo`) maps names back to flatbuffer
@@ -241,7 +245,7 @@ def load_tflite(
             r.op_types[k],
             tuple(op_ins[k]),
             tuple(op_outs[k]),
-            {"index": k, "subgraph": subgraph, "nested": r.op_types[k] in CALLS_SUBGRAPH},
+            {"index": k, "subgraph": subgraph, "nested": r.op_types[k] in CALLS_SUBGRAPH, **r.slice_attr(k)},
         )
         for k in range(len(r.ops))
     ]
@@ -332,6 +336,12 @@ class _Reader:
             edges += [(min(c, d), max(c, d)) for d in callers if d > c]
         return edges
 
+    def slice_attr(self, k: int) -> dict:
+        """``{"slice": (axis, start)}`` for a STRIDED_SLICE / SLICE op that cuts one
+        contiguous range along a single axis (see `slice_spec`); empty for every other op."""
+        spec = slice_spec(self.model, self.ops[k], self.op_types[k], self.tens)
+        return {} if spec is None else {"slice": spec}
+
     def tensors(self, used: dict[int, None], info: TfliteInfo) -> list[Tensor]:
         """The Graph's tensors (flatbuffer ones in index order, then the control tensors)."""
         tensors: list[Tensor] = []
@@ -343,6 +353,66 @@ class _Reader:
             info.tensor_index[self.names[i]] = i
         tensors += [Tensor(c, 0, "activation") for c in sorted(info.control)]
         return tensors
+
+
+def constant_ints(model, tensor) -> list[int] | None:
+    """The values of a constant INT32 / INT64 tensor (its flatbuffer buffer), or None."""
+    import numpy as np
+
+    dtype = {"INT32": "<i4", "INT64": "<i8"}.get(tensor_type_name(tensor))
+    bufs = model.buffers or []
+    if dtype is None or not is_constant(model, tensor) or bufs[tensor.buffer].data is None:
+        return None  # not an integer constant, or its data lies outside the flatbuffer
+    data = np.asarray(bufs[tensor.buffer].data, dtype=np.uint8).tobytes()
+    if len(data) % np.dtype(dtype).itemsize:
+        return None
+    return [int(v) for v in np.frombuffer(data, dtype=dtype)]
+
+
+def slice_spec(model, op, op_type: str, tens: list) -> tuple[int, int] | None:
+    """(axis, start) of a STRIDED_SLICE (strides 1, no ellipsis / new-axis / shrink masks,
+    no `offset`) or SLICE whose output is its input cut along exactly one axis, with the
+    start normalised the way TFLite's kernels do (begin_mask -> 0, negative -> from the
+    back, clamped to [0, dim]); checked against the output shape. None otherwise: the op
+    then shares nothing (planner/sharing.py)."""
+    if op_type not in ("STRIDED_SLICE", "SLICE") or op.inputs is None or op.outputs is None:
+        return None
+    if len(op.inputs) != (4 if op_type == "STRIDED_SLICE" else 3) or len(op.outputs) != 1 or min(op.inputs) < 0:
+        return None
+    x, y = tens[op.inputs[0]], tens[op.outputs[0]]
+    shape = [int(d) for d in (x.shape if x.shape is not None else [])]
+    out = [int(d) for d in (y.shape if y.shape is not None else [])]
+    params = [constant_ints(model, tens[i]) for i in op.inputs[1:]]
+    if any(p is None or len(p) != len(shape) for p in params) or len(out) != len(shape):
+        return None
+    if op_type == "STRIDED_SLICE":
+        bounds = _strided_bounds(op.builtinOptions, shape, *params)
+    else:
+        begin, size = params
+        bounds = [(b, d if n == -1 else b + n) for b, n, d in zip(begin, size, shape, strict=True)]
+    if bounds is None or any(not 0 <= b <= e <= d for (b, e), d in zip(bounds, shape, strict=True)):
+        return None
+    extent = [e - b for b, e in bounds]
+    cut = [i for i, (n, d) in enumerate(zip(extent, shape, strict=True)) if n != d]
+    if extent != out or len(cut) != 1 or extent[cut[0]] == 0:
+        return None
+    return cut[0], bounds[cut[0]][0]
+
+
+def _strided_bounds(opt, shape: list[int], begin, end, strides) -> list[tuple[int, int]] | None:
+    """[(start, stop)] per axis of a plain STRIDED_SLICE (TFLite's StridedSliceStartForAxis /
+    EndForAxis with stride 1); None for strides other than 1 and the masks not handled."""
+    bm, em = (int(getattr(opt, f, 0) or 0) for f in ("beginMask", "endMask"))
+    if any(getattr(opt, f, 0) for f in ("ellipsisMask", "newAxisMask", "shrinkAxisMask", "offset")):
+        return None
+    if any(s != 1 for s in strides):
+        return None
+    out = []
+    for i, (b, e, d) in enumerate(zip(begin, end, shape, strict=True)):
+        b = 0 if bm >> i & 1 else min(max(b + d if b < 0 else b, 0), d)
+        e = d if em >> i & 1 else min(max(e + d if e < 0 else e, 0), d)
+        out.append((b, max(e, b)))
+    return out
 
 
 def _add_control_tensors(r: _Reader, op_ins: list[list[str]], op_outs: list[list[str]], info: TfliteInfo) -> None:
