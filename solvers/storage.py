@@ -112,17 +112,32 @@ def _chain(parent: dict[str, Share], t: str) -> Iterable[str]:
         t = parent[t].parent
 
 
-def _concat_ok(graph: Graph, parent: dict[str, Share], slots: list[Share]) -> bool:
+def _concat_slots(graph: Graph, parent: dict[str, Share], slots: list[Share]) -> list[Share] | None:
+    """Where a concat's inputs go into its output's storage, or None when they cannot.
+
+    An input that already fills a storage of its own (it is an in-place write or a view of
+    the storage's whole bytes, say a Relu over a convolution's output) takes that whole
+    storage into its slot: the storage's root is placed at the slot's displacement."""
     z = graph.tensors[slots[0].parent]
     if z.kind == "output" or z.name in parent:
-        return False
+        return None
+    out, roots = [], set()
     for s in slots:
         x = graph.tensors[s.child]
-        if x.kind != "activation" or s.child in parent or graph.producer.get(s.child) is None:
-            return False
-        if _root_of(parent, s.child)[0] != s.child:
-            return False
-    return True
+        if x.kind != "activation" or graph.producer.get(s.child) is None:
+            return None
+        root, disp = _root_of(parent, s.child)
+        r = graph.tensors[root]
+        full = (
+            disp == 0
+            and r.bytes == x.bytes
+            and all(parent[t].kind in ("view", "inplace") for t in _chain(parent, s.child))
+        )
+        if not full or r.kind != "activation" or graph.producer.get(root) is None or root in roots or root == z.name:
+            return None
+        roots.add(root)
+        out.append(s if root == s.child else Share("concat", s.op, root, s.parent, s.displacement))
+    return out
 
 
 def choose(graph: Graph, kinds: Iterable[str], alignment: int = 1) -> dict[str, Share]:
@@ -144,8 +159,9 @@ def choose(graph: Graph, kinds: Iterable[str], alignment: int = 1) -> dict[str, 
     for op in graph.ops:
         cands = by_op.get(op.name, [])
         concat = [s for s in cands if s.kind == "concat"]
-        if concat and _concat_ok(graph, parent, concat):
-            parent.update({s.child: s for s in concat})
+        slots = _concat_slots(graph, parent, concat) if concat else None
+        if slots:
+            parent.update({s.child: s for s in slots})
         for s in cands:
             if s.kind == "concat" or s.child in parent or graph.tensors[s.child].kind == "output":
                 continue
@@ -241,6 +257,9 @@ class _Restore:
         self.remaining = {t: len(c) for t, c in self.g.consumers.items()}
         self.members = {r: st.members(r) for r in {r for r, _ in st.root.values()}}
         self.markers = set(st.marker.values()) | set(st.made.values())
+        self.relations: dict[str, list[Share]] = {}
+        for r in relations(self.g):
+            self.relations.setdefault(r.op, []).append(r)
         self.out: list[Stage] = []
 
     def at(self, t: str) -> int:
@@ -269,17 +288,20 @@ class _Restore:
                 self.resident.discard(t)
             self.offset.pop(s.name, None)
 
+    def realized(self, r: Share) -> bool:
+        """Whether the placement puts r's child where the relation says, inside its parent's
+        storage (then the stage declares it)."""
+        (rc, dc), (rp, dp) = self.st.root.get(r.child, (r.child, 0)), self.st.root.get(r.parent, (r.parent, 0))
+        return rc == rp and dc == dp + r.displacement
+
     def run(self, s: Stage) -> None:
         op = self.g.op(s.name)
         for t in op.outputs:
             if t not in self.st.shares and t not in self.st.made:
                 self.offset[t] = (s.offsets or {})[t]
         offsets = {t: self.at(t) for t in op.outputs}
-        shares = [x for t in op.outputs if (x := self.st.shares.get(t)) is not None and x.op == op.name]
-        shares += [
-            x for t in op.inputs if (x := self.st.shares.get(t)) is not None and x.kind == "concat" and x.op == op.name
-        ]
-        self.out.append(Stage("R", op.name, offsets=offsets, shares=tuple(shares)))
+        shares = tuple(r for r in self.relations.get(op.name, ()) if self.realized(r))
+        self.out.append(Stage("R", op.name, offsets=offsets, shares=shares))
         self.resident.update(op.outputs)
         self.produced.update(op.outputs)
         for t in dict.fromkeys(op.inputs):
