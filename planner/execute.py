@@ -17,6 +17,11 @@ with `onnx.reference.ReferenceEvaluator` (with fixes for its known faults, see
 `_reference_fixes`). Control-flow nodes (If/Loop/Scan) run whole: the one-node model keeps
 their body attributes and declares the outer-scope tensors the bodies read as inputs.
 
+A fused graph (`planner.models.fuse`: the graph onnxruntime runs after its fusions) takes
+its nodes (``com.microsoft::FusedConv`` and friends) and its weights (folded by
+onnxruntime, e.g. Conv+BN merged) from onnxruntime's optimised model, which its fusion
+record carries; its outputs are still compared with onnxruntime on the ORIGINAL model.
+
 What is measured (never copied from the plan): bytes resident after every stage, the arena
 high-water mark actually touched (max offset + bytes of any view read or written), and bytes
 copied by L/S. The report puts them next to the simulator's metrics and next to
@@ -923,9 +928,10 @@ def execute(
 ) -> ExecutionReport:
     """Run `plan` on `model` with `inputs` (random by `seed` if None) and compare with onnxruntime.
 
-    The model is re-imported unless the plan's graph still carries the ONNX nodes; the
-    input shapes default to the ones recorded in the plan, so a plan made with pinned
-    shapes runs without repeating the pins. Pass an `executor` to reuse kernels across plans.
+    The model is re-imported unless the plan's graph still carries the ONNX nodes (fused
+    again when the plan file records a fusion); the input shapes default to the ones
+    recorded in the plan, so a plan made with pinned shapes runs without repeating the
+    pins. Pass an `executor` to reuse kernels across plans.
     """
     if executor is None:
         if input_shapes is None:

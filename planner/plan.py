@@ -1,4 +1,5 @@
-"""Stages, plans and the `planner.plan` v1 file format (DESIGN §4).
+"""Stages, plans and the `planner.plan` file format (DESIGN §4; version 2 adds shared bytes
+and the ``transforms`` that made the graph from the model file, e.g. fusion).
 
 A plan file is self-contained: it carries the graph's tensors and ops, so any tool can
 replay it without the model. Reading is strict: unknown versions and malformed files

@@ -102,6 +102,20 @@ def _plan_fusion(plan) -> str:
     return record.method if record is not None and record.applied else "none"
 
 
+def _fusion_hint(plan, graph, fuse: str) -> str:
+    """Why a plan may not match the re-imported graph when fusion differs: another --fuse,
+    or another onnxruntime version fusing differently."""
+    from planner.models.fuse import fusion_of
+
+    made = _plan_fusion(plan)
+    if made != fuse:
+        return f" (the plan was made with --fuse {made}, this run uses --fuse {fuse})"
+    then, now = fusion_of(plan.graph), fusion_of(graph)
+    if then is not None and now is not None and then.runtime and now.runtime and then.runtime != now.runtime:
+        return f" (the plan was fused by onnxruntime {then.runtime}, this is onnxruntime {now.runtime})"
+    return ""
+
+
 def _plan_shape_conflict(vi, shape: tuple[int, ...]) -> str | None:
     """How the model's declared shape of input `vi` contradicts the shape recorded in the plan."""
     if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
@@ -164,8 +178,7 @@ def run(args) -> int:
     )
     mismatch = plan_mismatch(plan, graph)
     if mismatch:
-        made = _plan_fusion(plan)
-        hint = f" (the plan was made with --fuse {made}, this run uses --fuse {fuse})" if made != fuse else ""
+        hint = _fusion_hint(plan, graph, fuse)
         raise CliError(f"{args.plan}: {mismatch}{hint}; plan this model with `planner plan {args.model}`")
     try:
         ex = Executor(path, graph)
