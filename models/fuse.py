@@ -255,6 +255,8 @@ def _optimised_graph(path: Path, original: Graph) -> tuple[Graph, Any, str]:
         so.log_severity_level = 4
         ort.InferenceSession(str(pinned), so, providers=["CPUExecutionProvider"])
         model = onnx.load(str(out))
+        if _drop_stale_inputs(model, set(original.inputs)):
+            onnx.save(model, str(out))
         kw = {"input_shapes": dict(src.input_shapes), "input_values": dict(src.input_values) or None}
         fused = load_onnx(out, **kw)
         inits = {i.name for i in model.graph.initializer}
@@ -264,6 +266,19 @@ def _optimised_graph(path: Path, original: Graph) -> tuple[Graph, Any, str]:
             model.graph.initializer.extend(onnx.numpy_helper.from_array(values[w], w) for w in missing)
     fused = Graph(original.name, fused.tensors.values(), fused.ops, replace(src, details=fused.source.details))
     return fused, model, ort.__version__
+
+
+def _drop_stale_inputs(model, real: set[str]) -> bool:
+    """Drop graph inputs of the optimised model that are neither inputs of the original nor
+    initializers: in IR < 4 models initializers are also graph inputs, and onnxruntime keeps
+    such an input after folding its initializer away. True when something was dropped."""
+    inits = {i.name for i in model.graph.initializer}
+    keep = [vi for vi in model.graph.input if vi.name in real or vi.name in inits]
+    if len(keep) == len(model.graph.input):
+        return False
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    return True
 
 
 def _pinned_model(path: Path, shapes: Mapping[str, tuple[int, ...]]):

