@@ -52,11 +52,11 @@ def add_fuse_arg(p: argparse.ArgumentParser, default_help: str | None = None) ->
     """--fuse: plan the graph the runtime runs after its fusions, or the model as written."""
     p.add_argument(
         "--fuse",
-        choices=FUSE_METHODS,
+        choices=("auto", *FUSE_METHODS),
         help="operator fusion before planning: onnxruntime (the graph onnxruntime runs after its "
         "ORT_ENABLE_EXTENDED optimisations: Conv+BatchNorm+Relu, Gemm+activation, ... whose intermediates "
-        "it never materialises) or none (the model as written); "
-        + (default_help or "default onnxruntime for ONNX models, none otherwise (TFLite comes fused)"),
+        "it never materialises), none (the model as written) or auto (whichever of the two plans smaller); "
+        + (default_help or "default auto for ONNX models, none otherwise (TFLite comes fused)"),
     )
 
 
@@ -122,15 +122,25 @@ def parse_pins(args: argparse.Namespace) -> tuple[dict[str, tuple[int, ...]], di
     return shapes, dims_
 
 
-def load_graph(args: argparse.Namespace) -> Graph:
+def load_graph(args: argparse.Namespace, target: Target | None = None) -> Graph:
     """The graph named by args.model (a path or a zoo name; default the bundled model),
-    fused as --fuse says (a fusion that fell back says why on stderr, see `fusion_note`)."""
+    fused as --fuse says (a fusion that fell back says why on stderr, see `fusion_note`);
+    `--fuse auto` plans whichever of the fused and the written graph the heuristics plan
+    smaller for `target` (solvers/transforms.py)."""
     from planner.models.zoo import load_model
 
     shapes, dims = parse_pins(args)
     model = args.model or DEFAULT_MODEL
     fuse = getattr(args, "fuse", None) or default_fuse(model)
-    graph = load_model(model, input_shapes=shapes or None, dims=dims or None, fuse=fuse)
+    kw = {"input_shapes": shapes or None, "dims": dims or None}
+    if fuse == "auto":
+        from planner.solvers.transforms import choose_graph
+
+        fused = load_model(model, **kw, fuse="onnxruntime")
+        graphs = [fused] if fusion_note(fused) else [fused, load_model(model, **kw)]
+        graph = choose_graph(graphs, target or make_target(args))
+    else:
+        graph = load_model(model, **kw, fuse=fuse)
     note = fusion_note(graph)
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -138,9 +148,9 @@ def load_graph(args: argparse.Namespace) -> Graph:
 
 
 def default_fuse(model: str) -> str:
-    """ONNX models are planned as onnxruntime runs them (fused); TFLite graphs come fused from
-    the converter, and generated graphs have nothing to fuse."""
-    return "onnxruntime" if _format(model) == "onnx" else "none"
+    """ONNX models are planned fused as onnxruntime runs them, or as written, whichever plans
+    smaller; TFLite graphs come fused from the converter, generated graphs have nothing to fuse."""
+    return "auto" if _format(model) == "onnx" else "none"
 
 
 def fusion_note(graph: Graph) -> str | None:

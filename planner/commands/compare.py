@@ -86,8 +86,8 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
 
 def run(args) -> int:
     """Run the solvers, print the table, write CSV / figures."""
-    graph = load_graph(args)
     base_target = make_target(args)
+    graph = load_graph(args, base_target)
     names, targets = _solvers_and_targets(args, base_target)
     rows: list[Row] = []
     with live_progress(not (args.quiet or args.json)) as cb:

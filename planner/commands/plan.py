@@ -35,8 +35,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     """Plan, write the plan file, print the summary (or --json)."""
-    graph = load_graph(args)
     target = make_target(args)
+    graph = load_graph(args, target)
     solve = get_solver(args.solver)
     with live_progress(not (args.quiet or args.json)) as cb:
         opts = SolveOptions(
