@@ -127,7 +127,8 @@ def _lower_bound(graph, target, names: list[str], rows: list[Row]) -> int:
     # solver bounds hold for no-spill plans (TFLM lifetimes); a spill plan may store an output
     # and free it early, so next to spill solvers only the working-set bound is valid
     spilling = any(SOLVERS[n].spills for n in names)
-    return max([working_set_bound(graph, target)] + ([] if spilling else [r.plan.solver.bound for r in rows if r.plan]))
+    arena_bounds = [r.plan.solver.bound for r in rows if r.plan and r.plan.solver.objective == "arena"]
+    return max([working_set_bound(graph, target)] + ([] if spilling else arena_bounds))
 
 
 def _dicts(rows: list[Row], lower: int, extra: dict | None) -> list[dict]:
