@@ -90,7 +90,7 @@ def run(args) -> int:
     graph = load_graph(args, base_target)
     names, targets = _solvers_and_targets(args, base_target)
     rows: list[Row] = []
-    with live_progress(not (args.quiet or args.json)) as cb:
+    with live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
         for target in targets:
             for n in names:
                 rows.append(_run_one(n, graph, target, args, cb))

@@ -38,7 +38,7 @@ def run(args) -> int:
     target = make_target(args)
     graph = load_graph(args, target)
     solve = get_solver(args.solver)
-    with live_progress(not (args.quiet or args.json)) as cb:
+    with live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
         opts = SolveOptions(
             time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
         )
