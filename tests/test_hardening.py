@@ -15,10 +15,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from planner.cli import EXIT_CODES, main
+from planner.cli import main
 from planner.graph import graph_from_records
 from planner.plan import Plan, SolverInfo, Stage
-from planner.simulate import MetricsMismatch, PlanError, finalize, read_checked_plan, simulate
+from planner.simulate import PlanError, finalize, simulate
 from planner.target import PRESETS, Target, get_target
 
 F = TensorProto.FLOAT
@@ -192,6 +192,8 @@ def test_show_on_files_that_are_not_plans(tmp_path, capsys):
 
 
 def test_one_function_reads_replays_and_compares(tmp_path, r8_plan):
+    from planner.simulate import MetricsMismatch, read_checked_plan
+
     assert read_checked_plan(r8_plan).metrics.arena_bytes > 1
     with pytest.raises(MetricsMismatch):
         read_checked_plan(edited(tmp_path, r8_plan, _lie))
@@ -291,6 +293,8 @@ def test_argparse_errors_are_one_line(capsys, args, words):
 
 
 def test_help_is_unchanged_and_lists_exit_codes(capsys):
+    from planner.cli import EXIT_CODES
+
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0
