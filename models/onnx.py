@@ -221,6 +221,57 @@ def _check_runnable(model: ModelProto, path: Path) -> None:
             f"{path.name}: IR version {model.ir_version} is newer than onnx {onnx.__version__} reads ({onnx.IR_VERSION})"
         )
     _check_external_data(model, path)
+    _check_schemas(model, path)
+
+
+def _check_schemas(model: ModelProto, path: Path) -> None:
+    """Every node of the main graph in an onnx domain is an op of its opset, with as many
+    inputs and outputs as its schema allows (onnxruntime refuses the model otherwise; the
+    full onnx checker is stricter than runtimes about what is not a node, so it is not used)."""
+    opsets = {(imp.domain or ""): imp.version for imp in model.opset_import}
+    local = {(f.domain, f.name) for f in model.functions}
+    for k, n in enumerate(model.graph.node):
+        domain = "" if n.domain in DEFAULT_DOMAINS else n.domain
+        if domain not in ("", "ai.onnx.ml") or (n.domain, n.op_type) in local or domain not in opsets:
+            continue
+        try:
+            schema = onnx.defs.get_schema(n.op_type, opsets[domain], domain)
+        except Exception:  # noqa: BLE001 - SchemaError: no such op in this opset
+            raise ModelError(
+                f"{path.name}: node {n.name or k} is a {n.op_type!r}, which opset {opsets[domain]} of "
+                f"{domain or 'ai.onnx'} does not have"
+            ) from None
+        for what, count, lo, hi in (
+            ("inputs", len(n.input), schema.min_input, schema.max_input),
+            ("outputs", len(n.output), schema.min_output, schema.max_output),
+        ):
+            if not lo <= count <= hi:
+                raise ModelError(
+                    f"{path.name}: node {n.name or k} ({n.op_type}) has {count} {what}; "
+                    f"{n.op_type}-{schema.since_version} takes {lo}..{hi}"
+                )
+
+
+def _check_types(m: ModelProto, path: Path) -> None:
+    """Refuse a model whose element types clash (an Add of float and int64): onnx's strict
+    type inference says so, and onnxruntime, asked when it is installed, confirms that it
+    cannot load the model (strict inference alone may be too strict for valid models)."""
+    try:
+        onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
+        return
+    except Exception as e:  # noqa: BLE001 - InferenceError and friends
+        why = _one_line(e)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    ort.set_default_logger_severity(4)
+    try:
+        ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - onnxruntime agrees: no runtime here loads it
+        raise ModelError(f"{path.name}: onnxruntime cannot load the model: {why}") from None
 
 
 def _check_external_data(model: ModelProto, path: Path) -> None:
@@ -598,6 +649,7 @@ def _analyse(path: Path, model: ModelProto, input_shapes, dims, input_values=Non
         values=values,
     )
     m = _pinned_copy(model, order, pinned)
+    _check_types(m, path)
     inferred = None
     for data_prop in (True, False):
         try:

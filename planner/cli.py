@@ -75,9 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         print(f"planner: error: no command given; one of {', '.join(COMMANDS)} (see planner --help)", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from planner.commands.common import NOTES
+
+    NOTES.clear()
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        for line in NOTES:  # the command's notes and warnings, after its output
+            print(line, file=sys.stderr)
         return code
     except BrokenPipeError:
         return _stdout_closed()

@@ -246,6 +246,8 @@ def get_target(
     name: str | None = None, budget: str | int | None = None, weights: str | None = None, alignment: int | None = None
 ) -> Target:
     """A preset (default: unbounded) with optional overrides from the command line."""
+    if name is not None and not name.strip():
+        raise TargetError(f"the target name is empty; presets: {', '.join(PRESETS)}")
     key = (name or "unbounded").lower()
     if key not in PRESETS:
         raise TargetError(f"unknown target {name!r}; presets: {', '.join(PRESETS)}")

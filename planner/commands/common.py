@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +22,18 @@ from planner.target import (
 )
 
 DEFAULT_MODEL = "resnet8"
+
+
+# notes and warnings of the running command (one line each), printed to stderr when it ends
+# without an error; a failed command prints only its one error line
+NOTES: list[str] = []
+
+
+def note(line: str) -> None:
+    """Say something the user should know about a command that may still succeed
+    ("note: ...", "warning: ..."); `planner.cli.main` prints it when the command ends
+    without an error, after its output, so a failure stays one line."""
+    NOTES.append(line)
 
 
 class CliError(Exception):
@@ -234,9 +245,9 @@ def load_graph(args: argparse.Namespace, target: Target | None = None) -> Graph:
         graph = choose_graph(graphs, target or make_target(args))
     else:
         graph = load_model(model, **kw, fuse=fuse)
-    for note in [*graph_notes(graph), fusion_note(graph)]:
-        if note:
-            print(f"note: {note}", file=sys.stderr)
+    for text in [*graph_notes(graph), fusion_note(graph)]:
+        if text:
+            note(f"note: {text}")
     return graph
 
 
@@ -271,7 +282,9 @@ def model_path(name: str) -> Path:
 
 def make_target(args: argparse.Namespace) -> Target:
     """The target the flags describe (the bundled model defaults to its board)."""
-    name = args.target or (DEFAULT_TARGET if getattr(args, "model", None) is None else "unbounded")
+    name = args.target
+    if name is None:
+        name = DEFAULT_TARGET if getattr(args, "model", None) is None else "unbounded"
     try:
         target = get_target(name, args.budget, args.weights, args.alignment)
     except TargetError as e:

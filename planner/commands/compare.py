@@ -127,15 +127,25 @@ def _solvers_and_targets(args, base_target) -> tuple[list[str], list]:
             raise CliError(f"--budgets: {e}") from None
         if not budgets:
             raise CliError("--budgets is empty: give comma-separated budgets, e.g. 64KiB,128KiB")
-        names = args.solvers.split(",") if args.solvers else ["auto"] + [s.name for s in SOLVERS.values() if s.spills]
+        names = _names(args) or ["auto"] + [s.name for s in SOLVERS.values() if s.spills]
         targets = [base_target.with_budget(b) for b in budgets]
     else:
-        names = args.solvers.split(",") if args.solvers else [s.name for s in SOLVERS.values() if not s.spills]
+        names = _names(args) or [s.name for s in SOLVERS.values() if not s.spills]
         targets = [base_target]
     for n in names:
         if n not in SOLVERS:
             raise CliError(f"unknown solver {n!r}; available: {', '.join(SOLVERS)}")
     return names, targets
+
+
+def _names(args) -> list[str]:
+    """--solvers as a list (empty when not given); an empty list or name is refused."""
+    if args.solvers is None:
+        return []
+    names = [n.strip() for n in args.solvers.split(",")]
+    if not any(names) or not all(names):
+        raise CliError(f"--solvers {args.solvers!r}: give comma-separated solver names, e.g. greedy,auto")
+    return names
 
 
 def _lower_bound(graph, target, names: list[str], rows: list[Row]) -> int:

@@ -3,10 +3,9 @@ over the exporter registry (`planner.export.EXPORTERS`)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from planner.commands.common import CliError, check_writable, model_path
+from planner.commands.common import CliError, check_writable, model_path, note
 from planner.export import EXPORTERS, CannotExport, export, options
 from planner.plan import PlanFormatError
 from planner.simulate import MetricsMismatch, PlanError, read_checked_plan
@@ -55,7 +54,7 @@ def run(args) -> int:
     except OSError as e:
         raise CliError(f"cannot write {out}: {e.strerror}", 2) from None
     for w in getattr(rep.details, "warnings", None) or []:
-        print(f"warning: {w}", file=sys.stderr)
+        note(f"warning: {w}")
     print(f"wrote {out} ({rep.summary})")
     return 0
 

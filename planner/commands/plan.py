@@ -16,6 +16,7 @@ from planner.commands.common import (
     graph_notes,
     load_graph,
     make_target,
+    note,
     solve_for_target,
 )
 from planner.models.fuse import fusion_of
@@ -47,7 +48,7 @@ def run(args) -> int:
     graph = load_graph(args, target)
     gaps = tflm_gaps(graph)
     for gap in gaps:
-        print(f"warning: {gap}", file=sys.stderr)
+        note(f"warning: {gap}")
     with live_progress(not (args.quiet or args.json)) as cb:
         opts = SolveOptions(
             time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
@@ -59,8 +60,8 @@ def run(args) -> int:
     if args.json:
         d = summary_dict(plan, str(Path(out)))
         d["transforms"] = plan.transforms
-        note = fusion_note(graph)
-        d["notes"] = d["notes"] + graph_notes(graph) + ([note] if note else []) + gaps
+        fused = fusion_note(graph)
+        d["notes"] = d["notes"] + graph_notes(graph) + ([fused] if fused else []) + gaps
         json.dump(d, sys.stdout)
         sys.stdout.write("\n")
     else:
