@@ -585,7 +585,7 @@ def _kernel_model(graph: Graph, model: onnx.ModelProto) -> onnx.ModelProto:
     return record.model
 
 
-def _arena_top(plan: Plan, graph: Graph) -> int:
+def arena_top(plan: Plan, graph: Graph) -> int:
     """Bytes of the L1 array: the planned top, grown if an (unchecked) plan places something
     higher, so that a wrong offset corrupts a neighbour (as on a device) instead of failing."""
     top = plan.metrics.arena_bytes
@@ -897,7 +897,7 @@ class Executor:
         inputs = self.check_inputs(inputs)
         weights = self.weights(inputs)
         llb: dict[str, np.ndarray] = {**inputs, **{n: weights[n] for n in g.weights if n in weights}}
-        state = _PlanRun(g, _arena_top(plan, g), llb, plan.target.weights == "in_place", self.kernel)
+        state = _PlanRun(g, arena_top(plan, g), llb, plan.target.weights == "in_place", self.kernel)
         for s in plan.stages:  # build kernels first so run time is kernels + copies only
             if s.kind == "R" and s.name in g.op_index:
                 self.kernel(s.name)

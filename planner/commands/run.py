@@ -267,8 +267,10 @@ def check_host_memory(plan, graph) -> None:
     ram = host_memory_bytes()
     if ram is None:
         return
+    from planner.execute import arena_top
+
     held = [t for t in graph.tensors.values() if t.kind != "activation"]
-    arena = plan.metrics.arena_bytes
+    arena = arena_top(plan, graph)  # an --unchecked plan may place tensors above its stated arena
     need = arena + 2 * sum(t.bytes for t in held)
     if need <= ram:
         return
