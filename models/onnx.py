@@ -618,6 +618,14 @@ def _input_value(vi: onnx.ValueInfoProto, v, path: Path) -> np.ndarray:
         exact = False
     if not exact:
         raise ModelError(f"{path.name}: input {vi.name!r} has element type {dt}, which cannot hold the value {v!r}")
+    declared = info[1] if info else None
+    if declared is not None and (
+        len(declared) != arr.ndim
+        or any(isinstance(d, int) and d > 0 and d != n for d, n in zip(declared, arr.shape, strict=True))
+    ):
+        shown = "x".join("?" if not isinstance(d, int) or d <= 0 else str(d) for d in declared) or "scalar"
+        got = "x".join(map(str, arr.shape)) or "a scalar"
+        raise ModelError(f"{path.name}: --input-value {vi.name}: the value is {got}, but the input has shape {shown}")
     return arr
 
 

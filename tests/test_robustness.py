@@ -231,7 +231,13 @@ def model_mutations(base: dict[str, Path]) -> list[Case]:
     d.mkdir(exist_ok=True)
     rng = random.Random(14)
     cases = []
-    models = [("resnet8", "onnx"), ("attacut-c", "onnx"), ("sine_float", "tflite"), ("alexa", "tflite")]
+    models = [
+        ("resnet8", "onnx"),
+        ("attacut-c", "onnx"),
+        ("silero_vad_openvino_16k", "onnx"),
+        ("sine_float", "tflite"),
+        ("alexa", "tflite"),
+    ]
     for name, fmt in models:
         src = zoo_file(name)
         if src is None:
@@ -242,7 +248,7 @@ def model_mutations(base: dict[str, Path]) -> list[Case]:
             variants.append((f"trunc{frac}", data[: int(len(data) * frac)], frozenset({2})))
         for tail in (1, 7):  # the very end may be padding: a valid model is possible
             variants.append((f"trunc-{tail}", data[:-tail], frozenset({0, 1, 2})))
-        for k in range(12):
+        for k in range(24):
             pos = rng.randrange(len(data))
             flipped = bytearray(data)
             flipped[pos] = (flipped[pos] + rng.randrange(1, 256)) % 256
@@ -255,6 +261,9 @@ def model_mutations(base: dict[str, Path]) -> list[Case]:
             if fmt == "onnx" and label.startswith("flip") and int(label[4:].split("@")[0]) < 3:
                 argv = ["plan", str(f), "--time-limit", "2", "--quiet", "-o", str(out)]  # auto, fused
             cases.append(Case(f"plan {f.name}", argv, codes, writes=out))
+            if name == "resnet8" and label.startswith("flip") and int(label[4:].split("@")[0]) < 4:
+                run = ["run", str(f), str(base["r8_plan"])]  # another file than the plan's: refused
+                cases.append(Case(f"run {f.name}", run, frozenset({2})))
     return cases
 
 
@@ -336,6 +345,7 @@ def graph_cases(base: dict[str, Path]) -> list[Case]:
     for name, m in broken_graphs(d):
         p = d / f"{name}.onnx"
         p.write_bytes(m.SerializeToString())
+        cases.append(Case(f"compare {name}", ["compare", str(p), "--quiet", "--time-limit", "1"], frozenset({2})))
         cases.append(
             Case(
                 f"plan {name}",
@@ -415,6 +425,7 @@ def option_cases(base: dict[str, Path]) -> list[Case]:
         ["--input-value", "nosuch=1"],
         ["--input-value", "input=nan"],
         ["--input-value", "input=1,,2"],
+        ["-o", "/dev/full"] if Path("/dev/full").exists() else ["-o", str(d)],
         ["--bogus-flag"],
         ["extra-positional"],
     ]
@@ -991,7 +1002,7 @@ def test_random_onnx_dags_end_to_end(tmp_path, record_property):
 
     tally = Tally()
 
-    @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(
         seed=st.integers(0, 10**6),
         n_ops=st.integers(2, 12),
@@ -1019,7 +1030,7 @@ def test_random_onnx_dags_end_to_end(tmp_path, record_property):
     prop()
     d = tally.report(record_property)
     tally.assert_clean()
-    assert d["cases"] >= 25 and tally.info.get("spill plans", 0) > 0
+    assert d["cases"] >= 40 and tally.info.get("spill plans", 0) > 0
 
 
 def _random_topological(graph, rng: random.Random) -> list[str]:
@@ -1056,7 +1067,7 @@ def test_random_reorders_of_tflite_models_run_in_tflm(tmp_path, record_property)
     graphs = {m: load_model(m) for m in models}
     tally = Tally()
 
-    @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=14, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(
         model=st.sampled_from(models),
         seed=st.integers(0, 10**6),

@@ -108,7 +108,10 @@ def run(args) -> int:
     extra = _tflm_row(args, graph) if not args.budgets else None
     lower = _lower_bound(graph, base_target, names, rows)
     dicts = _dicts(rows, lower, extra)
-    _write_files(args, graph, rows, dicts, lower)
+    try:
+        _write_files(args, graph, rows, dicts, lower)
+    except OSError as e:
+        raise CliError(f"cannot write {e.filename or args.csv or args.plot}: {e.strerror or e}") from None
     if args.json:
         json.dump({"model": graph.name, "lower_bound_bytes": lower, "rows": dicts}, sys.stdout)
         sys.stdout.write("\n")

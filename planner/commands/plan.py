@@ -56,7 +56,10 @@ def run(args) -> int:
         plan = solve_for_target(args.solver, graph, target, opts)
     out = args.output or f"{graph.name}.plan.json"
     check_writable(out, "plan file")
-    plan.write(out)
+    try:
+        plan.write(out)
+    except OSError as e:
+        raise CliError(f"cannot write plan file {out}: {e.strerror or e}") from None
     if args.json:
         d = summary_dict(plan, str(Path(out)))
         d["transforms"] = plan.transforms
