@@ -253,6 +253,7 @@ def _optimised_graph(path: Path, original: Graph) -> tuple[Graph, Any, str]:
         so.optimized_model_filepath = str(out)
         so.intra_op_num_threads = 1
         so.log_severity_level = 4
+        ort.set_default_logger_severity(4)  # no coloured [E:onnxruntime] lines on stderr
         ort.InferenceSession(str(pinned), so, providers=["CPUExecutionProvider"])
         model = onnx.load(str(out))
         if _drop_stale_inputs(model, set(original.inputs)):

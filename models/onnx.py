@@ -61,6 +61,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, ModelProto, TensorProto, helper, numpy_helper
 
-from planner.graph import Graph, GraphError, ModelSource, Op, Tensor, model_sha256
+from planner.graph import MAX_GRAPH_BYTES, Graph, GraphError, ModelSource, Op, Tensor, model_sha256
 
 from .errors import ModelError
 
@@ -131,8 +132,13 @@ def onnx_dtype(elem_type: int, where: str = "tensor") -> np.dtype:
 def _nbytes(shape: Shape, elem_type: int, where: str) -> int:
     n = math.prod(shape)
     if elem_type in _PACKED_BITS:
-        return (n * _PACKED_BITS[elem_type] + 7) // 8
-    return int(n * onnx_dtype(elem_type, where).itemsize)
+        nbytes = (n * _PACKED_BITS[elem_type] + 7) // 8
+    else:
+        nbytes = int(n * onnx_dtype(elem_type, where).itemsize)
+    if nbytes > MAX_GRAPH_BYTES:
+        shown = "x".join(map(str, shape))
+        raise ModelError(f"{where} has shape {shown}: {nbytes} bytes, more than 2**53, beyond any memory")
+    return nbytes
 
 
 def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
@@ -182,7 +188,115 @@ def _load_proto(path: Path) -> tuple[ModelProto, str]:
         raise ModelError(f"{path.name}: not a valid ONNX file (truncated or corrupt?): {_one_line(e)}") from None
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise ModelError(f"{path.name}: not a valid ONNX model (no graph or no nodes; truncated or corrupt?)")
+    _check_runnable(model, path)
     return model, model_sha256(data)
+
+
+def _check_runnable(model: ModelProto, path: Path) -> None:
+    """Refuse, with one line, what no ONNX runtime loads and a plan would silently accept:
+    a graph without outputs, two nodes of one name (Constant nodes aside), an opset or IR version newer than onnx
+    knows (onnxruntime refuses the same), weights in external files that are missing."""
+    g = model.graph
+    if not g.output:
+        raise ModelError(f"{path.name}: the graph has no outputs; there is nothing to compute or plan")
+    seen: dict[str, int] = {}
+    for k, n in enumerate(g.node):
+        if n.op_type == "Constant" and n.domain in DEFAULT_DOMAINS:
+            continue  # onnxruntime turns Constant nodes into initializers: their names may repeat
+        if n.name and n.name in seen:
+            raise ModelError(
+                f"{path.name}: nodes {seen[n.name]} and {k} are both named {n.name!r}; node names must be unique "
+                "(onnxruntime refuses the model)"
+            )
+        seen[n.name] = k
+    newest = onnx.defs.onnx_opset_version()
+    for imp in model.opset_import:
+        if imp.domain in DEFAULT_DOMAINS and not 1 <= imp.version <= newest:
+            raise ModelError(
+                f"{path.name}: opset {imp.version} of the default domain is not one onnx {onnx.__version__} knows "
+                f"(1..{newest}); no runtime here can run it"
+            )
+    if model.ir_version > onnx.IR_VERSION:
+        raise ModelError(
+            f"{path.name}: IR version {model.ir_version} is newer than onnx {onnx.__version__} reads ({onnx.IR_VERSION})"
+        )
+    _check_external_data(model, path)
+    _check_schemas(model, path)
+
+
+def _check_schemas(model: ModelProto, path: Path) -> None:
+    """Every node of the main graph in an onnx domain is an op of its opset, with as many
+    inputs and outputs as its schema allows (onnxruntime refuses the model otherwise; the
+    full onnx checker is stricter than runtimes about what is not a node, so it is not used)."""
+    opsets = {(imp.domain or ""): imp.version for imp in model.opset_import}
+    local = {(f.domain, f.name) for f in model.functions}
+    for k, n in enumerate(model.graph.node):
+        domain = "" if n.domain in DEFAULT_DOMAINS else n.domain
+        if domain not in ("", "ai.onnx.ml") or (n.domain, n.op_type) in local or domain not in opsets:
+            continue
+        try:
+            schema = onnx.defs.get_schema(n.op_type, opsets[domain], domain)
+        except Exception:  # noqa: BLE001 - SchemaError: no such op in this opset
+            raise ModelError(
+                f"{path.name}: node {n.name or k} is a {n.op_type!r}, which opset {opsets[domain]} of "
+                f"{domain or 'ai.onnx'} does not have"
+            ) from None
+        for what, count, lo, hi in (
+            ("inputs", len(n.input), schema.min_input, schema.max_input),
+            ("outputs", len(n.output), schema.min_output, schema.max_output),
+        ):
+            if not lo <= count <= hi:
+                raise ModelError(
+                    f"{path.name}: node {n.name or k} ({n.op_type}) has {count} {what}; "
+                    f"{n.op_type}-{schema.since_version} takes {lo}..{hi}"
+                )
+
+
+def _check_types(m: ModelProto, path: Path) -> None:
+    """Refuse a model whose element types clash (an Add of float and int64): onnx's strict
+    type inference says so, and onnxruntime, asked when it is installed, confirms that it
+    cannot load the model (strict inference alone may be too strict for valid models)."""
+    try:
+        onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
+        return
+    except Exception as e:  # noqa: BLE001 - InferenceError and friends
+        why = _one_line(e)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    ort.set_default_logger_severity(4)
+    try:
+        ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - onnxruntime agrees: no runtime here loads it
+        raise ModelError(f"{path.name}: onnxruntime cannot load the model: {why}") from None
+
+
+def _check_external_data(model: ModelProto, path: Path) -> None:
+    """Every initializer stored outside the model file names a file next to it that holds
+    its bytes (a model copied without its ``.data`` file cannot be run or folded)."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    for t in model.graph.initializer:
+        if not uses_external_data(t):
+            continue
+        info = ExternalDataInfo(t)
+        loc = Path(info.location or "")
+        where = path.parent / loc
+        if not info.location or loc.is_absolute() or ".." in loc.parts:
+            raise ModelError(
+                f"{path.name}: weight {t.name!r} points at external data {info.location!r} outside its folder"
+            )
+        if not where.is_file():
+            raise ModelError(f"{path.name}: weight {t.name!r} is stored in {info.location!r}, which is missing")
+        size = where.stat().st_size
+        end = (info.offset or 0) + (info.length or 0)
+        if end > size:
+            raise ModelError(
+                f"{path.name}: weight {t.name!r} needs bytes up to {end} of {info.location!r}, which has {size}"
+            )
 
 
 def _dims_of(vi: onnx.ValueInfoProto) -> tuple[int, list] | None:
@@ -229,6 +343,7 @@ class _Analysis:
     shapes: dict[str, Shape] = field(default_factory=dict)  # name -> static shape
     const: set[str] = field(default_factory=set)
     folded: set[int] = field(default_factory=set)  # node indices folded away
+    notes: list[str] = field(default_factory=list)  # one line each: what a user should know (shapes settled)
 
 
 def _order_and_check(model: ModelProto, path: Path) -> tuple[list[int], dict[int, list[str]], dict[str, int]]:
@@ -348,34 +463,61 @@ def _pin_inputs(
                         )
             pinned[vi.name] = want
             continue
-        if declared is None:
-            problems.append(f"input {vi.name!r} has no declared shape: pin it with --input-shape {vi.name}=AxBx...")
-            continue
-        shape: list[int | None] = []
-        syms: list[str] = []
-        for d in declared:
-            if isinstance(d, str):
-                if d in dims:
-                    shape.append(int(dims[d]))
-                else:
-                    shape.append(None)
-                    syms.append(d)
-            elif isinstance(d, int) and d > 0:
-                shape.append(d)
-            else:
-                shape.append(None)
-        if any(s is None for s in shape):
-            shown = "x".join("?" if s is None else str(s) for s in shape)
-            example = "x".join("1" if s is None else str(s) for s in shape)
-            fix = f"--input-shape {vi.name}={example}"
-            if syms:
-                fix += " or " + " ".join(f"--dim {s}=1" for s in dict.fromkeys(syms))
-            problems.append(f"input {vi.name!r} has dynamic shape {shown}: pin it with {fix} (use the real sizes)")
-            continue
-        pinned[vi.name] = tuple(shape)  # type: ignore[arg-type]
+        shape, problem = _pin_declared(vi.name, declared, dims)
+        if problem:
+            problems.append(problem)
+        else:
+            pinned[vi.name] = shape
+    _check_dims_known(real, dims, path)
     if problems:
         raise ModelError(f"{path.name}: " + "; ".join(problems))
     return pinned
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _pin_declared(name: str, declared: list | None, dims: Mapping[str, int]) -> tuple[Shape, str | None]:
+    """An input's declared shape with its symbolic dims filled from `dims`, or the problem
+    that leaves it dynamic: the fix to type, in a form that cannot be copied blindly
+    (``--input-shape x=Nx3xHxW``: placeholders, never sizes that would plan a 1x1 image),
+    and ``--dim`` only for dimension names that are real symbols (not ``?`` or empty)."""
+    if declared is None:
+        return (), f"input {name!r} has no declared shape: pin it with --input-shape {name}=AxBx... (its real sizes)"
+    shape: list[int | None] = []
+    syms: list[str] = []
+    for d in declared:
+        if isinstance(d, str) and d in dims:
+            shape.append(int(dims[d]))
+        elif isinstance(d, int) and d > 0:
+            shape.append(d)
+        else:
+            shape.append(None)
+            if isinstance(d, str) and _IDENT.fullmatch(d):
+                syms.append(d)
+    if all(x is not None for x in shape):
+        return tuple(shape), None  # type: ignore[arg-type]
+    shown = "x".join("?" if x is None else str(x) for x in shape)
+    holders = [
+        str(x) if x is not None else (d.upper() if isinstance(d, str) and _IDENT.fullmatch(d) else f"D{ax}")
+        for ax, (x, d) in enumerate(zip(shape, declared, strict=True))
+    ]
+    fix = f"--input-shape {name}={'x'.join(holders)}"
+    if syms:
+        fix += " or " + " ".join(f"--dim {s}=SIZE" for s in dict.fromkeys(syms))
+    unknown = ", ".join(h for h, x in zip(holders, shape, strict=True) if x is None)
+    return (), f"input {name!r} has dynamic shape {shown}: pin it with {fix} (the real sizes for {unknown})"
+
+
+def _check_dims_known(real: list, dims: Mapping[str, int], path: Path) -> None:
+    """Every --dim names a symbolic dimension of some graph input (a typo is not ignored)."""
+    known = {d for vi in real for d in ((_dims_of(vi) or (0, None))[1] or []) if isinstance(d, str)}
+    unknown = [k for k in dims if k not in known]
+    if unknown:
+        have = f"its named dimensions are {', '.join(sorted(known))}" if known else "it has no named dimensions"
+        raise ModelError(
+            f"{path.name}: --dim {unknown[0]}: the model's inputs have no dimension {unknown[0]!r}; {have}"
+        )
 
 
 def _pinned_copy(model: ModelProto, order: list[int], pinned: dict[str, Shape]) -> ModelProto:
@@ -463,6 +605,30 @@ def _classify_constants(a: _Analysis) -> None:
     a.folded = folded
 
 
+def _input_value(vi: onnx.ValueInfoProto, v, path: Path) -> np.ndarray:
+    """The value given for input `vi` (--input-value) as an array of its element type; a
+    value the type cannot hold exactly (1.5 for an int64, 1e30 for an int32) is refused."""
+    info = _dims_of(vi)
+    dt = onnx_dtype(info[0], f"input {vi.name!r}") if info and info[0] else None
+    try:
+        given = np.asarray(v)
+        arr = np.asarray(v, dtype=dt)
+        exact = given.dtype.kind not in "fiub" or dt is None or bool(np.all(arr == given))
+    except (TypeError, ValueError, OverflowError):
+        exact = False
+    if not exact:
+        raise ModelError(f"{path.name}: input {vi.name!r} has element type {dt}, which cannot hold the value {v!r}")
+    declared = info[1] if info else None
+    if declared is not None and (
+        len(declared) != arr.ndim
+        or any(isinstance(d, int) and d > 0 and d != n for d, n in zip(declared, arr.shape, strict=True))
+    ):
+        shown = "x".join("?" if not isinstance(d, int) or d <= 0 else str(d) for d in declared) or "scalar"
+        got = "x".join(map(str, arr.shape)) or "a scalar"
+        raise ModelError(f"{path.name}: --input-value {vi.name}: the value is {got}, but the input has shape {shown}")
+    return arr
+
+
 def _analyse(path: Path, model: ModelProto, input_shapes, dims, input_values=None) -> tuple[_Analysis, ModelProto]:
     g = model.graph
     inits = {i.name for i in g.initializer} | {s.values.name for s in g.sparse_initializer}
@@ -474,9 +640,7 @@ def _analyse(path: Path, model: ModelProto, input_shapes, dims, input_values=Non
             raise ModelError(
                 f"{path.name}: input value given for {name!r}, but the model's inputs are {', '.join(declared)}"
             )
-        info = _dims_of(declared[name])
-        dt = onnx_dtype(info[0], f"input {name!r}") if info and info[0] else None
-        values[name] = np.asarray(v, dtype=dt)
+        values[name] = _input_value(declared[name], v, path)
     if values:
         input_shapes = {**{k: v.shape for k, v in values.items()}, **dict(input_shapes or {})}
     pinned = _pin_inputs(model, inits, input_shapes, dims, path)
@@ -493,6 +657,7 @@ def _analyse(path: Path, model: ModelProto, input_shapes, dims, input_values=Non
         values=values,
     )
     m = _pinned_copy(model, order, pinned)
+    _check_types(m, path)
     inferred = None
     for data_prop in (True, False):
         try:
@@ -525,6 +690,23 @@ def _feeds(a: _Analysis) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _value_hint(a: _Analysis) -> str:
+    """When a measurement fails: the inputs whose VALUE it guessed (integers and booleans fed
+    as zeros), since shapes may depend on a value (silero-vad's sample rate ``sr`` picks a
+    branch), and the flag that gives it."""
+    guessed = _guessed_inputs(a)
+    if not guessed:
+        return ""
+    flags = " ".join(f"--input-value {n}=V" for n in guessed[:3])
+    names = ", ".join(repr(n) for n in guessed[:3])
+    return f"; shapes may depend on the value of input {names} (measured with zeros): give it with {flags}"
+
+
+def _guessed_inputs(a: _Analysis) -> list[str]:
+    """Integer and boolean graph inputs without a given value (fed as zeros when measuring)."""
+    return [n for n in a.graph_inputs if n not in a.values and onnx_dtype(a.types.get(n, 1)).kind in "iub"]
+
+
 def _ort_shapes(a: _Analysis, m: ModelProto, names: list[str]) -> None:
     """Run the model once in onnxruntime and record the shapes/types of ``names``."""
     try:
@@ -549,6 +731,7 @@ def _ort_shapes(a: _Analysis, m: ModelProto, names: list[str]) -> None:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 4
+    ort.set_default_logger_severity(4)  # no coloured [E:onnxruntime] lines on stderr
     try:
         sess = ort.InferenceSession(mm.SerializeToString(), so, providers=["CPUExecutionProvider"])
         want = [o.name for o in sess.get_outputs()]
@@ -556,7 +739,7 @@ def _ort_shapes(a: _Analysis, m: ModelProto, names: list[str]) -> None:
     except Exception as e:  # noqa: BLE001
         raise ModelError(
             f"{a.path.name}: shapes of {len(names)} tensors (e.g. {names[0]!r}) are unknown after shape inference, "
-            f"and running the model in onnxruntime to measure them failed: {_one_line(e)}"
+            f"and running the model in onnxruntime to measure them failed: {_one_line(e)}{_value_hint(a)}"
         ) from None
     for name, arr in zip(want, res, strict=True):
         arr = np.asarray(arr)
@@ -628,12 +811,91 @@ def _full_analysis(path: Path, model: ModelProto, input_shapes, dims, input_valu
         # measure every main-graph tensor still unknown (more Shape nodes may fold then)
         allnames = [o for n in m.graph.node for o in n.output if o and (o not in a.shapes or not a.types.get(o))]
         _ort_shapes(a, m, list(dict.fromkeys(allnames)))
+        hint = _value_hint(a)
+        if hint:
+            a.notes.append(f"{path.name}: {len(allnames)} tensor shapes were measured in onnxruntime{hint}")
         _classify_constants(a)
         kept, outs, used = _needed(a)
         missing = [t for t in used if t not in a.shapes or not a.types.get(t)]
         if missing:
             raise ModelError(f"{path.name}: cannot determine the shape of {missing[0]!r} ({len(missing)} tensors)")
+    if _settle_shapes(a, m, kept):
+        _classify_constants(a)
+        kept, outs, used = _needed(a)
     return a, kept, outs, used
+
+
+# --------------------------------------------------------------------------------------
+# shapes that disagree: declared, inferred, measured
+# --------------------------------------------------------------------------------------
+POOLS = ("MaxPool", "AveragePool", "LpPool")
+
+
+def _shape_suspects(a: _Analysis, kept: list[int]) -> tuple[dict[str, Shape], list[str]]:
+    """Where onnx shape inference may not give the shapes a runtime uses: (tensors whose
+    static declared shape (value_info, graph outputs) differs from the inferred one -> the
+    declared shape, outputs of ops whose inference is known to differ from onnxruntime:
+    pooling with ``ceil_mode=1``, a Split without sizes of an axis it cannot split evenly)."""
+    g = a.model.graph
+    declared: dict[str, Shape] = {}
+    for vi in list(g.value_info) + list(g.output):
+        d = _static((_dims_of(vi) or (0, None))[1])
+        if d is not None and vi.name in a.shapes and vi.name not in a.pinned and a.shapes[vi.name] != d:
+            declared.setdefault(vi.name, d)
+    risky: list[str] = []
+    for k in kept:
+        n = g.node[k]
+        if n.domain not in DEFAULT_DOMAINS:
+            continue
+        at = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+        if n.op_type in POOLS and at.get("ceil_mode") == 1:
+            risky += [o for o in n.output if o]
+        elif n.op_type == "Split" and "split" not in at and (len(n.input) < 2 or not n.input[1]) and n.input:
+            shape, axis = a.shapes.get(n.input[0]), int(at.get("axis", 0))
+            if shape and -len(shape) <= axis < len(shape) and shape[axis] % max(len(n.output), 1):
+                risky += [o for o in n.output if o]
+    return declared, risky
+
+
+def _settle_shapes(a: _Analysis, m: ModelProto, kept: list[int]) -> bool:
+    """Plan the shapes onnxruntime computes where declared, inferred and measured shapes may
+    disagree (see `_shape_suspects`), saying so in one note; True when a shape changed. A
+    declared shape that contradicts inference and cannot be measured is refused."""
+    declared, risky = _shape_suspects(a, kept)
+    if not declared and not risky:
+        return False
+    inferred = dict(a.shapes)
+    names = list(dict.fromkeys(o for k in kept for o in a.model.graph.node[k].output if o))
+    try:
+        _ort_shapes(a, m, names)
+    except ModelError as e:
+        a.shapes = inferred
+        if declared:
+            t, d = next(iter(declared.items()))
+            raise ModelError(
+                f"{a.path.name}: tensor {t!r} is declared {_shape_text(d)} but onnx shape inference gives "
+                f"{_shape_text(inferred[t])}, and measuring it failed: {str(e).split(': ', 1)[-1]}"
+            ) from None
+        return False
+    changed = [t for t in names if t in inferred and a.shapes.get(t) != inferred[t]]
+    if changed:
+        t = changed[0]
+        said = f", declared {_shape_text(declared[t])}" if t in declared else ""
+        a.notes.append(
+            f"{a.path.name}: tensor {t!r}: onnx shape inference gives {_shape_text(inferred[t])}, onnxruntime computes "
+            f"{_shape_text(a.shapes[t])}{said}; planning onnxruntime's shapes ({len(changed)} tensor(s) differ)"
+        )
+    elif declared:
+        t, d = next(iter(declared.items()))
+        a.notes.append(
+            f"{a.path.name}: tensor {t!r} is declared {_shape_text(d)}, but onnx shape inference and onnxruntime "
+            f"give {_shape_text(a.shapes[t])}; planning {_shape_text(a.shapes[t])} ({len(declared)} declared shape(s) ignored)"
+        )
+    return bool(changed)
+
+
+def _shape_text(shape: Shape) -> str:
+    return "x".join(map(str, shape)) or "scalar"
 
 
 def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[str], digest: str) -> Graph:
@@ -701,7 +963,9 @@ def _build(a: _Analysis, kept: list[int], outs: dict[int, list[str]], used: set[
         attrs = {"node": node, "domain": "ai.onnx", "opset": opset, "synthetic": True, "graph_output": name}
         ops.append(Op(opname, "Identity", (name,), (new,), attrs))
 
-    source = ModelSource("onnx", str(a.path), digest, input_shapes=dict(a.pinned), input_values=dict(a.values))
+    source = ModelSource(
+        "onnx", str(a.path), digest, input_shapes=dict(a.pinned), input_values=dict(a.values), notes=tuple(a.notes)
+    )
     try:
         return Graph(a.path.stem, tensors.values(), ops, source)
     except GraphError as e:

@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from planner.graph import Graph, GraphError, ModelSource, Op, Tensor, model_sha256
+from planner.graph import MAX_GRAPH_BYTES, Graph, GraphError, ModelSource, Op, Tensor, model_sha256
 from planner.models.errors import ModelError
 
 INSTALL = "pip install --no-deps tflite-micro"
@@ -159,7 +159,10 @@ def tensor_bytes(tensor, where: str) -> int:
     shape = [] if tensor.shape is None else [int(d) for d in tensor.shape]
     if any(d < 0 for d in shape):
         raise TfliteModelError(f"{where}: dynamic shape {shape}; TFLite Micro needs static shapes")
-    return math.prod(shape) * TYPE_BYTES[tname]
+    nbytes = math.prod(shape) * TYPE_BYTES[tname]
+    if nbytes > MAX_GRAPH_BYTES:
+        raise TfliteModelError(f"{where}: shape {shape} is {nbytes} bytes, more than 2**53, beyond any memory")
+    return nbytes
 
 
 def tflm_allocates(model, sg: int, index: int) -> bool:
@@ -214,18 +217,24 @@ def load_tflite(
     """Import subgraph `subgraph` (0 is the one TFLM invokes) of a .tflite file.
 
     The signature every importer shares (:mod:`planner.models.importers`). TFLite shapes
-    are static, so pins are refused with a ``ModelError`` rather than ignored;
-    ``input_values`` are accepted and unused (no shape here depends on a value).
+    are static, so pins and input values are refused with a ``ModelError`` rather than
+    ignored (no shape here depends on a value).
     """
     path = Path(path)
     if input_shapes or dims:
         raise TfliteModelError(
             f"{path.name}: the TFLite importer takes no --input-shape / --dim (TFLite shapes are static)"
         )
+    if input_values:
+        raise TfliteModelError(
+            f"{path.name}: the TFLite importer takes no --input-value (TFLite shapes are static, none depends on a value)"
+        )
     model, data = read_model(path)
     if not 0 <= subgraph < len(model.subgraphs):
         raise TfliteModelError(f"{path.name}: no subgraph {subgraph} (model has {len(model.subgraphs)})")
     r = _Reader(path, model, subgraph)
+    if not r.outputs:
+        raise TfliteModelError(f"{path.name}: subgraph {subgraph} has no outputs; there is nothing to compute or plan")
     info = TfliteInfo(
         str(path), model_sha256(data), subgraph, n_tensors=[len(g.tensors or []) for g in model.subgraphs]
     )
@@ -459,3 +468,99 @@ def input_specs(path: str | Path, subgraph: int = 0) -> list[tuple[str, tuple[in
             raise TfliteModelError(f"{Path(path).name}: input {names[int(i)]!r} has type {tname}, not a plain array")
         out.append((names[int(i)], tuple(int(d) for d in (t.shape if t.shape is not None else [])), NUMPY_TYPES[tname]))
     return out
+
+
+# -- what TFLite Micro cannot run -----------------------------------------------------------------
+# The builtin kernels TFLite Micro registers (the Register_* functions of the tflite-micro wheel
+# this project tests with, 0.dev20261023): a builtin op outside this set has no kernel there.
+TFLM_BUILTINS = frozenset(
+    """ABS ADD ADD_N ARG_MAX ARG_MIN ASSIGN_VARIABLE AVERAGE_POOL_2D BATCH_MATMUL BATCH_TO_SPACE_ND
+    BROADCAST_ARGS BROADCAST_TO CALL_ONCE CAST CEIL CONCATENATION CONV_2D COS CUMSUM DEPTHWISE_CONV_2D
+    DEPTH_TO_SPACE DEQUANTIZE DIV DYNAMIC_UPDATE_SLICE ELU EMBEDDING_LOOKUP EQUAL EXP EXPAND_DIMS FILL
+    FLOOR FLOOR_DIV FLOOR_MOD FULLY_CONNECTED GATHER GATHER_ND GREATER GREATER_EQUAL HARD_SWISH IF
+    L2_NORMALIZATION L2_POOL_2D LEAKY_RELU LESS LESS_EQUAL LOG LOGICAL_AND LOGICAL_NOT LOGICAL_OR LOGISTIC
+    LOG_SOFTMAX MAXIMUM MAX_POOL_2D MEAN MINIMUM MIRROR_PAD MUL NEG NOT_EQUAL PACK PAD PADV2 PRELU QUANTIZE
+    READ_VARIABLE REDUCE_MAX REDUCE_MIN RELU RELU6 RESHAPE RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR
+    REVERSE_V2 ROUND RSQRT SELECT_V2 SHAPE SIN SLICE SOFTMAX SPACE_TO_BATCH_ND SPACE_TO_DEPTH SPLIT SPLIT_V
+    SQRT SQUARE SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB SUM SVDF TANH TRANSPOSE TRANSPOSE_CONV
+    UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK VAR_HANDLE WHILE ZEROS_LIKE REDUCE_ALL""".split()
+)
+# custom codes TFLite Micro registers (detection post-processing, its signal library, Ethos-U)
+TFLM_CUSTOM = frozenset(
+    """TFLite_Detection_PostProcess CIRCULAR_BUFFER ethos-u SignalDelay SignalEnergy SignalFftAutoScale
+    SignalFilterBank SignalFilterBankLog SignalFilterBankSpectralSubtraction SignalFilterBankSquareRoot
+    SignalFramer SignalIrfft SignalOverlapAdd SignalPCAN SignalRfft SignalStacker SignalWindow""".split()
+)
+
+
+def builtin_names() -> frozenset[str]:
+    """Every builtin operator name of the TFLite schema (to tell builtins from custom codes)."""
+    return frozenset(k for k in vars(schema().BuiltinOperator) if not k.startswith("_"))
+
+
+def tflm_gaps(graph: Graph) -> list[str]:
+    """Why TFLite Micro cannot run a TFLite graph, as at most one line (empty when it can, or
+    for other formats): builtin ops without a TFLM kernel (DENSIFY, ...), custom ops it does not
+    register (naming the custom code), DEQUANTIZE of float16 weights (TFLM dequantizes only
+    int8/int16/uint8; ``planner export --fold-fp16`` folds them into float32 weights)."""
+    if graph.source is None or graph.source.format != "tflite":
+        return []
+    builtins = builtin_names()
+    missing: dict[str, str] = {}
+    fp16: list[str] = []
+    for op in graph.ops:
+        if op.type == "DEQUANTIZE" and any(graph.tensors[t].dtype == "float16" for t in op.inputs):
+            fp16.append(op.name)
+        elif op.type in builtins and op.type not in TFLM_BUILTINS:
+            missing.setdefault(f"no kernel for {op.type}", op.name)
+        elif op.type not in builtins and op.type not in TFLM_CUSTOM:
+            missing.setdefault(f"custom op {op.type!r} is not registered", op.name)
+    reasons = [f"{why} (op {name})" for why, name in missing.items()]
+    if fp16:
+        reasons.append(
+            f"{len(fp16)} DEQUANTIZE op(s) of float16 weights (op {fp16[0]}; `planner export --fold-fp16` folds them)"
+        )
+    if not reasons:
+        return []
+    where = Path(graph.source.path).name if graph.source.path else graph.name
+    return [f"{where}: TFLite Micro cannot run this model: {'; '.join(reasons)}"]
+
+
+def fold_fp16_dequantize(model, subgraph: int = 0) -> dict[int, int]:
+    """Fold float16 weights behind DEQUANTIZE into float32 weights, in place on a ModelT.
+
+    The converter's "float16 quantization" stores weights as FLOAT16 constants, each read
+    through a DEQUANTIZE to FLOAT32, which TFLite Micro cannot run (its DEQUANTIZE takes
+    int8/int16/uint8 only). For every such op of `subgraph` (a constant FLOAT16 input, a
+    FLOAT32 output that is not a subgraph output), the output tensor gets the dequantized
+    values as its own constant buffer (float16 -> float32 is exact, so outputs are the
+    same as dequantizing at run time) and the op is removed. Tensors keep their indices
+    (and names); ops after a removed one move up. Returns old op index -> new op index
+    for the ops kept."""
+    import numpy as np
+
+    sg = model.subgraphs[subgraph]
+    tens = sg.tensors or []
+    outputs = {int(i) for i in (sg.outputs if sg.outputs is not None else [])}
+    removed: set[int] = set()
+    for k, op in enumerate(sg.operators or []):
+        if op_type_name(model, op) != "DEQUANTIZE" or op.inputs is None or op.outputs is None:
+            continue
+        if len(op.inputs) != 1 or len(op.outputs) != 1:
+            continue
+        src, dst = tens[int(op.inputs[0])], tens[int(op.outputs[0])]
+        if tensor_type_name(src) != "FLOAT16" or tensor_type_name(dst) != "FLOAT32" or int(op.outputs[0]) in outputs:
+            continue
+        data = model.buffers[src.buffer].data if is_constant(model, src) else None
+        if data is None:
+            continue
+        raw = np.asarray(data, dtype=np.uint8).tobytes()
+        values = np.frombuffer(raw, dtype="<f2").astype("<f4")
+        buf = schema().BufferT()
+        buf.data = np.frombuffer(values.tobytes(), dtype=np.uint8)
+        model.buffers.append(buf)
+        dst.buffer = len(model.buffers) - 1
+        removed.add(k)
+    kept = [k for k in range(len(sg.operators or [])) if k not in removed]
+    sg.operators = [sg.operators[k] for k in kept]
+    return {old: new for new, old in enumerate(kept)}

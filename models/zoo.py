@@ -261,6 +261,7 @@ def load_model(
     input_shapes: Mapping[str, Iterable[int]] | None = None,
     dims: Mapping[str, int] | None = None,
     fuse: str = "none",
+    input_values: Mapping[str, object] | None = None,
 ):
     """A Graph from a zoo name, a generated-graph name or a model file path.
 
@@ -268,7 +269,9 @@ def load_model(
     everywhere. Files go through the importer registered for their suffix
     (:func:`planner.models.importers.load_file`). For zoo names the entry's default pins
     apply; ``input_shapes`` / ``dims`` given here override them entry by entry.
-    ``fuse="onnxruntime"`` (ONNX models only) returns the graph onnxruntime runs after its
+    ``input_values`` (input name -> value) are fed where a shape depends on an input's value
+    (``--input-value``; they override a zoo entry's). ``fuse="onnxruntime"`` (ONNX models
+    only) returns the graph onnxruntime runs after its
     fusions (:func:`planner.models.fuse.fuse_onnx`; the record is in
     ``graph.source.transforms``); ``"none"`` the model as written.
     """
@@ -280,6 +283,8 @@ def load_model(
     if isinstance(name_or_path, str) and (gen := generated(name_or_path)) is not None:
         if fuse != "none":
             raise ModelError(f"{name_or_path}: fusion is for ONNX models, not generated graphs")
+        if input_shapes or dims or input_values:
+            raise ModelError(f"{name_or_path}: a generated graph takes no --input-shape, --dim or --input-value")
         return gen
     if isinstance(name_or_path, str) and name_or_path in ZOO:
         e = ZOO[name_or_path]
@@ -296,6 +301,7 @@ def load_model(
             and "." not in name_or_path
         ):
             raise ZooError(f"{name_or_path!r} is neither a zoo model nor a file; zoo models: {', '.join(ZOO)}")
+    values = {**values, **dict(input_values or {})}
     pins = {"input_shapes": input_shapes or None, "dims": dims or None, "input_values": values or None}
     if fuse == "onnxruntime":
         if path.suffix.lower() != ".onnx":

@@ -2,9 +2,13 @@
 
 Each subcommand lives in `planner/commands/<name>.py` and exposes
 `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
-Exit codes: 0 ok, 1 planning failed (does not fit, outputs differ...), 2 bad input.
-Errors are one line on stderr; `--debug` shows the traceback. A closed stdout (`planner
-... | head`) is not an error: the command stops quietly with status 0.
+
+Exit codes (:data:`EXIT_CODES`, also in ``planner --help`` and the README): 0 ok, 1
+planning failed (does not fit, outputs or metrics differ, an invalid plan in `show`), 2 bad
+input (unreadable or corrupt files, bad options, a model or plan the planner cannot use),
+3 internal error (a bug: rerun with ``--debug`` for the traceback). Every error is one line
+on stderr, argparse's own included (:class:`Parser`); `--debug` shows the traceback. A
+closed stdout (`planner ... | head`) is not an error: the command stops quietly with status 0.
 """
 
 from __future__ import annotations
@@ -15,15 +19,45 @@ import os
 import sys
 
 COMMANDS = ["plan", "show", "solvers", "compare", "run", "export", "report"]
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_CODES = {
+    EXIT_OK: "ok",
+    EXIT_FAILED: "planning failed: the model does not fit, outputs or metrics differ, `show` found an invalid plan",
+    EXIT_BAD_INPUT: "bad input: unreadable or corrupt file, bad option value, a model or plan the planner cannot use",
+    EXIT_INTERNAL: "internal error (a bug): rerun with --debug for the traceback",
+}
+EPILOG = "exit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
+
+
+class UsageError(Exception):
+    """A command line argparse cannot parse: one line, exit 2 (instead of argparse's usage block)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `error` raises :class:`UsageError` instead of printing the
+    usage block and exiting, so a bad option is one line on stderr like every other error
+    (``--help`` is unchanged). Subparsers inherit the class (argparse uses ``type(self)``)."""
+
+    def error(self, message: str):
+        """argparse's hook for a command line it cannot parse: raise instead of exiting."""
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `planner` parser with every subcommand registered."""
-    p = argparse.ArgumentParser(prog="planner", description="Optimal memory plans for DNN inference on small devices.")
+    p = Parser(
+        prog="planner",
+        description="Optimal memory plans for DNN inference on small devices.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"planner.commands.{name}").register(sub)
+    for sp in sub.choices.values():
+        sp.epilog = sp.epilog or EPILOG
+        sp.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
 
 
@@ -33,14 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)  # --help writes to stdout too
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 2
     except BrokenPipeError:
         return _stdout_closed()
+    except UsageError as e:
+        print(f"planner: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not getattr(args, "func", None):
+        print(f"planner: error: no command given; one of {', '.join(COMMANDS)} (see planner --help)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from planner.commands.common import NOTES
+
+    NOTES.clear()
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        for line in NOTES:  # the command's notes and warnings, after its output
+            print(line, file=sys.stderr)
         return code
     except BrokenPipeError:
         return _stdout_closed()
@@ -55,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         code, msg = classify(e)
-        print(f"planner: error: {msg}", file=sys.stderr)
+        print(f"planner: error: {one_line(msg)}", file=sys.stderr)
         return code
 
 
@@ -71,22 +113,47 @@ def _stdout_closed() -> int:
     return 0
 
 
-def classify(e: Exception) -> tuple[int, str]:
-    """Map library exceptions to (exit code, one-line message)."""
+MAX_MESSAGE = 600  # characters of one error line
+
+
+def one_line(msg: str) -> str:
+    """`msg` as one line (newlines joined, very long texts cut, saying so)."""
+    text = " ".join(part.strip() for part in str(msg).splitlines() if part.strip()) or "error"
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1].rstrip() + "…"
+
+
+def _user_errors() -> tuple[type, ...]:
+    """The exception types that mean "bad input" (exit 2): what the library raises on
+    purpose for files, options and models it cannot use."""
+    from planner.export import CannotExport
+    from planner.graph import GraphError
+    from planner.models.errors import ModelError
+    from planner.plan import PlanFormatError
+    from planner.target import TargetError
+
+    return (ModelError, PlanFormatError, TargetError, GraphError, CannotExport)
+
+
+def classify(e: BaseException) -> tuple[int, str]:
+    """Map library exceptions to (exit code, one-line message): the exit codes of
+    :data:`EXIT_CODES`. Anything not raised on purpose for bad input is an internal error."""
     from planner.commands.common import CliError
-    from planner.simulate import PlanError
     from planner.solvers.base import DoesNotFit
 
+    hint = "rerun with --debug for the traceback"
     if isinstance(e, CliError):
         return e.code, str(e)
     if isinstance(e, DoesNotFit):
-        return 1, str(e)
-    if isinstance(e, PlanError):
-        return 2, f"invalid plan: {e}"
-    if isinstance(e, (ValueError, OSError, KeyError)):
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return 2, msg
-    return 2, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)"
+        return EXIT_FAILED, str(e)
+    if isinstance(e, _user_errors()):
+        return EXIT_BAD_INPUT, str(e) or type(e).__name__
+    if isinstance(e, MemoryError):
+        return EXIT_BAD_INPUT, f"out of memory: the model or plan needs more host memory than this machine has ({hint})"
+    if isinstance(e, OSError):
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        return EXIT_BAD_INPUT, f"cannot access{where}: {e.strerror or e}"
+    what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return EXIT_INTERNAL, f"internal error: {what} ({hint})"
 
 
 if __name__ == "__main__":

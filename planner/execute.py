@@ -31,6 +31,7 @@ onnxruntime's outputs for the same inputs.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -72,6 +73,10 @@ def np_dtype(dtype: str | None) -> np.dtype:
         return np.dtype(helper.tensor_dtype_to_np_dtype(code))
     except (ValueError, KeyError, TypeError):
         raise ExecutionError(f"unsupported tensor dtype {dtype!r}") from None
+
+
+def _shape(shape) -> str:
+    return "x".join(map(str, shape)) or "scalar"
 
 
 def onnx_elem_type(dtype: np.dtype) -> int:
@@ -119,10 +124,14 @@ def random_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _ort():
+    """onnxruntime, with its own logger silenced: its coloured ``[E:onnxruntime:...]`` and
+    ``[W:...]`` lines (a kernel tried and dropped, a shape it merged) must not reach stderr,
+    where every planner error is one line; failures reach us as exceptions anyway."""
     try:
         import onnxruntime as ort
     except ImportError as e:  # pragma: no cover - onnxruntime is a test dependency
         raise ExecutionError("onnxruntime is needed to execute plans: pip install onnxruntime") from e
+    ort.set_default_logger_severity(4)  # fatal only
     return ort
 
 
@@ -131,7 +140,7 @@ def _session_options(threads: int = 1):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # fatal only (see _ort)
     return so
 
 
@@ -193,9 +202,25 @@ class Kernel:
     constants: frozenset[str] = frozenset()  # inputs baked in as initializers
 
     def __call__(self, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the op on `values` (ExecutionError naming the op when its kernel fails)."""
         feed = {n: values[n] for n in self.feeds if n not in self.constants}
-        res = self.runner.run(list(self.outputs), feed)  # same call for ORT sessions and ReferenceEvaluator
+        try:
+            res = self.runner.run(list(self.outputs), feed)  # same call for ORT sessions and ReferenceEvaluator
+        except Exception as e:  # noqa: BLE001 - the kernel's own failure, as one line
+            raise ExecutionError(f"op {self.op!r} failed in {self.backend}: {runtime_message(e)}") from None
         return [np.asarray(r) for r in res]
+
+
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ")
+_ORT_SOURCE = re.compile(r"/onnxruntime_src/\S+:\d+ [^(]*\([^)]*\)(?: const)? ")
+
+
+def runtime_message(e: BaseException) -> str:
+    """onnxruntime's (or the reference evaluator's) error as one readable line: the
+    ``[ONNXRuntimeError] : 1 : FAIL :`` prefix and the C++ source location dropped."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    text = _ORT_SOURCE.sub("", _ORT_PREFIX.sub("", text))
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _one_node_model(
@@ -327,8 +352,11 @@ def weight_values(
                     helper.make_tensor_value_info(n, onnx_elem_type(np_dtype(graph.tensors[n].dtype)), None)
                 )
         ort = _ort()
-        sess = ort.InferenceSession(m.SerializeToString(), _session_options(2), providers=["CPUExecutionProvider"])
-        res = sess.run(missing, _pinned_inputs_ok(model, inputs))
+        try:
+            sess = ort.InferenceSession(m.SerializeToString(), _session_options(2), providers=["CPUExecutionProvider"])
+            res = sess.run(missing, _pinned_inputs_ok(model, inputs))
+        except Exception as e:  # noqa: BLE001
+            raise ExecutionError(f"onnxruntime cannot compute the weights: {runtime_message(e)}") from None
         vals.update({n: np.asarray(v) for n, v in zip(missing, res, strict=True)})
     for n, v in vals.items():
         t = graph.tensors[n]
@@ -343,16 +371,22 @@ def reference_outputs(
     """onnxruntime's outputs for the whole model: (outputs, session build s, best run s)."""
     ort = _ort()
     t0 = time.perf_counter()
-    sess = ort.InferenceSession(
-        model.SerializeToString(), _session_options(threads), providers=["CPUExecutionProvider"]
-    )
+    try:
+        sess = ort.InferenceSession(
+            model.SerializeToString(), _session_options(threads), providers=["CPUExecutionProvider"]
+        )
+    except Exception as e:  # noqa: BLE001 - the model onnxruntime refuses: one line
+        raise ExecutionError(f"onnxruntime cannot load the model: {runtime_message(e)}") from None
     build = time.perf_counter() - t0
     feed = _pinned_inputs_ok(model, inputs)
     best = float("inf")
     res = None
     for _ in range(max(1, repeat)):
         t0 = time.perf_counter()
-        res = sess.run(list(outputs), feed)
+        try:
+            res = sess.run(list(outputs), feed)
+        except Exception as e:  # noqa: BLE001
+            raise ExecutionError(f"onnxruntime cannot run the model: {runtime_message(e)}") from None
         best = min(best, time.perf_counter() - t0)
     return {n: np.asarray(v) for n, v in zip(outputs, res, strict=True)}, build, best
 
@@ -473,6 +507,17 @@ class ExecutionReport:
         }
 
 
+def relative_error(diff: np.ndarray, ref: np.ndarray, atol: float) -> float:
+    """The largest |ours - ref| / |ref| over the elements the relative tolerance judges: where
+    |ref| is above `atol` (near zero the absolute tolerance decides, and dividing by a
+    reference of about 0 would show 1e+300 next to a match)."""
+    judged = np.abs(ref) > max(atol, np.finfo(np.float64).tiny)
+    if not judged.any():
+        return 0.0
+    d = diff[judged]
+    return float(np.max(np.where(d == 0, 0.0, d / np.abs(ref[judged]))))
+
+
 def compare(name: str, ours: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> OutputCheck:
     """Max abs / rel error and the numpy.isclose verdict (exact equality for ints/bools)."""
     shape = tuple(ref.shape)
@@ -486,10 +531,8 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray, rtol: float, atol: flo
         both_nan = np.isnan(a) & np.isnan(b)
         diff = np.where(both_nan, 0.0, diff)
         diff = np.where(np.isnan(diff), np.inf, diff)
-        rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
-        rel = np.where(diff == 0, 0.0, rel)
         match = bool(np.all(np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)))
-        return OutputCheck(name, shape, str(ref.dtype), float(diff.max()), float(rel.max()), match)
+        return OutputCheck(name, shape, str(ref.dtype), float(diff.max()), relative_error(diff, b, atol), match)
     diff = np.abs(ours.astype(np.int64) - ref.astype(np.int64)) if ref.dtype.kind in "iub" else (ours != ref)
     mx = float(np.max(diff))
     return OutputCheck(
@@ -542,7 +585,7 @@ def _kernel_model(graph: Graph, model: onnx.ModelProto) -> onnx.ModelProto:
     return record.model
 
 
-def _arena_top(plan: Plan, graph: Graph) -> int:
+def arena_top(plan: Plan, graph: Graph) -> int:
     """Bytes of the L1 array: the planned top, grown if an (unchecked) plan places something
     higher, so that a wrong offset corrupts a neighbour (as on a device) instead of failing."""
     top = plan.metrics.arena_bytes
@@ -610,7 +653,10 @@ class _PlanRun:
         """Write `src` into the view `dst` (same shape and dtype, or an error naming `what`)."""
         src = np.asarray(src)
         if src.shape != dst.shape:
-            raise ExecutionError(f"{what}: value has shape {src.shape}, its planned view has {dst.shape}")
+            raise ExecutionError(
+                f"{what}: onnxruntime computes shape {_shape(src.shape)}, the plan was made for {_shape(dst.shape)} "
+                "(the model's declared or inferred shapes disagree with onnxruntime; plan it again)"
+            )
         if src.dtype != dst.dtype:
             raise ExecutionError(f"{what}: value has dtype {src.dtype}, its planned view has {dst.dtype}")
         dst[...] = src
@@ -851,7 +897,7 @@ class Executor:
         inputs = self.check_inputs(inputs)
         weights = self.weights(inputs)
         llb: dict[str, np.ndarray] = {**inputs, **{n: weights[n] for n in g.weights if n in weights}}
-        state = _PlanRun(g, _arena_top(plan, g), llb, plan.target.weights == "in_place", self.kernel)
+        state = _PlanRun(g, arena_top(plan, g), llb, plan.target.weights == "in_place", self.kernel)
         for s in plan.stages:  # build kernels first so run time is kernels + copies only
             if s.kind == "R" and s.name in g.op_index:
                 self.kernel(s.name)

@@ -17,6 +17,9 @@ import networkx as nx
 
 TensorKind = Literal["input", "weight", "activation", "output"]
 TENSOR_KINDS: tuple[str, ...] = get_args(TensorKind)
+# the most bytes a graph's tensors may add up to: 8 PiB, far past any device, and low enough
+# that every sum a solver forms (arenas, traffic, CP-SAT bounds) stays exact in 64 bits
+MAX_GRAPH_BYTES = 1 << 53
 
 
 class GraphError(ValueError):
@@ -77,6 +80,9 @@ class ModelSource:
     has a ``kind``, ``applied`` (whether it changed the graph) and ``to_dict()`` (the plan
     file's ``transforms`` entry, written for the applied ones). A graph read from a plan
     file holds those entries as plain dicts. The path and sha256 stay the model file's.
+
+    `notes` are one-line remarks of the importer a user should see (shapes it settled by
+    measuring where the model's declared and inferred shapes disagree, ops a runtime lacks).
     """
 
     format: str  # onnx | tflite | generated | plan
@@ -87,6 +93,7 @@ class ModelSource:
     input_values: Mapping[str, Any] = field(default_factory=dict)
     details: Any = field(default=None, repr=False)
     transforms: tuple[Any, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def model_sha256(data: bytes) -> str:
@@ -118,6 +125,13 @@ class Graph:
             if t.name in self.tensors:
                 raise GraphError(f"tensor name {t.name!r} is used twice")
             self.tensors[t.name] = t
+        total = sum(t.bytes for t in self.tensors.values())
+        if total > MAX_GRAPH_BYTES:
+            big = max(self.tensors.values(), key=lambda t: t.bytes)
+            raise GraphError(
+                f"tensor sizes add up to {total} bytes (largest {big.name!r}: {big.bytes} B), more than 2**53: "
+                "beyond any memory a plan is made for"
+            )
         self.ops: list[Op] = list(ops)
         self.op_index: dict[str, int] = {}
         for i, o in enumerate(self.ops):

@@ -10,6 +10,7 @@ whether a plan was made for a given graph.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -219,47 +220,124 @@ def _op_dict(o: Op, v2: bool) -> dict:
 
 
 def _jsonable(v):
-    """Solver params and facts are free-form: keep what JSON can hold, describe the rest."""
+    """Solver params and facts are free-form: keep what JSON can hold, describe the rest
+    (non-finite floats as text: strict JSON has no NaN or Infinity)."""
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return f"<{type(v).__name__}>"
 
 
+# -- reading: strict, one line per problem ------------------------------------------------------
+MAX_FILE_BYTES = 1 << 30  # a plan of 100,000 ops is a few hundred MB of JSON at most
+# sizes, offsets and metrics are 64-bit signed in every runtime (and in CP-SAT): a plan file
+# holds values below 2**63, and the simulator refuses a tensor whose bytes end past it
+MAX_BYTES = (1 << 63) - 1
+
+
 def _need(d: dict, key: str, typ: type | tuple, where: str):
-    if not isinstance(d, dict) or key not in d:
+    """`d[key]`, which must exist and be of type `typ` (no coercion: a string "16" is not an
+    int, a bool is not an int)."""
+    if not isinstance(d, dict):
+        raise PlanFormatError(f"{where}: expected a JSON object, got {_json_type(d)}")
+    if key not in d:
         raise PlanFormatError(f"{where}: missing key {key!r}")
-    v = d[key]
-    if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
-        raise PlanFormatError(f"{where}: {key!r} has the wrong type ({type(v).__name__})")
+    return _typed(d[key], typ, f"{where}: {key!r}")
+
+
+def _typed(v, typ: type | tuple, what: str):
+    """`v` when it is of JSON type `typ` (bools are never numbers), else a PlanFormatError."""
+    types = typ if isinstance(typ, tuple) else (typ,)
+    numeric = int in types or float in types
+    if isinstance(v, bool) and bool not in types and numeric or not isinstance(v, types):
+        want = " or ".join(_json_type_name(t) for t in types)
+        raise PlanFormatError(f"{what} must be {want}, got {_json_type(v)} {_short(v)}")
     return v
 
 
+def _count(d: dict, key: str, where: str, default: int | None = None) -> int:
+    """A byte count, offset or step count: an integer in [0, 2**63)."""
+    if default is not None and isinstance(d, dict) and key not in d:
+        return default
+    return _in_range(_need(d, key, int, where), f"{where}: {key!r}")
+
+
+def _in_range(v: int, what: str) -> int:
+    if not 0 <= v <= MAX_BYTES:
+        raise PlanFormatError(f"{what} is {v}, outside [0, 2**63): no memory is that large")
+    return v
+
+
+def _json_type_name(t: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}.get(
+        t, "null" if t is type(None) else t.__name__
+    )
+
+
+def _json_type(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    return _json_type_name(type(v))
+
+
+def _short(v) -> str:
+    text = json.dumps(v) if isinstance(v, (str, int, float, bool)) or v is None else ""
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _names(v: list, what: str) -> tuple[str, ...]:
+    """A list of tensor names (strings)."""
+    for k, x in enumerate(v):
+        _typed(x, str, f"{what}[{k}]")
+    return tuple(v)
+
+
+DESIGN_METRICS = ("arena_bytes", "peak_l1_bytes", "traffic_bytes", "compulsory_traffic_bytes", "steps")
+
+
+def _read_metrics(d: dict) -> Metrics:
+    """The ``metrics`` object: the DESIGN §4 keys are required, the others optional; every
+    value a count (an integer in [0, 2**63)), unknown keys ignored."""
+    m = _need(d, "metrics", dict, "plan")
+    for k in DESIGN_METRICS:
+        _count(m, k, "metrics")
+    known = [k for k in Metrics.__dataclass_fields__ if k in m]
+    return Metrics(**{k: _count(m, k, "metrics") for k in known})
+
+
 def plan_from_dict(d: dict) -> Plan:
-    """A Plan from the plan file's JSON object (PlanFormatError with one line if malformed)."""
+    """A Plan from the plan file's JSON object (PlanFormatError with one line if malformed).
+
+    Strict: every value must have its JSON type (no coercion of "16" to 16), every size and
+    offset is an integer in [0, 2**63); the simulator then checks the plan's rules."""
     if not isinstance(d, dict):
-        raise PlanFormatError("plan file: top level must be a JSON object")
+        raise PlanFormatError(f"plan file: the top level must be a JSON object, got {_json_type(d)}")
     if d.get("format") != FORMAT:
-        raise PlanFormatError(f"not a planner plan (format is {d.get('format')!r}, expected {FORMAT!r})")
-    if d.get("version") not in VERSIONS:
+        raise PlanFormatError(f"not a planner plan (format is {_short(d.get('format'))}, expected {FORMAT!r})")
+    version = d.get("version")
+    if isinstance(version, bool) or version not in VERSIONS:
         known = " and ".join(map(str, VERSIONS))
-        raise PlanFormatError(f"unsupported plan version {d.get('version')!r}; this planner reads versions {known}")
-    v2 = d["version"] >= 2
+        raise PlanFormatError(f"unsupported plan version {_short(version)}; this planner reads versions {known}")
+    v2 = version >= 2
     try:
         model = _need(d, "model", dict, "plan")
+        name = _typed(model.get("name", ""), str, "model: 'name'")
+        sha = _typed(model.get("sha256", "") or "", str, "model: 'sha256'")
         target = Target.from_dict(_need(d, "target", dict, "plan"))
         tensors = [_read_tensor(t, f"tensors[{i}]") for i, t in enumerate(_need(d, "tensors", list, "plan"))]
         ops = [_read_op(o, f"ops[{i}]", v2) for i, o in enumerate(_need(d, "ops", list, "plan"))]
         transforms = _read_transforms(d) if v2 else ()
-        source = ModelSource("plan", sha256=str(model.get("sha256", "") or ""), transforms=transforms)
-        graph = Graph(str(model.get("name", "")), tensors, ops, source)
+        source = ModelSource("plan", sha256=sha, transforms=transforms)
+        graph = Graph(name, tensors, ops, source)
         stages = [_read_stage(x, f"stages[{i}]", v2) for i, x in enumerate(_need(d, "stages", list, "plan"))]
-        m = d.get("metrics", {}) or {}
-        known = set(Metrics.__dataclass_fields__)
-        metrics = Metrics(**{k: int(v) for k, v in m.items() if k in known and v is not None})
+        metrics = _read_metrics(d)
         solver = _solver_info(_need(d, "solver", dict, "plan"))
     except (GraphError, TargetError) as e:
         raise PlanFormatError(f"plan file describes an invalid graph/target: {e}") from e
@@ -272,23 +350,20 @@ def plan_from_dict(d: dict) -> Plan:
 
 def _read_transforms(d: dict) -> tuple[dict, ...]:
     """The ``transforms`` entry (v2): a list of objects, each with a string ``kind``."""
-    ts = d.get("transforms", [])
-    if not isinstance(ts, list):
-        raise PlanFormatError("plan: 'transforms' must be a list")
+    ts = _typed(d.get("transforms", []), list, "plan: 'transforms'")
     for i, t in enumerate(ts):
         _need(t, "kind", str, f"transforms[{i}]")
     return tuple(dict(t) for t in ts)
 
 
 def _read_tensor(t: dict, w: str) -> Tensor:
-    shape = t.get("shape") if isinstance(t, dict) else None
-    return Tensor(
-        _need(t, "name", str, w),
-        _need(t, "bytes", int, w),
-        _need(t, "kind", str, w),
-        tuple(shape) if shape is not None else None,
-        t.get("dtype"),
-    )
+    name, nbytes, kind = _need(t, "name", str, w), _count(t, "bytes", w), _need(t, "kind", str, w)
+    shape = _typed(t.get("shape"), (list, type(None)), f"{w}: 'shape'")
+    if shape is not None:
+        for k, x in enumerate(shape):
+            _in_range(_typed(x, int, f"{w}: 'shape'[{k}]"), f"{w}: 'shape'[{k}]")
+    dtype = _typed(t.get("dtype"), (str, type(None)), f"{w}: 'dtype'")
+    return Tensor(name, nbytes, kind, tuple(shape) if shape is not None else None, dtype)
 
 
 def _read_op(o: dict, w: str, v2: bool) -> Op:
@@ -298,23 +373,25 @@ def _read_op(o: dict, w: str, v2: bool) -> Op:
         if len(sl) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in sl):
             raise PlanFormatError(f"{w}: 'slice' must be [axis, start]")
         attrs["slice"] = (sl[0], sl[1])
-    ins, outs = tuple(_need(o, "inputs", list, w)), tuple(_need(o, "outputs", list, w))
+    ins = _names(_need(o, "inputs", list, w), f"{w}: 'inputs'")
+    outs = _names(_need(o, "outputs", list, w), f"{w}: 'outputs'")
     return Op(_need(o, "name", str, w), _need(o, "type", str, w), ins, outs, attrs)
 
 
 def _read_stage(s: dict, w: str, v2: bool) -> Stage:
     kind = _need(s, "stage", str, w)
-    shares = tuple(_read_share(x, f"{w}.shares[{k}]") for k, x in enumerate(s.get("shares") or [])) if v2 else ()
+    raw_shares = _typed(s.get("shares") or [], list, f"{w}: 'shares'") if v2 else []
+    shares = tuple(_read_share(x, f"{w}.shares[{k}]") for k, x in enumerate(raw_shares))
     if kind == "R":
         offs = _need(s, "offsets", dict, w)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in offs.values()):
-            raise PlanFormatError(f"{w}: offsets must be integers")
+        for t, v in offs.items():
+            _in_range(_typed(v, int, f"{w}: offset of {t!r}"), f"{w}: offset of {t!r}")
         return Stage("R", _need(s, "op", str, w), offsets=dict(offs), shares=shares)
     if kind == "L":
-        return Stage("L", _need(s, "tensor", str, w), offset=_need(s, "offset", int, w), shares=shares)
+        return Stage("L", _need(s, "tensor", str, w), offset=_count(s, "offset", w), shares=shares)
     if kind in ("S", "F"):
         return Stage(kind, _need(s, "tensor", str, w))
-    raise PlanFormatError(f"{w}: unknown stage {kind!r} (expected one of L, R, S, F)")
+    raise PlanFormatError(f"{w}: unknown stage {_short(kind)} (expected one of L, R, S, F)")
 
 
 def _read_share(x: dict, w: str) -> Share:
@@ -322,40 +399,69 @@ def _read_share(x: dict, w: str) -> Share:
     if kind not in SHARE_KINDS:
         raise PlanFormatError(f"{w}: unknown share kind {kind!r} (expected one of {', '.join(SHARE_KINDS)})")
     # the op that makes the relation is found again from the graph by the simulator
-    return Share(kind, "", _need(x, "tensor", str, w), _need(x, "in", str, w), _need(x, "at", int, w))  # type: ignore[arg-type]
+    return Share(kind, "", _need(x, "tensor", str, w), _need(x, "in", str, w), _count(x, "at", w))  # type: ignore[arg-type]
 
 
 def _solver_info(s: dict) -> SolverInfo:
     """The ``solver`` object; files written before `objective` and `facts` existed mixed the
     facts into ``options`` and measured the bound in arena bytes."""
-    status = str(s.get("status", "heuristic"))
+    status = _typed(s.get("status", "heuristic"), str, "solver: 'status'")
     if status not in ("optimal", "feasible", "heuristic"):
         raise PlanFormatError(f"solver: unknown status {status!r}")
-    objective = str(s.get("objective", "arena"))
+    objective = _typed(s.get("objective", "arena"), str, "solver: 'objective'")
     if objective not in ("arena", "traffic"):
         raise PlanFormatError(f"solver: unknown objective {objective!r}")
+    wall = _typed(s.get("wall_s", 0.0), (int, float), "solver: 'wall_s'")
+    if not math.isfinite(wall) or wall < 0:
+        raise PlanFormatError(f"solver: 'wall_s' must be a non-negative number of seconds, got {wall}")
     return SolverInfo(
-        name=str(s.get("name", "")),
+        name=_typed(s.get("name", ""), str, "solver: 'name'"),
         status=status,  # type: ignore[arg-type]
-        bound=int(s.get("bound") or 0),
-        wall_s=float(s.get("wall_s") or 0.0),
-        params=dict(s.get("options") or {}),
-        facts=dict(s.get("facts") or {}),
+        bound=_count(s, "bound", "solver", default=0) if s.get("bound") is not None else 0,
+        wall_s=float(wall),
+        params=dict(_typed(s.get("options") or {}, dict, "solver: 'options'")),
+        facts=dict(_typed(s.get("facts") or {}, dict, "solver: 'facts'")),
         objective=objective,  # type: ignore[arg-type]
     )
 
 
-def read_plan(path: str | Path) -> Plan:
-    """Read a plan file (PlanFormatError with one line if it cannot be read)."""
+def read_plan_document(path: str | Path) -> dict:
+    """The JSON object of a plan file, or a PlanFormatError saying in one line why the file
+    is not one: unreadable, too large, a model file (.tflite, .onnx) given by mistake, not
+    UTF-8 text, not JSON, nested too deeply."""
+    if not str(path).strip():
+        raise PlanFormatError("no plan file given (the path is empty)")
+    p = Path(path)
+    if p.is_dir():
+        raise PlanFormatError(f"{path} is a directory, not a plan file")
     try:
-        text = Path(path).read_text()
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise PlanFormatError(f"{path} is {size} bytes, too large for a plan file")
+        data = p.read_bytes()
     except OSError as e:
-        raise PlanFormatError(f"cannot read plan {path}: {e.strerror}") from e
+        raise PlanFormatError(f"cannot read plan {path}: {e.strerror or e}") from e
+    if data[4:8] == b"TFL3":
+        raise PlanFormatError(f"{path} is a TFLite model, not a plan file (plan it first: planner plan {path})")
     try:
-        d = json.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        hint = " (an ONNX model? plan it first: planner plan MODEL)" if p.suffix.lower() == ".onnx" else ""
+        raise PlanFormatError(
+            f"{path} is not a plan file: not UTF-8 text (byte {e.start}){hint}; plan files are JSON"
+        ) from e
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise PlanFormatError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from e
-    return plan_from_dict(d)
+    except RecursionError as e:
+        raise PlanFormatError(f"{path}: JSON nested too deeply to be a plan file") from e
+
+
+def read_plan(path: str | Path) -> Plan:
+    """Read a plan file (PlanFormatError with one line if it cannot be read). The plan is not
+    replayed here: `planner.simulate.read_checked_plan` reads, replays and compares metrics."""
+    return plan_from_dict(read_plan_document(path))
 
 
 def source_mismatch(plan: Plan, source: ModelSource) -> str | None:

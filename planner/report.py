@@ -30,6 +30,7 @@ def summary_dict(plan: Plan, plan_path: str | None = None) -> dict:
         "tensors": len(plan.graph.tensors),
         "target": plan.target.name,
         "budget_bytes": plan.target.budget,
+        "llb_bytes": plan.target.llb_bytes,
     }
     d.update(asdict(plan.metrics))
     d["spill_traffic_bytes"] = plan.metrics.spill_traffic_bytes
@@ -73,7 +74,8 @@ def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan")
         (
             "target",
             f"{plan.target.name}  (L1 budget {format_bytes(budget) if budget else 'unbounded'}, "
-            f"weights {plan.target.weights}, alignment {plan.target.alignment}, lifetimes {plan.target.lifetimes})",
+            f"LLB {plan.target.llb_text()}, weights {plan.target.weights}, alignment {plan.target.alignment}, "
+            f"lifetimes {plan.target.lifetimes})",
         ),
         ("lower bound", f"{format_bytes(m.lower_bound_bytes)}  ({m.lower_bound_bytes} B)"),
         (

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from planner.bounds import working_set_bound
 from planner.graph import Graph, Op
-from planner.plan import Metrics, Plan, SolverInfo, Stage
+from planner.plan import MAX_BYTES, Metrics, Plan, SolverInfo, Stage
 from planner.replay import Residency
 from planner.sharing import Share, relation_index
 from planner.target import Target
@@ -175,6 +175,7 @@ class Simulator:
             self.check_not_read_in_place(i, t)
             and self.check_not_resident_for_load(i, t)
             and self.check_has_llb_copy(i, t)
+            and self.check_can_spill(i, s)
             and self.place(i, t, s.offset)
         ):
             self.make_resident(i, t, s.offset)
@@ -240,7 +241,7 @@ class Simulator:
     def store(self, i: int, s: Stage) -> None:
         """`S t`: t gets a valid LLB copy."""
         t = s.name
-        if not (self.check_resident(i, s) and self.check_not_clobbered(i, s)):
+        if not (self.check_resident(i, s) and self.check_not_clobbered(i, s) and self.check_can_spill(i, s)):
             return
         x = self.graph.tensors[t]
         self.metrics.traffic_bytes += x.bytes
@@ -329,11 +330,15 @@ class Simulator:
 
     # -- rules: placement (rule 3) ------------------------------------------------------------
     def check_offset_valid(self, i: int, t: str, offset) -> bool:
-        """An offset is a non-negative int."""
-        if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0:
-            return True
-        self.violation(i, f"{t} has invalid offset {offset!r}")
-        return False
+        """An offset is a non-negative int, and the tensor's bytes end below 2**63 (no memory
+        is larger; every runtime and the C header hold offsets in 64 bits at most)."""
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            self.violation(i, f"{t} has invalid offset {offset!r}")
+            return False
+        if offset + self.sizes[t] > MAX_BYTES:
+            self.violation(i, f"{t} at offset {offset} ends past 2**63 bytes, beyond any memory")
+            return False
+        return True
 
     def check_aligned(self, i: int, t: str, offset: int) -> bool:
         """An offset is a multiple of the target's alignment."""
@@ -388,6 +393,17 @@ class Simulator:
         if t in self.llb:
             return True
         self.violation(i, f"L {t}: has no valid LLB copy to load")
+        return False
+
+    def check_can_spill(self, i: int, s: Stage) -> bool:
+        """On a target without an LLB (``llb_bytes == 0``) nothing is spilled: no activation is
+        stored, and no activation or output is loaded back (outputs are still stored at the
+        end: that hands them to the application)."""
+        kind = self.graph.tensors[s.name].kind
+        if self.target.can_spill or kind == "input" or kind == "weight" or (s.kind == "S" and kind == "output"):
+            return True
+        what = "stored (spilled)" if s.kind == "S" else "loaded back"
+        self.violation(i, f"{s.kind} {s.name}: target {self.target.name} has no LLB, nothing can be {what}")
         return False
 
     def check_not_ran(self, i: int, op: Op) -> bool:
@@ -553,7 +569,7 @@ class Simulator:
     def check_llb_limit(self, end: int) -> bool:
         """The stored tensors fit the target's LLB (when it has a limit)."""
         limit = self.target.llb_bytes
-        if limit is None or self.metrics.llb_peak_bytes <= limit:
+        if limit is None or limit == 0 or self.metrics.llb_peak_bytes <= limit:  # 0: check_can_spill
             return True
         self.violation(end, f"LLB needs {self.metrics.llb_peak_bytes} bytes for stored tensors, target has {limit}")
         return False
@@ -595,3 +611,61 @@ def with_solver(plan: Plan, info: SolverInfo) -> Plan:
     same; only the solver-dependent lower bound is derived again, without a replay)."""
     metrics = replace(plan.metrics, lower_bound_bytes=lower_bound_bytes(plan.graph, plan.target, info))
     return replace(plan, solver=info, metrics=metrics)
+
+
+# -- plan files entering the planner: read, replay, compare ---------------------------------------
+class MetricsMismatch(ValueError):
+    """A plan file whose metrics are not what its replay measures (edited by hand or written
+    by a faulty tool): no number from such a file may be passed on."""
+
+    def __init__(self, path: str, diffs: dict[str, tuple[int, int]]):
+        self.diffs = diffs
+        msg = ", ".join(f"{k}: file says {a}, simulator measures {b}" for k, (a, b) in diffs.items())
+        super().__init__(f"{path}: metrics in the file do not match the replay: {msg}")
+
+
+@dataclass
+class ReplayedFile:
+    """A plan file replayed by the simulator: the plan (carrying the simulator's metrics, never
+    the file's), the replay, and the metrics where the file says something else."""
+
+    plan: Plan
+    simulation: Simulation
+    diffs: dict[str, tuple[int, int]]  # metric -> (file, simulator)
+
+    @property
+    def ok(self) -> bool:
+        """The plan obeys every rule and its file states the replay's metrics."""
+        return self.simulation.ok and not self.diffs
+
+
+def replay_plan_file(path) -> ReplayedFile:
+    """Read a plan file and replay it (the one "read + replay + compare metrics" every command
+    that takes a plan file uses; `read_checked_plan` raises on the findings). Raises only
+    PlanFormatError, for a file that is not a readable plan."""
+    from planner.plan import plan_from_dict, read_plan_document
+
+    doc = read_plan_document(path)
+    plan = plan_from_dict(doc)
+    sim = simulate(plan.graph, plan.target, plan.stages)
+    sim.metrics.lower_bound_bytes = lower_bound_bytes(plan.graph, plan.target, plan.solver)
+    claimed, measured = doc["metrics"], sim.metrics
+    # lower_bound_bytes is derived from the solver's bound, not replayed: not compared
+    diffs = {
+        k: (claimed[k], getattr(measured, k))
+        for k in Metrics.__dataclass_fields__
+        if k in claimed and k != "lower_bound_bytes" and claimed[k] != getattr(measured, k)
+    }
+    return ReplayedFile(replace(plan, metrics=sim.metrics), sim, diffs)
+
+
+def read_checked_plan(path) -> Plan:
+    """A plan file that is readable, obeys every rule and states the metrics its replay
+    measures, with the simulator's metrics; PlanFormatError, PlanError or MetricsMismatch
+    (one line each) otherwise. What `export` and `run` accept."""
+    r = replay_plan_file(path)
+    if r.simulation.violations:
+        raise PlanError(r.simulation.violations)
+    if r.diffs:
+        raise MetricsMismatch(str(path), r.diffs)
+    return r.plan

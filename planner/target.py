@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
@@ -34,7 +35,8 @@ class TargetError(ValueError):
 @dataclass(frozen=True)
 class Target:
     """What a plan must respect: the L1 `budget` in bytes (None: unbounded, find the
-    minimum arena), the LLB size (None: unbounded), where weights live (``in_place``: read
+    minimum arena), the LLB size (`llb_bytes`: None unbounded; 0 the device has no LLB, so
+    nothing can be spilled: only graph outputs are handed over at the end), where weights live (``in_place``: read
     from flash, never in L1; ``load``: loaded into L1 while used), the offset alignment and
     the no-spill lifetimes of graph inputs and outputs (``tflm``: inputs from the start,
     outputs to the end, what TFLite Micro's arena assumes; ``minimal``: loaded late, stored
@@ -62,8 +64,20 @@ class Target:
             raise TargetError(f"alignment must be >= 1, got {self.alignment}")
         if self.budget is not None and self.budget <= 0:
             raise TargetError(f"L1 budget must be positive, got {self.budget} bytes")
-        if self.llb_bytes is not None and self.llb_bytes <= 0:
-            raise TargetError(f"LLB size must be positive, got {self.llb_bytes} bytes")
+        if self.llb_bytes is not None and self.llb_bytes < 0:
+            raise TargetError(f"LLB size must be >= 0 (0: no LLB, nothing can be spilled), got {self.llb_bytes} bytes")
+
+    @property
+    def can_spill(self) -> bool:
+        """Whether activations can be stored to an LLB and loaded back: not on a device
+        without one (``llb_bytes == 0``, e.g. an MCU whose only other memory is its flash)."""
+        return self.llb_bytes != 0
+
+    def llb_text(self) -> str:
+        """The LLB for people: its size, "unbounded", or that there is none."""
+        if self.llb_bytes is None:
+            return "unbounded"
+        return format_bytes(self.llb_bytes) if self.llb_bytes else "none (nothing can be spilled)"
 
     def align(self, nbytes: int) -> int:
         """Round up to the offset alignment (the space a tensor occupies when packing)."""
@@ -92,20 +106,45 @@ class Target:
 
     @staticmethod
     def from_dict(d: dict) -> Target:
-        """Read the plan file's ``target`` object (TargetError when a value is invalid)."""
+        """Read the plan file's ``target`` object (TargetError when a value is invalid or of the
+        wrong JSON type: nothing is coerced, a string "16" is not an alignment)."""
         return Target(
-            name=str(d["name"]),
-            budget=None if d.get("l1_bytes") is None else int(d["l1_bytes"]),
-            llb_bytes=None if d.get("llb_bytes") is None else int(d["llb_bytes"]),
-            weights=str(d.get("weights", "in_place")),
-            alignment=int(d.get("alignment", 16)),
-            lifetimes=str(d.get("lifetimes", "tflm")),
-            share=str(d.get("share", "none")),
+            name=_field(d, "name", str),
+            budget=_field(d, "l1_bytes", int, None, nullable=True),
+            llb_bytes=_field(d, "llb_bytes", int, None, nullable=True),
+            weights=_field(d, "weights", str, "in_place"),
+            alignment=_field(d, "alignment", int, 16),
+            lifetimes=_field(d, "lifetimes", str, "tflm"),
+            share=_field(d, "share", str, "none"),
         )
+
+
+_MISSING = object()
+
+
+def _field(d: dict, key: str, typ: type, default=_MISSING, nullable: bool = False):
+    """`d[key]` of JSON type `typ` (bools are not ints), `default` when absent, None when
+    `nullable` and null; TargetError otherwise."""
+    if key not in d:
+        if default is _MISSING:
+            raise TargetError(f"target: missing key {key!r}")
+        return default
+    v = d[key]
+    if v is None and nullable:
+        return None
+    if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+        what = "an integer" if typ is int else "a string"
+        raise TargetError(f"target: {key!r} must be {what}{' or null' if nullable else ''}, got {v!r}")
+    if typ is int and not 0 <= v < 1 << 63:
+        raise TargetError(f"target: {key!r} is {v}, outside [0, 2**63)")
+    return v
 
 
 KiB = 1024
 MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+NO_LLB = 0  # a board without external RAM: its flash holds weights, but nothing can be spilled to it
 
 PRESETS: dict[str, Target] = {
     t.name: t
@@ -113,34 +152,36 @@ PRESETS: dict[str, Target] = {
         Target(
             "stm32f746",
             320 * KiB,
-            None,
+            NO_LLB,
             "in_place",
             16,
-            "STM32F746xx datasheet DS10916 §3.5: 320 KB SRAM (incl. 64 KB DTCM); 1 MB flash, weights read in place",
+            "STM32F746xx datasheet DS10916 §3.5: 320 KB SRAM (incl. 64 KB DTCM); 1 MB flash, weights read in "
+            "place; no external RAM on the chip (the FMC can drive SDRAM on a board that has it)",
         ),
         Target(
             "stm32h743",
             512 * KiB,
-            None,
+            NO_LLB,
             "in_place",
             16,
-            "STM32H743 reference manual RM0433 §2.3: 512 KB AXI-SRAM (D1 domain); 2 MB flash",
+            "STM32H743 reference manual RM0433 §2.3: 512 KB AXI-SRAM (D1 domain); 2 MB flash; no external RAM on the chip",
         ),
         Target(
             "nrf52840",
             256 * KiB,
-            None,
+            NO_LLB,
             "in_place",
             16,
-            "nRF52840 Product Specification v1.7 §1: 256 KB RAM, 1 MB flash",
+            "nRF52840 Product Specification v1.7 §1: 256 KB RAM, 1 MB flash; no external RAM interface",
         ),
         Target(
             "rp2040",
             264 * KiB,
-            None,
+            NO_LLB,
             "in_place",
             16,
-            "RP2040 datasheet §2.6: 264 KB on-chip SRAM in six banks; external QSPI flash (XIP)",
+            "RP2040 datasheet §2.6: 264 KB on-chip SRAM in six banks; external QSPI flash (XIP, read-only "
+            "at run time): no external RAM",
         ),
         Target(
             "esp32s3",
@@ -153,12 +194,12 @@ PRESETS: dict[str, Target] = {
         Target(
             "arduino-nano33-ble",
             256 * KiB,
-            None,
+            NO_LLB,
             "in_place",
             16,
-            "Arduino Nano 33 BLE (nRF52840): 256 KB SRAM, the TFLite Micro reference board",
+            "Arduino Nano 33 BLE (nRF52840): 256 KB SRAM, the TFLite Micro reference board; no external RAM",
         ),
-        Target("unbounded", None, None, "in_place", 16, "no budget: find the minimum arena"),
+        Target("unbounded", None, None, "in_place", 16, "no budget, unbounded LLB: find the minimum arena"),
     ]
 }
 DEFAULT_TARGET = "stm32f746"
@@ -178,20 +219,26 @@ _UNITS = {
 }
 
 
+MAX_SIZE = 1 << 53  # 8 PiB: past any device (and the most bytes a graph may hold, planner.graph)
+
+
 def parse_size(text: str | int) -> int:
-    """Parse '256KiB', '1.5MB', '262144' (decimal k/M/G, binary KiB/MiB/GiB) into bytes."""
+    """Parse '256KiB', '1.5MB', '262144' (decimal k/M/G, binary KiB/MiB/GiB) into bytes,
+    exactly (no float rounding); a size of 0, a fraction of a byte or past 2**53 is refused."""
     if isinstance(text, int):
         value = text
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-        if not m or m.group(2).lower() not in _UNITS:
+        if not m or m.group(2).lower() not in _UNITS or len(m.group(1)) > 30:
             raise TargetError(f"cannot read size {text!r}: use e.g. 262144, 256KiB, 1.5MB")
-        value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-        if value != int(value):
+        exact = Fraction(m.group(1)) * _UNITS[m.group(2).lower()]
+        if exact.denominator != 1:
             raise TargetError(f"size {text!r} is not a whole number of bytes")
-        value = int(value)
+        value = int(exact)
     if value <= 0:
         raise TargetError(f"size must be positive, got {text!r}")
+    if value > MAX_SIZE:
+        raise TargetError(f"size {text!r} is {value} bytes, more than 2**53: no device has that much")
     return value
 
 
@@ -199,6 +246,8 @@ def get_target(
     name: str | None = None, budget: str | int | None = None, weights: str | None = None, alignment: int | None = None
 ) -> Target:
     """A preset (default: unbounded) with optional overrides from the command line."""
+    if name is not None and not name.strip():
+        raise TargetError(f"the target name is empty; presets: {', '.join(PRESETS)}")
     key = (name or "unbounded").lower()
     if key not in PRESETS:
         raise TargetError(f"unknown target {name!r}; presets: {', '.join(PRESETS)}")
@@ -213,9 +262,13 @@ def get_target(
 
 
 def format_bytes(n: int | None) -> str:
-    """A size for people: '474.0 KiB', '6.12 MiB', '96 B' ('-' for None)."""
+    """A size for people: '474.0 KiB', '6.12 MiB', '2.00 GiB', '96 B' ('-' for None)."""
     if n is None:
         return "-"
+    if n >= 1024 * GiB:
+        return f"{n / (1024 * GiB):.2f} TiB"
+    if n >= GiB:
+        return f"{n / GiB:.2f} GiB"
     if n >= MiB:
         return f"{n / MiB:.2f} MiB"
     if n >= KiB:

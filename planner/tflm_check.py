@@ -72,15 +72,15 @@ def check_in_tflm(plan: Plan, model_path: str | Path, invocations: int = 10, see
     """Export `plan` into a copy of the model and compare both in TFLM (raises ExportError for
     plans TFLM cannot express, TflmError when TFLM cannot run the model at all)."""
     from planner.export.tflm import export_tflite
-    from planner.tflm_runtime import tflm_run_full
+    from planner.tflm_runtime import arena_estimate, tflm_run_full
 
     path = Path(model_path)
     invs = random_invocations(path, invocations, seed)
     with tempfile.TemporaryDirectory(prefix="planner-run-") as tmp:
         out = Path(tmp) / path.name
         rep = export_tflite(plan, path, out)
-        ref = tflm_run_full(path, invs)
-        got = tflm_run_full(out, invs)
+        ref = tflm_run_full(path, invs)  # arenas sized from the model (and the plan), grown if TFLM is short
+        got = tflm_run_full(out, invs, arena_size=arena_estimate(out, plan.metrics.arena_bytes))
     diff = ""
     for k, (a, b) in enumerate(zip(ref.outputs, got.outputs, strict=True)):
         for j, (x, y) in enumerate(zip(a, b, strict=True)):

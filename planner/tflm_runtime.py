@@ -4,6 +4,7 @@ Why a child process: TFLM's `print_allocations()` writes the arena report with C
 `fprintf(stderr)`, which Python cannot redirect in-process, and a crashing interpreter (a
 bad model, a too-small arena) must not take the planner down with it. The child is this
 module run as `python -m planner.tflm_runtime`; inputs and outputs travel as `.npz` files.
+The arena is sized from the model (`arena_estimate`) and grown when TFLM reports it short.
 
 `tflm_arena_head(path)` is the number an offline plan competes with: the non-persistent
 "head" section of the arena that TFLM's GreedyMemoryPlanner (or our offline plan) laid out.
@@ -27,8 +28,11 @@ import numpy as np
 
 HEAD_RE = re.compile(r"Arena allocation head (\d+) bytes")
 TAIL_RE = re.compile(r"Arena allocation tail (\d+) bytes")
+MISSING_RE = re.compile(r"Failed to resize buffer\. Requested: \d+, available \d+, missing: (\d+)")
 INSTALL = "pip install --no-deps tflite-micro"
-DEFAULT_ARENA = 8 * 1024 * 1024
+DEFAULT_ARENA = 8 * 1024 * 1024  # the smallest arena given: enough for every small model's scratch buffers
+ARENA_RETRIES = 4  # times the arena grows by what TFLM says is missing
+MAX_ARENA = (1 << 31) - 1  # the wrapper's arena size is a C int
 
 
 DIAGNOSTIC_CHARS = 200  # a TflmError's reason stays one readable line
@@ -61,18 +65,62 @@ def available() -> bool:
 def tflm_run_full(
     path: str | Path,
     invocations: Sequence[Sequence[np.ndarray]] = (),
-    arena_size: int = DEFAULT_ARENA,
+    arena_size: int | None = None,
     timeout: float = 300.0,
 ) -> TflmResult:
     """Load `path` in TFLM, invoke once per entry of `invocations` (a list of arrays, one
     per model input, in the model's input order) and report outputs and arena sections.
 
     With no invocations the model is invoked once on zeros so the allocation report is
-    complete, and no outputs are returned.
+    complete, and no outputs are returned. The arena is `arena_size` bytes, by default sized
+    from the model (`arena_estimate`); when TFLM reports that it is short ("Failed to resize
+    buffer ... missing: N") it is grown and the run retried, so no model fails for a fixed size.
     """
     path = Path(path)
     if not path.is_file():
         raise TflmError(f"no such model file: {path}")
+    size = arena_estimate(path) if arena_size is None else int(arena_size)
+    for attempt in range(ARENA_RETRIES + 1):
+        try:
+            return _run_child(path, invocations, size, timeout)
+        except _ArenaShort as e:
+            if attempt == ARENA_RETRIES or size >= MAX_ARENA:
+                raise TflmError(str(e)) from None
+            size = min(MAX_ARENA, size + 2 * e.missing + (1 << 20))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _ArenaShort(TflmError):
+    """TFLM's arena was too small by `missing` bytes (the run may be retried with more)."""
+
+    def __init__(self, message: str, missing: int):
+        super().__init__(message)
+        self.missing = missing
+
+
+def arena_estimate(path: str | Path, planned: int = 0) -> int:
+    """An arena large enough for TFLM to run the model: every tensor it may allocate (all
+    subgraphs, each 16-byte aligned, none reused), the `planned` offline arena, a tensor
+    struct's worth per tensor, and headroom; at least DEFAULT_ARENA."""
+    from planner.models.tflite import TfliteModelError, read_model, tensor_bytes
+
+    try:
+        model, _ = read_model(path)
+    except TfliteModelError:
+        return DEFAULT_ARENA  # TFLM says what is wrong with the file
+    total = n = 0
+    for sg in model.subgraphs:
+        for t in sg.tensors or []:
+            n += 1
+            try:
+                total += -(-tensor_bytes(t, "") // 16) * 16
+            except Exception:  # noqa: BLE001 - a type TFLM refuses: it will say so itself
+                continue
+    return int(min(MAX_ARENA, max(DEFAULT_ARENA, 2 * max(total, planned) + 128 * n + (1 << 20))))
+
+
+def _run_child(path: Path, invocations: Sequence[Sequence[np.ndarray]], arena_size: int, timeout: float) -> TflmResult:
+    """One TFLM run in a child process with an arena of `arena_size` bytes."""
     with tempfile.TemporaryDirectory(prefix="planner-tflm-") as tmp:
         inp, out = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         arrays = {}
@@ -87,7 +135,11 @@ def tflm_run_full(
             raise TflmError(f"TFLM did not finish {path.name} within {timeout:.0f} s") from e
         if proc.returncode != 0:
             why = tflm_diagnostic(proc.stderr or proc.stdout)
-            raise TflmError(f"TFLM failed on {path.name} (exit {proc.returncode})" + (f": {why}" if why else ""))
+            msg = f"TFLM failed on {path.name} (exit {proc.returncode})" + (f": {why}" if why else "")
+            short = MISSING_RE.search(proc.stderr or "")
+            if short:
+                raise _ArenaShort(f"{msg} (arena of {arena_size} B)", int(short.group(1)))
+            raise TflmError(msg)
         head = HEAD_RE.search(proc.stderr)
         tail_m = TAIL_RE.search(proc.stderr)
         if head is None:
@@ -146,13 +198,13 @@ def tflm_diagnostic(text: str, limit: int = DIAGNOSTIC_CHARS) -> str:
 
 
 def tflm_run(
-    path: str | Path, invocations: Sequence[Sequence[np.ndarray]], arena_size: int = DEFAULT_ARENA
+    path: str | Path, invocations: Sequence[Sequence[np.ndarray]], arena_size: int | None = None
 ) -> list[list[np.ndarray]]:
     """Outputs of TFLM for each invocation (see `tflm_run_full`)."""
     return tflm_run_full(path, invocations, arena_size).outputs
 
 
-def tflm_arena_head(path: str | Path, arena_size: int = DEFAULT_ARENA) -> int:
+def tflm_arena_head(path: str | Path, arena_size: int | None = None) -> int:
     """TFLM's arena head for the model as it is (its own plan, or our offline plan)."""
     return tflm_run_full(path, (), arena_size).arena_head
 

@@ -33,13 +33,15 @@ def test_builtin_exporters_and_their_options():
     assert list(EXPORTERS)[:3] == ["json", "c", "tflite"]
     assert options("json") == {}
     assert options("c") == {"names": False, "prefix": False}
-    assert options("tflite") == {"model": True}  # required
+    assert options("tflite") == {"model": True, "fold_fp16": False}  # model required
 
 
 def test_options_are_checked(plan, tmp_path):
     with pytest.raises(CannotExport, match=r"^the json exporter takes no option 'names' \(options: none\)$"):
         export(plan, "json", tmp_path / "p.json", names=False)
-    with pytest.raises(CannotExport, match=r"^the tflite exporter needs the option 'model' \(options: model\)$"):
+    with pytest.raises(
+        CannotExport, match=r"^the tflite exporter needs the option 'model' \(options: model, fold_fp16\)$"
+    ):
         export(plan, "tflite", tmp_path / "p.tflite")
 
 
@@ -94,7 +96,8 @@ def test_cli_lines_and_exit_codes(plan, tmp_path, capsys):
     assert capsys.readouterr().err == "planner: error: --model resnet8: expected a .tflite file or a TFLite zoo name\n"
     assert main(["export", str(pf), "-o", str(tmp_path / "nodir" / "o.json")]) == 2
     err = capsys.readouterr().err
-    assert err == f"planner: error: cannot write {tmp_path / 'nodir' / 'o.json'}: No such file or directory\n"
+    nodir = tmp_path / "nodir"
+    assert err == f"planner: error: cannot write output {nodir / 'o.json'}: folder {nodir} does not exist\n"
 
 
 def test_tflite_adapter_reports_and_wraps_errors(tmp_path):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,12 +24,62 @@ from planner.target import (
 DEFAULT_MODEL = "resnet8"
 
 
+# notes and warnings of the running command (one line each), printed to stderr when it ends
+# without an error; a failed command prints only its one error line
+NOTES: list[str] = []
+
+
+def note(line: str) -> None:
+    """Say something the user should know about a command that may still succeed
+    ("note: ...", "warning: ..."); `planner.cli.main` prints it when the command ends
+    without an error, after its output, so a failure stays one line."""
+    NOTES.append(line)
+
+
 class CliError(Exception):
     """A user-facing failure: `code` is the exit status, the message is printed as is."""
 
     def __init__(self, message: str, code: int = 2):
         super().__init__(message)
         self.code = code
+
+
+# -- option values argparse checks (a bad value is one line, exit 2, before any work) --------------
+def int_in(lo: int, hi: int):
+    """An argparse type: an integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {v}")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def finite_float(lo: float = 0.0):
+    """An argparse type: a finite number >= lo (nan and inf are refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v) or v < lo:
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {lo:g}, got {text!r}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+MAX_WORKERS = 256  # CP-SAT threads: more than any machine this runs on
+MAX_SEED = 2**31 - 1  # CP-SAT's random_seed is a 32-bit int
+MAX_ALIGNMENT = 1 << 16  # no device aligns buffers beyond 64 KiB
 
 
 def add_model_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
@@ -45,7 +96,20 @@ def add_model_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
         help="pin a graph input's shape (repeatable)",
     )
     p.add_argument("--dim", action="append", default=[], metavar="N=1", help="pin a symbolic dimension (repeatable)")
+    add_value_arg(p)
     add_fuse_arg(p)
+
+
+def add_value_arg(p: argparse.ArgumentParser) -> None:
+    """--input-value: the value of an input some shape depends on (silero-vad's sample rate)."""
+    p.add_argument(
+        "--input-value",
+        action="append",
+        default=[],
+        metavar="NAME=V",
+        help="the value of a graph input that shapes depend on, e.g. sr=16000 (a number, or numbers "
+        "separated by commas; repeatable); it is fed when shapes are measured and when the plan is run",
+    )
 
 
 def add_fuse_arg(p: argparse.ArgumentParser, default_help: str | None = None) -> None:
@@ -69,7 +133,9 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--budget", help="L1 budget, e.g. 256KiB, 1.5MB, 262144 (overrides the preset's)")
     p.add_argument("--weights", choices=WEIGHT_PLACEMENTS, help="weight placement (overrides the preset's)")
-    p.add_argument("--alignment", type=int, help="offset alignment in bytes (default 16)")
+    p.add_argument(
+        "--alignment", type=int_in(1, MAX_ALIGNMENT), help=f"offset alignment in bytes, 1..{MAX_ALIGNMENT} (default 16)"
+    )
     p.add_argument(
         "--lifetimes",
         choices=LIFETIMES,
@@ -90,8 +156,15 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
 def add_solver_args(p: argparse.ArgumentParser) -> None:
     """The options every solver takes (SolveOptions' common part)."""
     p.add_argument("--time-limit", type=float, default=30.0, help="seconds for exact solvers (default 30)")
-    p.add_argument("--workers", type=int, default=2, help="CP-SAT worker threads (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic per seed+workers)")
+    p.add_argument(
+        "--workers", type=int_in(1, MAX_WORKERS), default=2, help=f"CP-SAT worker threads, 1..{MAX_WORKERS} (default 2)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int_in(0, MAX_SEED),
+        default=0,
+        help="random seed (results are deterministic per seed+workers; default 0)",
+    )
     p.add_argument(
         "--objective",
         choices=OBJECTIVES,
@@ -110,29 +183,60 @@ def parse_pins(args: argparse.Namespace) -> tuple[dict[str, tuple[int, ...]], di
         try:
             shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
         except ValueError:
-            raise CliError(f"bad --input-shape {s!r}: use NAME=1x3x224x224") from None
+            raise CliError(f"bad --input-shape {s!r}: use NAME=1x3x224x224 (the input's real sizes)") from None
         if not name or any(d <= 0 for d in shapes[name]):
             raise CliError(f"bad --input-shape {s!r}: use NAME=1x3x224x224 with positive sizes")
     dims_: dict[str, int] = {}
     for s in args.dim:
         name, _, v = s.rpartition("=")
         if not name or not v.isdigit() or int(v) <= 0:
-            raise CliError(f"bad --dim {s!r}: use NAME=1")
+            raise CliError(f"bad --dim {s!r}: use NAME=SIZE with a positive size")
         dims_[name] = int(v)
     return shapes, dims_
+
+
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+
+
+def parse_values(args: argparse.Namespace) -> dict[str, object]:
+    """--input-value NAME=V: a number (int when written without a point or exponent) or a
+    comma-separated list of numbers; CliError when malformed or not finite."""
+    out: dict[str, object] = {}
+    for s in getattr(args, "input_value", None) or []:
+        name, _, text = s.partition("=")
+        parts = [x.strip() for x in text.split(",")] if text.strip() else []
+        if not name or not parts or not all(_NUMBER.fullmatch(x) for x in parts):
+            raise CliError(f"bad --input-value {s!r}: use NAME=V with a number (sr=16000) or numbers (x=1,2,3)")
+        vals = [int(x) if re.fullmatch(r"[-+]?\d+", x) else float(x) for x in parts]
+        if not all(math.isfinite(v) for v in vals):
+            raise CliError(f"bad --input-value {s!r}: values must be finite")
+        out[name] = vals[0] if len(vals) == 1 else vals
+    return out
+
+
+def model_name(args: argparse.Namespace) -> str:
+    """args.model, or the bundled model when MODEL was left out; an empty name is refused
+    (`planner plan ''` must not plan the bundled model)."""
+    model = getattr(args, "model", None)
+    if model is None:
+        return DEFAULT_MODEL
+    if not model.strip():
+        raise CliError("MODEL is empty: give a model file or a zoo name (or leave it out for the bundled model)")
+    return model
 
 
 def load_graph(args: argparse.Namespace, target: Target | None = None) -> Graph:
     """The graph named by args.model (a path or a zoo name; default the bundled model),
     fused as --fuse says (a fusion that fell back says why on stderr, see `fusion_note`);
     `--fuse auto` plans whichever of the fused and the written graph the heuristics plan
-    smaller for `target` (solvers/transforms.py)."""
+    smaller for `target` (solvers/transforms.py). The importer's notes (shapes it settled
+    by measuring) go to stderr, one line each."""
     from planner.models.zoo import load_model
 
     shapes, dims = parse_pins(args)
-    model = args.model or DEFAULT_MODEL
+    model = model_name(args)
     fuse = getattr(args, "fuse", None) or default_fuse(model)
-    kw = {"input_shapes": shapes or None, "dims": dims or None}
+    kw = {"input_shapes": shapes or None, "dims": dims or None, "input_values": parse_values(args) or None}
     if fuse == "auto":
         from planner.solvers.transforms import choose_graph
 
@@ -141,10 +245,15 @@ def load_graph(args: argparse.Namespace, target: Target | None = None) -> Graph:
         graph = choose_graph(graphs, target or make_target(args))
     else:
         graph = load_model(model, **kw, fuse=fuse)
-    note = fusion_note(graph)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
+    for text in [*graph_notes(graph), fusion_note(graph)]:
+        if text:
+            note(f"note: {text}")
     return graph
+
+
+def graph_notes(graph: Graph) -> list[str]:
+    """What the importer wants the user to know about the graph (one line each)."""
+    return list(getattr(graph.source, "notes", ()) or ())
 
 
 def default_fuse(model: str) -> str:
@@ -173,12 +282,14 @@ def model_path(name: str) -> Path:
 
 def make_target(args: argparse.Namespace) -> Target:
     """The target the flags describe (the bundled model defaults to its board)."""
-    name = args.target or (DEFAULT_TARGET if not getattr(args, "model", None) else "unbounded")
+    name = args.target
+    if name is None:
+        name = DEFAULT_TARGET if getattr(args, "model", None) is None else "unbounded"
     try:
         target = get_target(name, args.budget, args.weights, args.alignment)
     except TargetError as e:
         raise CliError(str(e)) from None
-    lifetimes = getattr(args, "lifetimes", None) or default_lifetimes(getattr(args, "model", None) or DEFAULT_MODEL)
+    lifetimes = getattr(args, "lifetimes", None) or default_lifetimes(model_name(args))
     return replace(target, lifetimes=lifetimes, share=getattr(args, "share", "all"))
 
 
@@ -193,3 +304,77 @@ def _format(model: str) -> str:
     from planner.models.zoo import ZOO
 
     return ZOO[model].format if model in ZOO else Path(model).suffix.lower().lstrip(".")
+
+
+# -- solving for a target ---------------------------------------------------------------------------
+def solve_for_target(solver: str, graph: Graph, target: Target, options):
+    """`solver`'s plan of `graph` for `target`, the way the CLI asks for it.
+
+    On a target without an LLB (``llb_bytes == 0``) nothing can be spilled, so the solver
+    plans without a budget (its no-spill plan: the smallest arena it finds) and the plan is
+    held against the budget here; "does not fit" then says that nothing could be spilled,
+    never "even with spilling". Where weights are loaded into L1, "does not fit" says how
+    much of the named minimum is weights. Raises DoesNotFit (exit 1) or CliError."""
+    from planner.simulate import finalize
+    from planner.solvers.base import DoesNotFit
+    from planner.solvers.registry import SOLVERS, UnknownSolver, get_solver
+
+    try:
+        solve = get_solver(solver)
+    except UnknownSolver as e:
+        raise CliError(str(e)) from None
+    try:
+        if target.budget is None or target.can_spill:
+            return solve(graph, target, options)
+        if SOLVERS[solver].spills:
+            raise CliError(
+                f"target {target.name} has no LLB (external memory): nothing can be spilled, so the spill solver "
+                f"{solver} has nothing to do; plan with a no-spill solver or give the target an LLB",
+                1,
+            )
+        plan = solve(graph, target.with_budget(None), replace(options, objective="traffic"))
+        if plan.metrics.arena_bytes > target.budget:
+            how = f"without spilling ({target.name} has no LLB: nothing can be spilled)"
+            raise DoesNotFit(target.budget, plan.metrics.arena_bytes, _lower_bound(graph, target), how=how)
+        return finalize(replace(plan, target=target))
+    except DoesNotFit as e:
+        note = weights_note(graph, target)
+        if not note:
+            raise
+        raise CliError(f"{e}; {note}", 1) from None
+
+
+def _lower_bound(graph: Graph, target: Target) -> int:
+    from planner.bounds import working_set_bound
+
+    return working_set_bound(graph, target)
+
+
+def weights_note(graph: Graph, target: Target) -> str:
+    """Where weights are loaded into L1 (``--weights load``): how much of the smallest L1 any
+    plan needs is weights, from the op that needs the most (empty when weights stay out of L1)."""
+    from planner.bounds import op_need, op_tensors
+
+    if target.weights != "load" or not graph.ops:
+        return ""
+    op = max(graph.ops, key=lambda o: op_need(graph, target, o.name))
+    w = sum(graph.size(t) for t in op_tensors(graph, target, op.name) if graph.tensors[t].kind == "weight")
+    if not w:
+        return ""
+    need = op_need(graph, target, op.name)
+    return (
+        f"weights are loaded into L1 on this target: op {op.name!r} alone needs {need} B, {w} B of them its weights "
+        "(--weights in_place reads weights from flash instead)"
+    )
+
+
+def check_writable(path: str | None, what: str) -> None:
+    """Refuse, before any work, an output path that cannot be written: a directory, or a file
+    in a folder that does not exist."""
+    if not path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise CliError(f"cannot write {what} {path}: it is a directory")
+    if not p.parent.is_dir():
+        raise CliError(f"cannot write {what} {path}: folder {p.parent} does not exist")

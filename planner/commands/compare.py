@@ -16,15 +16,18 @@ from planner.commands.common import (
     add_model_args,
     add_solver_args,
     add_target_args,
+    check_writable,
     load_graph,
     make_target,
     model_path,
+    solve_for_target,
 )
 from planner.plan import Plan
 from planner.report import console, live_progress
+from planner.simulate import PlanError
 from planner.solvers.base import DoesNotFit, SolveOptions, Timer
-from planner.solvers.registry import SOLVERS, get_solver
-from planner.target import format_bytes, parse_size
+from planner.solvers.registry import SOLVERS
+from planner.target import TargetError, format_bytes, parse_size
 
 
 @dataclass
@@ -75,10 +78,16 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
     opts = SolveOptions(
         time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
     )
+    if SOLVERS[name].spills and not target.can_spill:
+        return Row(name, target.budget, None, 0.0, f"skipped: target {target.name} has no LLB, nothing can be spilled")
     try:
-        plan = get_solver(name)(graph, target, opts)
+        plan = solve_for_target(name, graph, target, opts)
     except DoesNotFit as e:
         return Row(name, target.budget, None, timer.elapsed, f"does not fit (needs {e.needed} B)")
+    except CliError as e:  # does not fit, with a note on weights
+        return Row(name, target.budget, None, timer.elapsed, f"does not fit: {e}")
+    except PlanError:
+        raise  # a solver made an invalid plan: an internal error, not a skip
     except ValueError as e:  # e.g. the DP refuses a graph too large for it
         return Row(name, target.budget, None, timer.elapsed, f"skipped: {str(e).strip()}")
     return Row(name, target.budget, plan, timer.elapsed)
@@ -86,6 +95,8 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
 
 def run(args) -> int:
     """Run the solvers, print the table, write CSV / figures."""
+    check_writable(args.csv, "--csv")
+    check_writable(args.plot, "--plot")
     base_target = make_target(args)
     graph = load_graph(args, base_target)
     names, targets = _solvers_and_targets(args, base_target)
@@ -97,7 +108,10 @@ def run(args) -> int:
     extra = _tflm_row(args, graph) if not args.budgets else None
     lower = _lower_bound(graph, base_target, names, rows)
     dicts = _dicts(rows, lower, extra)
-    _write_files(args, graph, rows, dicts, lower)
+    try:
+        _write_files(args, graph, rows, dicts, lower)
+    except OSError as e:
+        raise CliError(f"cannot write {e.filename or args.csv or args.plot}: {e.strerror or e}") from None
     if args.json:
         json.dump({"model": graph.name, "lower_bound_bytes": lower, "rows": dicts}, sys.stdout)
         sys.stdout.write("\n")
@@ -109,17 +123,32 @@ def run(args) -> int:
 def _solvers_and_targets(args, base_target) -> tuple[list[str], list]:
     """The solvers to run (default: the no-spill ones, or auto + the spill ones for a sweep)
     and the targets (one per --budgets entry, else the one the flags describe)."""
-    if args.budgets:
-        budgets = [parse_size(b) for b in args.budgets.split(",") if b.strip()]
-        names = args.solvers.split(",") if args.solvers else ["auto"] + [s.name for s in SOLVERS.values() if s.spills]
+    if args.budgets is not None:
+        try:
+            budgets = [parse_size(b) for b in args.budgets.split(",") if b.strip()]
+        except TargetError as e:
+            raise CliError(f"--budgets: {e}") from None
+        if not budgets:
+            raise CliError("--budgets is empty: give comma-separated budgets, e.g. 64KiB,128KiB")
+        names = _names(args) or ["auto"] + [s.name for s in SOLVERS.values() if s.spills]
         targets = [base_target.with_budget(b) for b in budgets]
     else:
-        names = args.solvers.split(",") if args.solvers else [s.name for s in SOLVERS.values() if not s.spills]
+        names = _names(args) or [s.name for s in SOLVERS.values() if not s.spills]
         targets = [base_target]
     for n in names:
         if n not in SOLVERS:
             raise CliError(f"unknown solver {n!r}; available: {', '.join(SOLVERS)}")
     return names, targets
+
+
+def _names(args) -> list[str]:
+    """--solvers as a list (empty when not given); an empty list or name is refused."""
+    if args.solvers is None:
+        return []
+    names = [n.strip() for n in args.solvers.split(",")]
+    if not any(names) or not all(names):
+        raise CliError(f"--solvers {args.solvers!r}: give comma-separated solver names, e.g. greedy,auto")
+    return names
 
 
 def _lower_bound(graph, target, names: list[str], rows: list[Row]) -> int:

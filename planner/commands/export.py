@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from planner.commands.common import CliError, model_path
+from planner.commands.common import CliError, check_writable, model_path, note
 from planner.export import EXPORTERS, CannotExport, export, options
-from planner.plan import PlanFormatError, read_plan
-from planner.simulate import PlanError
+from planner.plan import PlanFormatError
+from planner.simulate import MetricsMismatch, PlanError, read_checked_plan
 
 
 def register(sub) -> None:
@@ -24,16 +24,26 @@ def register(sub) -> None:
     )
     p.add_argument("-o", "--output", required=True, help="output file")
     p.add_argument("--no-names", action="store_true", help="C header: leave out the tensor/op name tables")
+    p.add_argument(
+        "--fold-fp16",
+        action="store_true",
+        help="TFLite: fold float16 weights behind DEQUANTIZE into float32 weights, so that TFLite Micro "
+        "(which cannot dequantize float16) runs the model; outputs are unchanged",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    """Read a plan file and write it in the asked format (the exporter re-checks it)."""
+    """Read a plan file, replay it (refusing an invalid plan or one whose metrics are not the
+    replay's) and write it in the asked format (the exporter checks it once more)."""
     try:
-        plan = read_plan(args.plan)
-    except PlanFormatError as e:
-        raise CliError(str(e), 2) from None
+        plan = read_checked_plan(args.plan)
+    except (PlanFormatError, MetricsMismatch) as e:
+        raise CliError(f"refusing to export: {e}", 2) from None
+    except PlanError as e:
+        raise CliError(f"refusing to export an invalid plan: {e}", 2) from None
     out = Path(args.output)
+    check_writable(args.output, "output")
     opts = _options(args, options(args.format))
     try:
         rep = export(plan, args.format, out, **opts)
@@ -43,6 +53,8 @@ def run(args) -> int:
         raise CliError(f"refusing to export an invalid plan: {e}", 2) from None
     except OSError as e:
         raise CliError(f"cannot write {out}: {e.strerror}", 2) from None
+    for w in getattr(rep.details, "warnings", None) or []:
+        note(f"warning: {w}")
     print(f"wrote {out} ({rep.summary})")
     return 0
 
@@ -54,6 +66,12 @@ def _options(args, takes: dict[str, bool]) -> dict:
         opts["names"] = not args.no_names
     if "model" in takes:
         opts["model"] = _original_model(args)
+    if "fold_fp16" in takes:
+        opts["fold_fp16"] = args.fold_fp16
+    elif args.fold_fp16:
+        raise CliError(f"--fold-fp16 is for --format tflite, not {args.format}", 2)
+    if args.model and "model" not in takes:
+        raise CliError(f"--model is for --format tflite, not {args.format}", 2)
     return opts
 
 

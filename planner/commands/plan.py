@@ -7,17 +7,23 @@ import sys
 from pathlib import Path
 
 from planner.commands.common import (
+    CliError,
     add_model_args,
     add_solver_args,
     add_target_args,
+    check_writable,
     fusion_note,
+    graph_notes,
     load_graph,
     make_target,
+    note,
+    solve_for_target,
 )
 from planner.models.fuse import fusion_of
+from planner.models.tflite import tflm_gaps
 from planner.report import console, live_progress, summary_dict, summary_table
 from planner.solvers.base import SolveOptions
-from planner.solvers.registry import get_solver
+from planner.solvers.registry import SOLVERS
 
 
 def register(sub) -> None:
@@ -35,21 +41,30 @@ def register(sub) -> None:
 
 def run(args) -> int:
     """Plan, write the plan file, print the summary (or --json)."""
+    if args.solver not in SOLVERS:
+        raise CliError(f"unknown solver {args.solver!r}; available: {', '.join(SOLVERS)}")
+    check_writable(args.output, "plan file")
     target = make_target(args)
     graph = load_graph(args, target)
-    solve = get_solver(args.solver)
+    gaps = tflm_gaps(graph)
+    for gap in gaps:
+        note(f"warning: {gap}")
     with live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
         opts = SolveOptions(
             time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
         )
-        plan = solve(graph, target, opts)
+        plan = solve_for_target(args.solver, graph, target, opts)
     out = args.output or f"{graph.name}.plan.json"
-    plan.write(out)
+    check_writable(out, "plan file")
+    try:
+        plan.write(out)
+    except OSError as e:
+        raise CliError(f"cannot write plan file {out}: {e.strerror or e}") from None
     if args.json:
         d = summary_dict(plan, str(Path(out)))
         d["transforms"] = plan.transforms
-        note = fusion_note(graph)
-        d["notes"] = d["notes"] + ([note] if note else [])
+        fused = fusion_note(graph)
+        d["notes"] = d["notes"] + graph_notes(graph) + ([fused] if fused else []) + gaps
         json.dump(d, sys.stdout)
         sys.stdout.write("\n")
     else:

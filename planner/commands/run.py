@@ -17,6 +17,7 @@ onnxruntime's fused whole-graph run). Integer and boolean outputs must be identi
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,11 +25,22 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from planner.commands.common import CliError, add_fuse_arg, parse_pins
+from planner.commands.common import (
+    CliError,
+    add_fuse_arg,
+    add_value_arg,
+    finite_float,
+    int_in,
+    parse_pins,
+    parse_values,
+)
 from planner.execute import DEFAULT_ATOL, DEFAULT_RTOL, ExecutionError, ExecutionReport, Executor, random_inputs
 from planner.graph import ModelSource, model_sha256
 from planner.plan import PlanFormatError, plan_mismatch, read_plan, source_mismatch
+from planner.simulate import MetricsMismatch, PlanError, read_checked_plan
 from planner.target import format_bytes
+
+MAX_INVOCATIONS = 1000  # more invocations show nothing more, and each runs TFLM twice
 
 
 def register(sub) -> None:
@@ -43,12 +55,17 @@ def register(sub) -> None:
         "--inputs", metavar="FILE.npz", help="input values (one array per graph input name); default: random by --seed"
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed for random inputs: floats ~ N(0,1), ints in [0,4), bools (default 0)"
+        "--seed",
+        type=int_in(0, 2**32 - 1),
+        default=0,
+        help="seed for random inputs: floats ~ N(0,1), ints in [0,4), bools (default 0)",
     )
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
+    p.add_argument(
+        "--rtol", type=finite_float(), default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})"
+    )
     p.add_argument(
         "--atol",
-        type=float,
+        type=finite_float(),
         default=DEFAULT_ATOL,
         help=f"absolute tolerance for values near zero (default {DEFAULT_ATOL:g})",
     )
@@ -60,6 +77,7 @@ def register(sub) -> None:
         help="pin a graph input's shape (repeatable; default: the shapes recorded in the plan)",
     )
     p.add_argument("--dim", action="append", default=[], metavar="N=1", help="pin a symbolic dimension (repeatable)")
+    add_value_arg(p)
     add_fuse_arg(p, "default: as the plan file records (its transforms), so a fused plan runs on the fused graph")
     p.add_argument(
         "--unchecked",
@@ -67,18 +85,38 @@ def register(sub) -> None:
         help="run even if the simulator rejects the plan (to watch a bad plan corrupt outputs)",
     )
     p.add_argument(
-        "--invocations", type=int, default=10, help="TFLite: invocations of TFLM on random inputs (default 10)"
+        "--invocations",
+        type=int_in(1, MAX_INVOCATIONS),
+        default=10,
+        help=f"TFLite: invocations of TFLM on random inputs, 1..{MAX_INVOCATIONS} (default 10)",
     )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=run)
 
 
 def _load_inputs(path: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (or ``.npy``: one array) file, or one line saying why not."""
     try:
         with np.load(path, allow_pickle=False) as z:
+            if isinstance(z, np.ndarray):
+                raise ValueError("it holds one array without a name; save one array per input with np.savez")
             return {k: np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError) as e:
-        raise CliError(f"cannot read inputs {path}: {e}") from None
+    except OSError as e:
+        raise CliError(f"cannot read inputs {path}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - zipfile.BadZipFile, EOFError, pickled objects, ...
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CliError(f"cannot read inputs {path}: not a valid .npz file ({why})") from None
+
+
+def _read_plan(args):
+    """The plan file, replayed and compared with its metrics (refused with one line when it
+    breaks a rule or states other metrics), or with --unchecked only read."""
+    try:
+        return read_plan(args.plan) if args.unchecked else read_checked_plan(args.plan)
+    except (PlanFormatError, MetricsMismatch) as e:
+        raise CliError(str(e)) from None
+    except PlanError as e:
+        raise CliError(f"invalid plan {args.plan} (run it anyway with --unchecked): {e}") from None
 
 
 def _model_path(name: str) -> Path:
@@ -132,27 +170,33 @@ def _plan_shape_conflict(vi, shape: tuple[int, ...]) -> str | None:
 
 def run(args) -> int:
     """Execute a plan (ONNX: numpy arena vs onnxruntime; TFLite: TFLM vs the original)."""
-    from planner.models.zoo import load_model
-
-    if args.rtol < 0 or args.atol < 0:
-        raise CliError("--rtol and --atol must be non-negative")
-    try:
-        plan = read_plan(args.plan)
-    except PlanFormatError as e:
-        raise CliError(str(e)) from None
+    plan = _read_plan(args)
     path = _model_path(args.model)
     mismatch = source_mismatch(plan, ModelSource(path.suffix.lstrip("."), str(path), model_sha256(path.read_bytes())))
     if mismatch:
         raise CliError(f"{args.plan}: {mismatch}; plan this model with `planner plan {args.model}`")
     if path.suffix.lower() == ".tflite":
         return _run_tflite(args, plan, path)
-    shapes, dims = parse_pins(args)
-    # pin the inputs to the shapes the plan was made for unless told otherwise
+    return _run_onnx(args, plan, path)
+
+
+def _onnx_inputs(path: Path) -> tuple[list, set[str]]:
+    """The model's graph inputs (ValueInfos) and the names of those that are not initializers."""
     import onnx
 
-    g = onnx.load(str(path), load_external_data=False).graph
+    try:
+        g = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # noqa: BLE001 - protobuf's errors: a corrupt file
+        raise CliError(f"{path.name}: not a valid ONNX file: {str(e).strip()[:200] or type(e).__name__}") from None
     inits = {i.name for i in g.initializer}
-    model_inputs = {i.name for i in g.input if i.name not in inits}
+    return list(g.input), {i.name for i in g.input if i.name not in inits}
+
+
+def _pins_for_plan(args, plan, path: Path) -> dict[str, tuple[int, ...]]:
+    """--input-shape over the input shapes recorded in the plan (a plan made with pinned
+    shapes runs without repeating the pins); a conflict names the plan, not a flag."""
+    shapes, _ = parse_pins(args)
+    inputs, model_inputs = _onnx_inputs(path)
     planned = {
         n: plan.graph.tensors[n].shape
         for n in plan.graph.inputs
@@ -163,23 +207,34 @@ def run(args) -> int:
             f"plan {args.plan} does not match {path.name}: the plan's inputs "
             f"{sorted(plan.graph.inputs)[:5]} are not the model's {sorted(model_inputs)[:5]}"
         )
-    for vi in g.input:  # a shape taken from the plan must not be blamed on --input-shape
+    for vi in inputs:  # a shape taken from the plan must not be blamed on --input-shape
         if vi.name in planned and vi.name not in shapes:
             why = _plan_shape_conflict(vi, planned[vi.name])
             if why:
                 raise CliError(f"{path.name}: input {vi.name!r} {why} in plan {args.plan}")
-    shapes = {**planned, **shapes}
+    return {**planned, **shapes}
+
+
+def _run_onnx(args, plan, path: Path) -> int:
+    """Import the model as the plan was made (pins, fusion), execute it in a numpy arena and
+    compare with onnxruntime."""
+    from planner.models.zoo import load_model
+
+    shapes = _pins_for_plan(args, plan, path)
+    _, dims = parse_pins(args)
     fuse = args.fuse or _plan_fusion(plan)
     graph = load_model(
         args.model if not Path(args.model).is_file() else str(path),
         input_shapes=shapes or None,
         dims=dims or None,
         fuse=fuse,
+        input_values=parse_values(args) or None,
     )
     mismatch = plan_mismatch(plan, graph)
     if mismatch:
         hint = _fusion_hint(plan, graph, fuse)
         raise CliError(f"{args.plan}: {mismatch}{hint}; plan this model with `planner plan {args.model}`")
+    check_host_memory(plan, graph)
     try:
         ex = Executor(path, graph)
         inputs = _load_inputs(args.inputs) if args.inputs else random_inputs(ex.graph, args.seed)
@@ -197,17 +252,47 @@ def run(args) -> int:
     return 0 if report.ok else 1
 
 
+def host_memory_bytes() -> int | None:
+    """Physical memory of this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_host_memory(plan, graph) -> None:
+    """Refuse, before allocating anything, a run whose arrays cannot fit in this machine's
+    memory: the arena, and the inputs, weights and outputs (each held about twice: ours and
+    onnxruntime's), naming the arena and the largest tensor with their bytes."""
+    ram = host_memory_bytes()
+    if ram is None:
+        return
+    from planner.execute import arena_top
+
+    held = [t for t in graph.tensors.values() if t.kind != "activation"]
+    arena = arena_top(plan, graph)  # an --unchecked plan may place tensors above its stated arena
+    need = arena + 2 * sum(t.bytes for t in held)
+    if need <= ram:
+        return
+    big = max(held, key=lambda t: t.bytes, default=None)
+    largest = f", {big.kind} {big.name!r} {format_bytes(big.bytes)} ({big.bytes} B)" if big is not None else ""
+    raise CliError(
+        f"running this plan needs about {format_bytes(need)} ({need} B) of host memory (the arena "
+        f"{format_bytes(arena)}{largest}); this machine has {format_bytes(ram)}"
+    )
+
+
 def _run_tflite(args, plan, path: Path) -> int:
     """Export the plan into the model and run both in TFLM (planner/tflm_check.py)."""
     from planner.export.tflm import ExportError
     from planner.models.errors import ModelError
-    from planner.simulate import PlanError
     from planner.tflm_check import check_in_tflm
     from planner.tflm_runtime import TflmError, available
 
-    if args.inputs or args.input_shape or args.dim or args.unchecked:
+    if args.inputs or args.input_shape or args.dim or args.input_value or args.unchecked:
         raise CliError(
-            "--inputs, --input-shape, --dim and --unchecked are for ONNX models; TFLite runs use random inputs"
+            "--inputs, --input-shape, --dim, --input-value and --unchecked are for ONNX models; "
+            "TFLite runs use random inputs"
         )
     if not available():
         raise CliError("running a .tflite plan needs TFLite Micro: pip install --no-deps tflite-micro")
@@ -216,7 +301,10 @@ def _run_tflite(args, plan, path: Path) -> int:
     except (ExportError, PlanError, ModelError) as e:
         raise CliError(f"cannot run this plan in TFLM: {e}") from None
     except TflmError as e:
-        raise CliError(str(e)) from None
+        from planner.models.tflite import load_tflite, tflm_gaps
+
+        gaps = tflm_gaps(load_tflite(path))
+        raise CliError(f"{e}" + (f" ({gaps[0].split(': ', 1)[-1]})" if gaps else "")) from None
     if args.json:
         json.dump({**r.to_dict(), "model_path": str(path), "plan_path": args.plan}, sys.stdout)
         sys.stdout.write("\n")

@@ -26,7 +26,7 @@ def run(args) -> int:
     for c in ("name", "L1", "LLB", "weights", "source"):
         b.add_column(c)
     for p in PRESETS.values():
-        b.add_row(p.name, format_bytes(p.budget), format_bytes(p.llb_bytes), p.weights, p.source)
+        b.add_row(p.name, format_bytes(p.budget), p.llb_text(), p.weights, p.source)
     con = console()
     con.print(t)
     con.print(b)

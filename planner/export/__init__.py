@@ -68,15 +68,16 @@ def _c_header(plan: Plan, out: str | os.PathLike, *, names: bool = True, prefix:
     return ExportReport(Path(out), "c", summary, {"steps": steps, "arena_bytes": arena})
 
 
-def _tflite(plan: Plan, out: str | os.PathLike, *, model: str | os.PathLike) -> ExportReport:
+def _tflite(plan: Plan, out: str | os.PathLike, *, model: str | os.PathLike, fold_fp16: bool = False) -> ExportReport:
     from planner.export.tflm import ExportError, export_tflite
     from planner.models.errors import ModelError
 
     try:
-        rep = export_tflite(plan, model, out)
+        rep = export_tflite(plan, model, out, fold_fp16=fold_fp16)
     except (ExportError, ModelError) as e:
         raise CannotExport(f"cannot export to TFLite: {e}") from e
     extra = f", {len(rep.demoted)} given back to TFLM" if rep.demoted else ""
+    extra += f", {rep.folded} float16 weights folded to float32" if rep.folded else ""
     summary = f"op order + OfflineMemoryAllocation: {rep.planned} tensors planned, arena {rep.arena_bytes} B{extra}"
     numbers = {
         "planned": rep.planned,
@@ -93,7 +94,7 @@ Exporter = Callable[..., ExportReport]
 EXPORTERS: dict[str, Exporter] = {
     "json": _json,  # the planner.plan v1 file (DESIGN §4)
     "c": _c_header,  # a C99 header for a bare-metal runtime; opts: names, prefix
-    "tflite": _tflite,  # op order + OfflineMemoryAllocation in the original .tflite; opts: model (required)
+    "tflite": _tflite,  # op order + OfflineMemoryAllocation in the original .tflite; opts: model (required), fold_fp16
 }
 
 

@@ -35,12 +35,21 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.models.tflite import TfliteModelError, load_tflite, read_model, schema, tflm_allocates
-from planner.plan import Plan, plan_mismatch
-from planner.simulate import check
+from planner.models.tflite import (
+    TfliteModelError,
+    fold_fp16_dequantize,
+    load_tflite,
+    read_model,
+    schema,
+    tflm_allocates,
+    tflm_gaps,
+)
+from planner.plan import Plan, Stage, plan_mismatch
+from planner.simulate import Simulation, check
 
 METADATA_NAME = "OfflineMemoryAllocation"
 BUFFER_ALIGN = 16  # TFLite's schema asks for 16-byte aligned buffer data
+MAX_OFFLINE = (1 << 31) - 1  # OfflineMemoryAllocation entries are int32
 
 
 class ExportError(ValueError):
@@ -57,6 +66,8 @@ class TfliteExport:
     arena_bytes: int  # top of the offline plan (raw bytes)
     demoted: list[str] = field(default_factory=list)  # planned tensors given back to TFLM
     renumbered: dict[int, int] = field(default_factory=dict)  # subgraph -> tensors renumbered
+    folded: int = 0  # DEQUANTIZE ops of float16 weights folded into float32 weights (--fold-fp16)
+    warnings: list[str] = field(default_factory=list)  # what TFLM cannot run in the written model
 
 
 def _tflm_intervals(plan: Plan, planned: dict[str, int]) -> dict[str, tuple[int, int]]:
@@ -204,8 +215,13 @@ def _pack(model) -> bytes:
     return bytes(builder.Output())
 
 
-def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> TfliteExport:
-    """Write `model_in` with the plan's op order and offline offsets to `model_out`."""
+def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path, fold_fp16: bool = False) -> TfliteExport:
+    """Write `model_in` with the plan's op order and offline offsets to `model_out`.
+
+    `fold_fp16` first folds float16 weights behind DEQUANTIZE into float32 weights
+    (`planner.models.tflite.fold_fp16_dequantize`), so that TFLM, which cannot dequantize
+    float16, runs the model; the plan (made for the model as it is) loses those ops and
+    their outputs, which become weights. `warnings` says what TFLM still cannot run."""
     sim = check(plan)  # raises PlanError: TFLM would not notice an invalid plan
     if plan.spills:
         raise ExportError(
@@ -213,16 +229,46 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> Tf
             "spills — plan without spilling (a no-spill solver or a larger budget)"
         )
     model, _ = read_model(model_in)
-    try:
-        graph = load_tflite(model_in)
-    except TfliteModelError as e:
-        raise ExportError(str(e)) from e
+    graph = _import(model_in)
     mismatch = plan_mismatch(plan, graph)
     if mismatch:
         raise ExportError(mismatch)
+    folded = 0
+    if fold_fp16:
+        plan, graph, sim, folded = _fold(plan, graph, model, Path(model_out))
+    planned = _planned_offsets(plan, graph, model, sim)
+    n_per_sg = [len(sg.tensors or []) for sg in model.subgraphs]
+    flat = [-1] * sum(n_per_sg)
     info = graph.source.details
+    for t, off in planned.items():
+        flat[info.tensor_index[t]] = int(off)
+    report = TfliteExport(
+        planned=len(planned), online=0, arena_bytes=max((o + plan.graph.size(t) for t, o in planned.items()), default=0)
+    )
+    report.folded, report.warnings = folded, tflm_gaps(graph)
+    index_name = {i: n for n, i in info.tensor_index.items()}
+    _fix_local_index_aliasing(model, flat, index_name, report)
+    report.planned = sum(1 for v in flat if v != -1)
+    report.online = (
+        sum(1 for k, n in enumerate(n_per_sg) for j in range(n) if tflm_allocates(model, k, j)) - report.planned
+    )
 
-    # One residency per tensor, at one offset (TFLM gives each tensor one buffer).
+    _write(model, info.subgraph, [info.op_index[name] for name in plan.order], flat, model_out)
+    return report
+
+
+def _import(path: str | Path):
+    try:
+        return load_tflite(path)
+    except TfliteModelError as e:
+        raise ExportError(str(e)) from e
+
+
+def _planned_offsets(plan: Plan, graph, model, sim: Simulation) -> dict[str, int]:
+    """Tensor -> offline offset: one residency per tensor at one offset (TFLM gives each
+    tensor one buffer), only tensors TFLM allocates, 4-byte aligned, within int32, and no
+    overlap under TFLM's own lifetimes."""
+    info = graph.source.details
     planned: dict[str, int] = {}
     for r in sim.residencies:
         t, off = r.tensor, r.offset
@@ -240,24 +286,50 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path) -> Tf
     bad_align = [t for t, o in planned.items() if o % 4]
     if bad_align:
         raise ExportError(f"offset of {bad_align[0]} is not a multiple of 4; TFLM kernels need aligned buffers")
+    too_far = [t for t, o in planned.items() if o + graph.size(t) > MAX_OFFLINE]
+    if too_far:
+        t = too_far[0]
+        raise ExportError(
+            f"tensor {t} at offset {planned[t]} ({graph.size(t)} B) ends past 2**31: TFLM's offline plan holds "
+            "int32 offsets, and its arena is at most 2 GiB"
+        )
     _check_tflm_overlaps(plan, planned)
+    return planned
 
-    n_per_sg = [len(sg.tensors or []) for sg in model.subgraphs]
-    flat = [-1] * sum(n_per_sg)
-    for t, off in planned.items():
-        flat[info.tensor_index[t]] = int(off)
-    report = TfliteExport(
-        planned=len(planned), online=0, arena_bytes=max((o + plan.graph.size(t) for t, o in planned.items()), default=0)
-    )
-    index_name = {i: n for n, i in info.tensor_index.items()}
-    _fix_local_index_aliasing(model, flat, index_name, report)
-    report.planned = sum(1 for v in flat if v != -1)
-    report.online = (
-        sum(1 for k, n in enumerate(n_per_sg) for j in range(n) if tflm_allocates(model, k, j)) - report.planned
-    )
 
-    _write(model, info.subgraph, [info.op_index[name] for name in plan.order], flat, model_out)
-    return report
+def _fold(plan: Plan, original, model, out: Path) -> tuple[Plan, object, Simulation, int]:
+    """Fold float16 weights in `model` (in place) and map the plan onto the folded graph:
+    the DEQUANTIZE ops' R stages and their outputs' stages go, the other ops are renamed
+    by their new index. The plan is replayed again on the folded graph."""
+    import tempfile
+
+    before = len(model.subgraphs[0].operators or [])
+    new_index = fold_fp16_dequantize(model)
+    folded = before - len(new_index)
+    if not folded:
+        raise ExportError("--fold-fp16: the model has no DEQUANTIZE of float16 weights to fold")
+    with tempfile.TemporaryDirectory(prefix="planner-fold-") as tmp:
+        tmp_model = Path(tmp) / out.name
+        tmp_model.write_bytes(_pack(model))
+        graph = _import(tmp_model)
+    gone = {t for t, x in graph.tensors.items() if x.kind == "weight"} & {
+        t for t, x in plan.graph.tensors.items() if x.kind != "weight"
+    }
+    stages = []
+    for s in plan.stages:
+        if s.kind == "R":
+            op = original.op(s.name)  # the plan's op names are the original graph's (plan_mismatch)
+            k = op.attrs["index"]
+            if k not in new_index:
+                continue
+            name = f"{new_index[k]}:{op.type}"
+            offs = {t: o for t, o in (s.offsets or {}).items() if t not in gone}
+            shares = tuple(x for x in s.shares if x.child not in gone and x.parent not in gone)
+            stages.append(Stage("R", name, offsets=offs, shares=shares))
+        elif s.name not in gone:
+            stages.append(s)
+    folded_plan = Plan(graph, plan.target, stages, plan.solver)
+    return folded_plan, graph, check(folded_plan), folded
 
 
 def _write(model, subgraph: int, order: list[int], flat: list[int], model_out: str | Path) -> None:
