@@ -42,15 +42,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from planner.agreement import DEFAULT_ATOL, DEFAULT_RTOL  # re-exported: the executor compares with them
 from planner.graph import Graph, Tensor
 from planner.plan import Plan, Stage, plan_mismatch
 from planner.simulate import check
-
-# Float outputs agree when |ours - ref| <= atol + rtol * |ref| elementwise (numpy.isclose).
-# atol 1e-5 absorbs the last-bit noise of near-zero values (a per-node run and onnxruntime's
-# fused whole-graph run round differently) that a pure relative test would flag.
-DEFAULT_RTOL = 1e-4
-DEFAULT_ATOL = 1e-5
 
 CONTROL_FLOW = ("If", "Loop", "Scan")
 

@@ -25,6 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from planner.agreement import DEFAULT_ATOL, DEFAULT_RTOL
 from planner.commands.common import (
     CliError,
     add_fuse_arg,
@@ -34,7 +35,6 @@ from planner.commands.common import (
     parse_pins,
     parse_values,
 )
-from planner.execute import DEFAULT_ATOL, DEFAULT_RTOL, ExecutionError, ExecutionReport, Executor, random_inputs
 from planner.graph import ModelSource, model_sha256
 from planner.plan import PlanFormatError, plan_mismatch, read_plan, source_mismatch
 from planner.simulate import MetricsMismatch, PlanError, read_checked_plan
@@ -218,6 +218,7 @@ def _pins_for_plan(args, plan, path: Path) -> dict[str, tuple[int, ...]]:
 def _run_onnx(args, plan, path: Path) -> int:
     """Import the model as the plan was made (pins, fusion), execute it in a numpy arena and
     compare with onnxruntime."""
+    from planner.execute import ExecutionError, Executor, random_inputs
     from planner.models.zoo import load_model
 
     shapes = _pins_for_plan(args, plan, path)
@@ -338,7 +339,7 @@ def _run_tflite(args, plan, path: Path) -> int:
     return 0 if r.ok else 1
 
 
-def print_report(r: ExecutionReport, con: Console) -> None:
+def print_report(r, con: Console) -> None:
     """The executor's report as two tables and a verdict line."""
     t = Table(
         title=f"{r.model}: plan by {r.solver} executed in a numpy arena vs onnxruntime "
