@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["plan", "show", "solvers", "compare", "run", "export"]
+COMMANDS = ["plan", "show", "solvers", "compare", "run", "export", "sweep"]
 
 
 def build_parser() -> argparse.ArgumentParser:
