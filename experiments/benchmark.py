@@ -74,7 +74,7 @@ def spec_from_flags(args) -> dict:
             names += [f"{fam}:{n}:{s}" for n in sizes for s in args.seeds.split(",")]
     if args.models not in ("all", "zoo", "generated"):
         names = args.models.split(",")
-    common = {"targets": ["unbounded"], "budgets": ["none"], "lifetimes": "tflm", "share": "none"}
+    common = {"targets": ["unbounded"], "budgets": ["none"], "lifetimes": "tflm", "share": "none", "fuse": "none"}
     common.update(workers=args.workers, seeds=[args.seed], fresh_process=True, models=names)
     grids = [{"solvers": list(HEURISTICS), "time_limits": [0]}, {"solvers": ["auto"], "time_limits": args.time_limits}]
     return {**common, "grid": grids}

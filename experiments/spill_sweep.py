@@ -52,6 +52,7 @@ def spec_from_args(args) -> dict:
         "objective": "traffic",
         "lifetimes": "tflm",
         "share": "none",
+        "fuse": "none",
         "alignment": args.alignment,
         "max_ops": {"cpsat-stage": args.stage_max_ops},
         "grid": [{"weights": w, "models": ms} for w, ms in by_weights.items()],

@@ -260,6 +260,7 @@ def load_model(
     name_or_path: str | os.PathLike,
     input_shapes: Mapping[str, Iterable[int]] | None = None,
     dims: Mapping[str, int] | None = None,
+    fuse: str = "none",
 ):
     """A Graph from a zoo name, a generated-graph name or a model file path.
 
@@ -267,9 +268,18 @@ def load_model(
     everywhere. Files go through the importer registered for their suffix
     (:func:`planner.models.importers.load_file`). For zoo names the entry's default pins
     apply; ``input_shapes`` / ``dims`` given here override them entry by entry.
+    ``fuse="onnxruntime"`` (ONNX models only) returns the graph onnxruntime runs after its
+    fusions (:func:`planner.models.fuse.fuse_onnx`; the record is in
+    ``graph.source.transforms``); ``"none"`` the model as written.
     """
+    from .fuse import FUSE_METHODS
+
+    if fuse not in FUSE_METHODS:
+        raise ModelError(f"unknown fusion {fuse!r}; expected one of {', '.join(FUSE_METHODS)}")
     values: Mapping[str, object] = {}
     if isinstance(name_or_path, str) and (gen := generated(name_or_path)) is not None:
+        if fuse != "none":
+            raise ModelError(f"{name_or_path}: fusion is for ONNX models, not generated graphs")
         return gen
     if isinstance(name_or_path, str) and name_or_path in ZOO:
         e = ZOO[name_or_path]
@@ -286,7 +296,16 @@ def load_model(
             and "." not in name_or_path
         ):
             raise ZooError(f"{name_or_path!r} is neither a zoo model nor a file; zoo models: {', '.join(ZOO)}")
-    return load_file(path, input_shapes=input_shapes or None, dims=dims or None, input_values=values or None)
+    pins = {"input_shapes": input_shapes or None, "dims": dims or None, "input_values": values or None}
+    if fuse == "onnxruntime":
+        if path.suffix.lower() != ".onnx":
+            raise ModelError(
+                f"{path.name}: --fuse onnxruntime is for ONNX models (TFLite graphs come fused from the converter)"
+            )
+        from .fuse import fuse_onnx
+
+        return fuse_onnx(path, **pins)[0]
+    return load_file(path, **pins)
 
 
 def import_table(names: Iterable[str] | None = None) -> list[dict]:

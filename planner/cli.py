@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["plan", "show", "solvers", "compare", "run", "export", "sweep"]
+COMMANDS = ["plan", "show", "solvers", "compare", "run", "export", "report", "sweep"]
 
 
 def build_parser() -> argparse.ArgumentParser:

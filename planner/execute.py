@@ -17,6 +17,11 @@ with `onnx.reference.ReferenceEvaluator` (with fixes for its known faults, see
 `_reference_fixes`). Control-flow nodes (If/Loop/Scan) run whole: the one-node model keeps
 their body attributes and declares the outer-scope tensors the bodies read as inputs.
 
+A fused graph (`planner.models.fuse`: the graph onnxruntime runs after its fusions) takes
+its nodes (``com.microsoft::FusedConv`` and friends) and its weights (folded by
+onnxruntime, e.g. Conv+BN merged) from onnxruntime's optimised model, which its fusion
+record carries; its outputs are still compared with onnxruntime on the ORIGINAL model.
+
 What is measured (never copied from the plan): bytes resident after every stage, the arena
 high-water mark actually touched (max offset + bytes of any view read or written), and bytes
 copied by L/S. The report puts them next to the simulator's metrics and next to
@@ -211,7 +216,10 @@ def _one_node_model(
     outs = [helper.make_tensor_value_info(n, onnx_elem_type(dtypes[n]), None) for n in outputs]
     inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in constants.items()]
     g = helper.make_graph([node], f"node_{node.name or node.op_type}", inputs, outs, initializer=inits)
-    m = helper.make_model(g, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    opsets = list(model.opset_import)
+    if node.domain not in {o.domain for o in opsets} | {"ai.onnx"}:  # e.g. com.microsoft for fused ops
+        opsets.append(helper.make_opsetid(node.domain, 1))
+    m = helper.make_model(g, opset_imports=opsets, ir_version=model.ir_version)
     m.functions.extend(model.functions)
     return m
 
@@ -291,7 +299,8 @@ def weight_values(
         if init.name in want:
             vals[init.name] = numpy_helper.to_array(init)
     missing = want - set(vals)
-    if missing and graph.source is not None and graph.source.format == "onnx":
+    # (a transformed graph's source names the original file, whose constants are not its own)
+    if missing and graph.source is not None and graph.source.format == "onnx" and not graph.source.transforms:
         try:
             from planner.models.onnx import fold_constants
 
@@ -509,6 +518,30 @@ def _graph_has_nodes(graph: Graph) -> bool:
     return all("node" in o.attrs for o in graph.ops)
 
 
+def _recorded_fusion(graph: Graph) -> str | None:
+    """The fusion a graph records having had (a plan file's ``transforms``), or None."""
+    from planner.models.fuse import fusion_of
+
+    record = fusion_of(graph)
+    return record.method if record is not None and record.applied else None
+
+
+def _kernel_model(graph: Graph, model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model whose nodes and initializers the kernels and weights come from: the
+    optimised model of a fused graph, else `model` itself."""
+    from planner.models.fuse import fusion_of
+
+    record = fusion_of(graph)
+    if record is None or not record.applied:
+        return model
+    if record.model is None:
+        raise ExecutionError(
+            f"graph {graph.name!r} was fused ({record.method}) but carries no optimised model: "
+            "import it with fusion again (planner.models.zoo.load_model(..., fuse=...))"
+        )
+    return record.model
+
+
 def _arena_top(plan: Plan, graph: Graph) -> int:
     """Bytes of the L1 array: the planned top, grown if an (unchecked) plan places something
     higher, so that a wrong offset corrupts a neighbour (as on a device) instead of failing."""
@@ -686,8 +719,13 @@ class _PlanRun:
 class Executor:
     """A model ready to run plans: its graph, weight values and per-op kernels (cached).
 
-    Build one per (model, pinned shapes) and call `run` for many plans: kernels are built
-    lazily, once per op, and shared by every plan.
+    Build one per (model, pinned shapes, fusion) and call `run` for many plans: kernels are
+    built lazily, once per op, and shared by every plan. A fused graph (its source carries a
+    `planner.models.fuse.FusionRecord`) runs on onnxruntime's optimised model: its nodes
+    and its folded weights (Conv+BN merged) come from there, while the reference outputs
+    always come from onnxruntime on the ORIGINAL model (that is the proof). `fuse` says how
+    to import the model when no graph with nodes is given; by default, as the given graph
+    (a plan file's) records.
     """
 
     def __init__(
@@ -697,36 +735,42 @@ class Executor:
         input_shapes: Mapping[str, Sequence[int]] | None = None,
         dims: Mapping[str, int] | None = None,
         input_values: Mapping[str, object] | None = None,
+        fuse: str | None = None,
     ):
         self.model, self.path = _load_model(model)
         self._prefolded: dict[str, np.ndarray] = {}
         if graph is None or not _graph_has_nodes(graph):
-            graph = self._import(input_shapes, dims, input_values)
-        else:
-            _graph_of_model(graph, self.model)
+            recorded = _recorded_fusion(graph) if graph is not None else None
+            graph = self._import(input_shapes, dims, input_values, fuse or recorded or "none")
         self.graph = graph
+        self.kernel_model = _kernel_model(graph, self.model)
+        _graph_of_model(graph, self.kernel_model)
         self.kernels: dict[str, Kernel] = {}
         self.kernel_build_s = 0.0
         self._weights: dict[str, np.ndarray] | None = None
         self._ref_cache: dict[bytes, tuple[dict[str, np.ndarray], float, float]] = {}
 
-    def _import(self, input_shapes, dims, input_values) -> Graph:
+    def _import(self, input_shapes, dims, input_values, fuse: str = "none") -> Graph:
+        from planner.models.fuse import fuse_onnx
         from planner.models.onnx import load_onnx
 
         shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()} or None
         kw = {"input_shapes": shapes, "dims": dims, "input_values": input_values}
+        load = load_onnx if fuse == "none" else (lambda p, **kw: fuse_onnx(p, **kw)[0])
         if self.path is not None:
-            return load_onnx(self.path, **kw)
-        # load_onnx reads files: give it one (the temp file must outlive fold_constants, which
-        # re-reads graph.source.path, so weights are computed before it goes away)
+            return load(self.path, **kw)
+        # the importers read files: give them one (the temp file must outlive fold_constants,
+        # which re-reads graph.source.path, so weights are computed before it goes away; a
+        # fused graph's record holds its optimised model with every weight)
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / "model.onnx"
             onnx.save(self.model, str(p))
-            graph = load_onnx(str(p), **kw)
+            graph = load(str(p), **kw)
             try:
                 from planner.models.onnx import fold_constants
 
-                self._prefolded = fold_constants(graph)
+                if not graph.source.transforms:
+                    self._prefolded = fold_constants(graph)
             except Exception:  # noqa: BLE001 - weight_values falls back to onnxruntime
                 pass
             return graph
@@ -735,7 +779,7 @@ class Executor:
     def weights(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every weight's value, computed once (the LLB's initial contents with the inputs)."""
         if self._weights is None:
-            self._weights = weight_values(self.model, self.graph, inputs, self._prefolded)
+            self._weights = weight_values(self.kernel_model, self.graph, inputs, self._prefolded)
         return self._weights
 
     def kernel(self, op: str) -> Kernel:
@@ -743,7 +787,7 @@ class Executor:
         k = self.kernels.get(op)
         if k is None:
             t0 = time.perf_counter()
-            k = build_kernel(self.model, self.graph, op, self._weights or {})
+            k = build_kernel(self.kernel_model, self.graph, op, self._weights or {})
             self.kernel_build_s += time.perf_counter() - t0
             self.kernels[op] = k
         return k
@@ -884,9 +928,10 @@ def execute(
 ) -> ExecutionReport:
     """Run `plan` on `model` with `inputs` (random by `seed` if None) and compare with onnxruntime.
 
-    The model is re-imported unless the plan's graph still carries the ONNX nodes; the
-    input shapes default to the ones recorded in the plan, so a plan made with pinned
-    shapes runs without repeating the pins. Pass an `executor` to reuse kernels across plans.
+    The model is re-imported unless the plan's graph still carries the ONNX nodes (fused
+    again when the plan file records a fusion); the input shapes default to the ones
+    recorded in the plan, so a plan made with pinned shapes runs without repeating the
+    pins. Pass an `executor` to reuse kernels across plans.
     """
     if executor is None:
         if input_shapes is None:

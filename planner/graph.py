@@ -71,6 +71,12 @@ class ModelSource:
     importer needed to make every size static, so the model can be imported again
     identically (by the executor, by constant folding). `details` holds format-specific
     data an exporter needs (for TFLite, the map back to flatbuffer indices).
+
+    `transforms` are the records of the transformations (DESIGN §7) that made this graph
+    from the model file, in the order applied, e.g. `planner.models.fuse.FusionRecord`: each
+    has a ``kind``, ``applied`` (whether it changed the graph) and ``to_dict()`` (the plan
+    file's ``transforms`` entry, written for the applied ones). A graph read from a plan
+    file holds those entries as plain dicts. The path and sha256 stay the model file's.
     """
 
     format: str  # onnx | tflite | generated | plan
@@ -80,6 +86,7 @@ class ModelSource:
     dims: Mapping[str, int] = field(default_factory=dict)
     input_values: Mapping[str, Any] = field(default_factory=dict)
     details: Any = field(default=None, repr=False)
+    transforms: tuple[Any, ...] = ()
 
 
 def model_sha256(data: bytes) -> str:

@@ -1,4 +1,5 @@
-"""Stages, plans and the `planner.plan` v1 file format (DESIGN §4).
+"""Stages, plans and the `planner.plan` file format (DESIGN §4; version 2 adds shared bytes
+and the ``transforms`` that made the graph from the model file, e.g. fusion).
 
 A plan file is self-contained: it carries the graph's tensors and ops, so any tool can
 replay it without the model. Reading is strict: unknown versions and malformed files
@@ -18,7 +19,7 @@ from planner.sharing import SHARE_KINDS, Share
 from planner.target import Target, TargetError
 
 FORMAT = "planner.plan"
-VERSION = 2  # the version written when a plan shares bytes; plans that do not are written as 1
+VERSION = 2  # the version written when a plan shares bytes or its graph was transformed (fused); else 1
 VERSIONS = (1, 2)  # what the reader accepts
 StageKind = Literal["L", "R", "S", "F"]
 # optimal: proven (over what `SolverInfo.objective` says); feasible: a solver searched but
@@ -149,6 +150,20 @@ class Plan:
         return any(s.shares for s in self.stages)
 
     @property
+    def transforms(self) -> list[dict]:
+        """The plan file's ``transforms`` entry: what changed the graph between import and
+        solve (DESIGN §7, e.g. fusion), one dict per applied transformation of the graph's
+        source; empty for a graph as imported (the plan file then has no such key)."""
+        src = self.graph.source
+        out = []
+        for t in getattr(src, "transforms", ()) or ():
+            if isinstance(t, dict):
+                out.append(dict(t))
+            elif getattr(t, "applied", True):
+                out.append(t.to_dict())
+        return out
+
+    @property
     def spills(self) -> bool:
         """True when some activation is stored and loaded back (TFLM cannot express that)."""
         return any(s.kind == "L" and self.graph.tensors[s.name].kind in ("activation", "output") for s in self.stages)
@@ -156,13 +171,17 @@ class Plan:
     # -- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """The plan file's JSON object (DESIGN §4): version 2 when it shares bytes (its ops
-        then carry what the simulator needs to check the shares), else version 1."""
+        then carry what the simulator needs to check the shares) or its graph was transformed
+        (the ``transforms`` key says how, so the model can be transformed again to run it),
+        else version 1."""
         g = self.graph
         v2 = self.shares_bytes
+        transforms = self.transforms
         return {
             "format": FORMAT,
-            "version": VERSION if v2 else 1,
+            "version": VERSION if v2 or transforms else 1,
             "model": {"name": g.name, "sha256": self.model_sha256},
+            **({"transforms": transforms} if transforms else {}),
             "target": self.target.to_dict(),
             "tensors": [_tensor_dict(g, t) for t in g.tensors.values()],
             "ops": [_op_dict(o, v2) for o in g.ops],
@@ -234,7 +253,8 @@ def plan_from_dict(d: dict) -> Plan:
         target = Target.from_dict(_need(d, "target", dict, "plan"))
         tensors = [_read_tensor(t, f"tensors[{i}]") for i, t in enumerate(_need(d, "tensors", list, "plan"))]
         ops = [_read_op(o, f"ops[{i}]", v2) for i, o in enumerate(_need(d, "ops", list, "plan"))]
-        source = ModelSource("plan", sha256=str(model.get("sha256", "") or ""))
+        transforms = _read_transforms(d) if v2 else ()
+        source = ModelSource("plan", sha256=str(model.get("sha256", "") or ""), transforms=transforms)
         graph = Graph(str(model.get("name", "")), tensors, ops, source)
         stages = [_read_stage(x, f"stages[{i}]", v2) for i, x in enumerate(_need(d, "stages", list, "plan"))]
         m = d.get("metrics", {}) or {}
@@ -248,6 +268,16 @@ def plan_from_dict(d: dict) -> Plan:
             raise
         raise PlanFormatError(f"malformed plan file: {e}") from e
     return Plan(graph, target, stages, solver, metrics)
+
+
+def _read_transforms(d: dict) -> tuple[dict, ...]:
+    """The ``transforms`` entry (v2): a list of objects, each with a string ``kind``."""
+    ts = d.get("transforms", [])
+    if not isinstance(ts, list):
+        raise PlanFormatError("plan: 'transforms' must be a list")
+    for i, t in enumerate(ts):
+        _need(t, "kind", str, f"transforms[{i}]")
+    return tuple(dict(t) for t in ts)
 
 
 def _read_tensor(t: dict, w: str) -> Tensor:

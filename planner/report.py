@@ -100,31 +100,58 @@ def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan")
     return t
 
 
+class LiveLine:
+    """The one line a long solve shows on a terminal, re-drawn on every refresh so the clock
+    ticks even while a solver is busy: what it is doing, elapsed of the time limit (a bar),
+    the best plan so far, the proven bound and the gap. A report that carries no incumbent
+    keeps the last one known."""
+
+    def __init__(self, time_limit: float | None = None) -> None:
+        self.t0 = time.perf_counter()
+        self.time_limit = time_limit
+        self.solver = ""
+        self.note = "starting"
+        self.incumbent: int | None = None
+        self.bound: int | None = None
+
+    def update(self, p) -> None:
+        """Take a solver's progress report (planner.solvers.base.Progress)."""
+        if p.solver != self.solver:
+            self.solver = p.solver
+        self.note = p.note or self.note
+        self.incumbent = p.incumbent if p.incumbent is not None else self.incumbent
+        self.bound = p.bound if p.bound is not None else self.bound
+
+    def text(self) -> str:
+        """The line as plain text (what `__rich__` draws)."""
+        elapsed = time.perf_counter() - self.t0
+        if self.time_limit:
+            frac = min(elapsed / self.time_limit, 1.0)
+            bar = "█" * int(frac * 20) + "░" * (20 - int(frac * 20))
+            clock = f"{bar} {elapsed:5.1f} s / {self.time_limit:g} s"
+        else:
+            clock = f"{elapsed:5.1f} s"
+        parts = [f"{self.solver or 'planning'}: {self.note}", clock]
+        if self.incumbent is not None:
+            parts.append(f"best {format_bytes(self.incumbent)}")
+        if self.bound is not None:
+            parts.append(f"bound {format_bytes(self.bound)}")
+        if self.incumbent and self.bound is not None:
+            parts.append(f"gap {max(self.incumbent - self.bound, 0) / self.incumbent:.1%}")
+        return "  ".join(parts)
+
+    def __rich__(self) -> str:
+        return self.text()
+
+
 @contextlib.contextmanager
-def live_progress(enabled: bool, console: Console | None = None) -> Iterator:
-    """Yield a Progress callback; while enabled, show incumbent / bound / gap / elapsed live."""
+def live_progress(enabled: bool, console: Console | None = None, time_limit: float | None = None) -> Iterator:
+    """Yield a Progress callback that drives a `LiveLine` on stderr while enabled (and stderr
+    is a terminal): nothing on a pipe, with --quiet or --json."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
     console = console or Console(stderr=True)
-    state: dict = {}
-    t0 = time.perf_counter()
-
-    def render() -> Table:
-        t = Table(show_header=True, box=None)
-        for c in ("solver", "incumbent", "bound", "gap", "elapsed", ""):
-            t.add_column(c)
-        for name, p in state.items():
-            gap = f"{(p.incumbent - p.bound) / p.incumbent:.1%}" if p.incumbent and p.bound is not None else "-"
-            t.add_row(
-                name, format_bytes(p.incumbent), format_bytes(p.bound), gap, f"{time.perf_counter() - t0:.1f} s", p.note
-            )
-        return t
-
-    with Live(render(), console=console, refresh_per_second=4, transient=True) as live:
-
-        def update(p) -> None:
-            state[p.solver] = p
-            live.update(render())
-
-        yield update
+    line = LiveLine(time_limit)
+    with Live(line, console=console, refresh_per_second=4, transient=True):
+        yield line.update

@@ -82,7 +82,7 @@ def rewrite(graph: Graph) -> Graph:
 def restore_stages(rewritten: Graph, stages: Sequence[Stage]) -> list[Stage]:
     """Stages of `rewritten = rewrite(graph)` as stages of `graph`: ``R load:x`` becomes
     ``L x``, ``R store:y`` becomes ``S y``, the markers' stages are dropped."""
-    pseudo = {o.name: o.attrs for o in rewritten.ops if o.attrs.get("pseudo")}
+    pseudo = {o.name: o.attrs for o in rewritten.ops if o.attrs.get("pseudo") in ("load", "store")}
     markers = {o.outputs[0] for o in rewritten.ops if o.attrs.get("pseudo") == "store"}
     out: list[Stage] = []
     for s in stages:

@@ -132,3 +132,15 @@ def test_the_chosen_relations_form_a_forest_and_restore_declares_them():
         if s.kind == "concat"
     )
     assert simulate(g, SHARED, stages).ok
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(4, 14), st.integers(0, 10_000))
+def test_shared_plans_under_minimal_lifetimes(n, seed):
+    """The storage graph's allocations (concat roots) go through the minimal-lifetimes rewrite
+    untouched: only its own load/store pseudo-ops are mapped back as L and S."""
+    g = random_net(n, seed)
+    minimal = Target("t", None, alignment=16, share="all", lifetimes="minimal")
+    for name in ("auto", "greedy"):
+        plan = get_solver(name)(g, minimal, SolveOptions(time_limit=1, workers=1))
+        assert simulate(g, minimal, plan.stages).ok

@@ -36,6 +36,7 @@ def test_a_toml_spec_expands_its_grids_into_cells(tmp_path):
 
 
 def test_yaml_specs_and_command_line_words_mean_the_same(tmp_path):
+    pytest.importorskip("yaml", reason="YAML specs need PyYAML")
     y = tmp_path / "s.yaml"
     y.write_text("models: [resnet8]\ntargets: [stm32f746]\nbudgets: [100%, 64KiB]\nsolvers: [auto, greedy]\n")
     words = spec_from_mapping(
@@ -60,6 +61,20 @@ def test_bad_specs_fail_with_one_line(spec, message):
     with pytest.raises(SpecError, match=message) as e:
         spec_from_mapping(spec).cells()
     assert "\n" not in str(e.value)
+
+
+def test_cells_take_plan_s_defaults_for_lifetimes_and_fusion(tmp_path):
+    cells = {c.model: c for c in spec_from_mapping({"models": "resnet8,okay_nabu,sp:10:0"}).cells()}
+    assert (cells["resnet8"].fuse, cells["resnet8"].lifetimes) == ("auto", "minimal")
+    assert (cells["okay_nabu"].fuse, cells["okay_nabu"].lifetimes) == ("none", "tflm")
+    assert cells["sp:10:0"].fuse == "none"
+    run_sweep(
+        spec_from_mapping({"models": "resnet8", "solvers": "greedy", "budgets": "none"}),
+        Store(tmp_path),
+        SerialEngine(),
+    )
+    (r,) = Store(tmp_path).cells().values()
+    assert r["fuse"] == "auto" and isinstance(r["fused"], bool) and r["metrics"]
 
 
 def test_budget_words_resolve_against_the_board_and_the_reference():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from planner.graph import Graph
+from planner.models.fuse import FUSE_METHODS
 from planner.solvers.base import OBJECTIVES
 from planner.target import (
     DEFAULT_TARGET,
@@ -43,6 +45,19 @@ def add_model_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
         help="pin a graph input's shape (repeatable)",
     )
     p.add_argument("--dim", action="append", default=[], metavar="N=1", help="pin a symbolic dimension (repeatable)")
+    add_fuse_arg(p)
+
+
+def add_fuse_arg(p: argparse.ArgumentParser, default_help: str | None = None) -> None:
+    """--fuse: plan the graph the runtime runs after its fusions, or the model as written."""
+    p.add_argument(
+        "--fuse",
+        choices=("auto", *FUSE_METHODS),
+        help="operator fusion before planning: onnxruntime (the graph onnxruntime runs after its "
+        "ORT_ENABLE_EXTENDED optimisations: Conv+BatchNorm+Relu, Gemm+activation, ... whose intermediates "
+        "it never materialises), none (the model as written) or auto (whichever of the two plans smaller); "
+        + (default_help or "default auto for ONNX models, none otherwise (TFLite comes fused)"),
+    )
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
@@ -107,12 +122,46 @@ def parse_pins(args: argparse.Namespace) -> tuple[dict[str, tuple[int, ...]], di
     return shapes, dims_
 
 
-def load_graph(args: argparse.Namespace) -> Graph:
-    """The graph named by args.model (a path or a zoo name; default the bundled model)."""
+def load_graph(args: argparse.Namespace, target: Target | None = None) -> Graph:
+    """The graph named by args.model (a path or a zoo name; default the bundled model),
+    fused as --fuse says (a fusion that fell back says why on stderr, see `fusion_note`);
+    `--fuse auto` plans whichever of the fused and the written graph the heuristics plan
+    smaller for `target` (solvers/transforms.py)."""
     from planner.models.zoo import load_model
 
     shapes, dims = parse_pins(args)
-    return load_model(args.model or DEFAULT_MODEL, input_shapes=shapes or None, dims=dims or None)
+    model = args.model or DEFAULT_MODEL
+    fuse = getattr(args, "fuse", None) or default_fuse(model)
+    kw = {"input_shapes": shapes or None, "dims": dims or None}
+    if fuse == "auto":
+        from planner.solvers.transforms import choose_graph
+
+        fused = load_model(model, **kw, fuse="onnxruntime")
+        graphs = [fused] if fusion_note(fused) else [fused, load_model(model, **kw)]
+        graph = choose_graph(graphs, target or make_target(args))
+    else:
+        graph = load_model(model, **kw, fuse=fuse)
+    note = fusion_note(graph)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return graph
+
+
+def default_fuse(model: str) -> str:
+    """ONNX models are planned fused as onnxruntime runs them, or as written, whichever plans
+    smaller; TFLite graphs come fused from the converter, generated graphs have nothing to fuse."""
+    return "auto" if _format(model) == "onnx" else "none"
+
+
+def fusion_note(graph: Graph) -> str | None:
+    """Why a requested fusion left the graph as written, in one line (None when it fused or
+    was not asked for)."""
+    from planner.models.fuse import fusion_of
+
+    record = fusion_of(graph)
+    if record is None or record.applied or not record.note:
+        return None
+    return f"{record.summary()}; planning the model as written"
 
 
 def model_path(name: str) -> Path:
@@ -136,7 +185,11 @@ def make_target(args: argparse.Namespace) -> Target:
 def default_lifetimes(model: str) -> str:
     """TFLite models run under TFLite Micro, whose arena needs its own lifetimes; any other
     runtime (our executor, the C header) can load inputs late and store outputs early."""
+    return "tflm" if _format(model) == "tflite" else "minimal"
+
+
+def _format(model: str) -> str:
+    """A zoo name's format, or a path's suffix ("onnx", "tflite"; "" for generated graphs)."""
     from planner.models.zoo import ZOO
 
-    fmt = ZOO[model].format if model in ZOO else Path(model).suffix.lower().lstrip(".")
-    return "tflm" if fmt == "tflite" else "minimal"
+    return ZOO[model].format if model in ZOO else Path(model).suffix.lower().lstrip(".")

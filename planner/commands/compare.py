@@ -86,11 +86,11 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
 
 def run(args) -> int:
     """Run the solvers, print the table, write CSV / figures."""
-    graph = load_graph(args)
     base_target = make_target(args)
+    graph = load_graph(args, base_target)
     names, targets = _solvers_and_targets(args, base_target)
     rows: list[Row] = []
-    with live_progress(not (args.quiet or args.json)) as cb:
+    with live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
         for target in targets:
             for n in names:
                 rows.append(_run_one(n, graph, target, args, cb))
@@ -127,7 +127,8 @@ def _lower_bound(graph, target, names: list[str], rows: list[Row]) -> int:
     # solver bounds hold for no-spill plans (TFLM lifetimes); a spill plan may store an output
     # and free it early, so next to spill solvers only the working-set bound is valid
     spilling = any(SOLVERS[n].spills for n in names)
-    return max([working_set_bound(graph, target)] + ([] if spilling else [r.plan.solver.bound for r in rows if r.plan]))
+    arena_bounds = [r.plan.solver.bound for r in rows if r.plan and r.plan.solver.objective == "arena"]
+    return max([working_set_bound(graph, target)] + ([] if spilling else arena_bounds))
 
 
 def _dicts(rows: list[Row], lower: int, extra: dict | None) -> list[dict]:

@@ -6,7 +6,15 @@ import json
 import sys
 from pathlib import Path
 
-from planner.commands.common import add_model_args, add_solver_args, add_target_args, load_graph, make_target
+from planner.commands.common import (
+    add_model_args,
+    add_solver_args,
+    add_target_args,
+    fusion_note,
+    load_graph,
+    make_target,
+)
+from planner.models.fuse import fusion_of
 from planner.report import console, live_progress, summary_dict, summary_table
 from planner.solvers.base import SolveOptions
 from planner.solvers.registry import get_solver
@@ -27,10 +35,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     """Plan, write the plan file, print the summary (or --json)."""
-    graph = load_graph(args)
     target = make_target(args)
+    graph = load_graph(args, target)
     solve = get_solver(args.solver)
-    with live_progress(not (args.quiet or args.json)) as cb:
+    with live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
         opts = SolveOptions(
             time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
         )
@@ -38,8 +46,16 @@ def run(args) -> int:
     out = args.output or f"{graph.name}.plan.json"
     plan.write(out)
     if args.json:
-        json.dump(summary_dict(plan, str(Path(out))), sys.stdout)
+        d = summary_dict(plan, str(Path(out)))
+        d["transforms"] = plan.transforms
+        note = fusion_note(graph)
+        d["notes"] = d["notes"] + ([note] if note else [])
+        json.dump(d, sys.stdout)
         sys.stdout.write("\n")
     else:
-        console().print(summary_table(plan, str(Path(out))))
+        con = console()
+        con.print(summary_table(plan, str(Path(out))))
+        record = fusion_of(graph)
+        if record is not None:
+            con.print(record.summary(), highlight=False, soft_wrap=True)
     return 0

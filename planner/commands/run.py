@@ -24,7 +24,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from planner.commands.common import CliError, parse_pins
+from planner.commands.common import CliError, add_fuse_arg, parse_pins
 from planner.execute import DEFAULT_ATOL, DEFAULT_RTOL, ExecutionError, ExecutionReport, Executor, random_inputs
 from planner.graph import ModelSource, model_sha256
 from planner.plan import PlanFormatError, plan_mismatch, read_plan, source_mismatch
@@ -60,6 +60,7 @@ def register(sub) -> None:
         help="pin a graph input's shape (repeatable; default: the shapes recorded in the plan)",
     )
     p.add_argument("--dim", action="append", default=[], metavar="N=1", help="pin a symbolic dimension (repeatable)")
+    add_fuse_arg(p, "default: as the plan file records (its transforms), so a fused plan runs on the fused graph")
     p.add_argument(
         "--unchecked",
         action="store_true",
@@ -91,6 +92,28 @@ def _model_path(name: str) -> Path:
     if p.suffix.lower() not in (".onnx", ".tflite"):
         raise CliError(f"{p.name}: `planner run` executes .onnx models (numpy arena) and .tflite models (TFLM)")
     return p
+
+
+def _plan_fusion(plan) -> str:
+    """The --fuse a plan was made with, from its ``transforms`` (none when it has none)."""
+    from planner.models.fuse import fusion_of
+
+    record = fusion_of(plan.graph)
+    return record.method if record is not None and record.applied else "none"
+
+
+def _fusion_hint(plan, graph, fuse: str) -> str:
+    """Why a plan may not match the re-imported graph when fusion differs: another --fuse,
+    or another onnxruntime version fusing differently."""
+    from planner.models.fuse import fusion_of
+
+    made = _plan_fusion(plan)
+    if made != fuse:
+        return f" (the plan was made with --fuse {made}, this run uses --fuse {fuse})"
+    then, now = fusion_of(plan.graph), fusion_of(graph)
+    if then is not None and now is not None and then.runtime and now.runtime and then.runtime != now.runtime:
+        return f" (the plan was fused by onnxruntime {then.runtime}, this is onnxruntime {now.runtime})"
+    return ""
 
 
 def _plan_shape_conflict(vi, shape: tuple[int, ...]) -> str | None:
@@ -146,12 +169,17 @@ def run(args) -> int:
             if why:
                 raise CliError(f"{path.name}: input {vi.name!r} {why} in plan {args.plan}")
     shapes = {**planned, **shapes}
+    fuse = args.fuse or _plan_fusion(plan)
     graph = load_model(
-        args.model if not Path(args.model).is_file() else str(path), input_shapes=shapes or None, dims=dims or None
+        args.model if not Path(args.model).is_file() else str(path),
+        input_shapes=shapes or None,
+        dims=dims or None,
+        fuse=fuse,
     )
     mismatch = plan_mismatch(plan, graph)
     if mismatch:
-        raise CliError(f"{args.plan}: {mismatch}; plan this model with `planner plan {args.model}`")
+        hint = _fusion_hint(plan, graph, fuse)
+        raise CliError(f"{args.plan}: {mismatch}{hint}; plan this model with `planner plan {args.model}`")
     try:
         ex = Executor(path, graph)
         inputs = _load_inputs(args.inputs) if args.inputs else random_inputs(ex.graph, args.seed)

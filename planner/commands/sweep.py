@@ -39,6 +39,7 @@ WORDS = {
     "alignment": "alignment",
     "lifetimes": "lifetimes",
     "share": "share",
+    "fuse": "fuse",
     "reference": "reference",
     "timeout": "timeout",
     "memory": "memory",
@@ -65,6 +66,7 @@ def register(sub) -> None:
     g.add_argument("--alignment", type=int, help="offset alignment (default: the preset's)")
     g.add_argument("--lifetimes", choices=("minimal", "tflm"), help="default tflm for .tflite, else minimal")
     g.add_argument("--share", choices=("all", "views", "none"), help="shared bytes (default all)")
+    g.add_argument("--fuse", choices=("auto", "onnxruntime", "none"), help="default auto for ONNX, none otherwise")
     g.add_argument("--reference", help="solver whose no-spill arena percentages refer to (default best)")
     g.add_argument("--clamp", action="store_true", default=None, help="raise %% budgets to the least any plan can use")
     g.add_argument("--timeout", type=float, help="hard seconds per cell (default 3 × limit + 120)")

@@ -46,16 +46,25 @@ def one_line(e: BaseException) -> str:
     return first if isinstance(e, ValueError) and first else f"{type(e).__name__}: {first}".rstrip(": ")
 
 
-def load_graph(name: str, path: str):
+def load_graph(name: str, path: str, fuse: str = "none", target=None):
     """The graph of a model entry: a zoo name or generated family (`name`), a model file, or
-    `FILE.py:FUNC:ARG:...`, a function in a Python file that returns a Graph (ints as ints)."""
+    `FILE.py:FUNC:ARG:...`, a function in a Python file that returns a Graph (ints as ints).
+    `fuse` as `planner plan --fuse`: `auto` plans whichever of onnxruntime's fused graph and
+    the graph as written the heuristics plan smaller for `target`."""
     from planner.models.zoo import GENERATED, ZOO, load_model
 
-    if name in ZOO or GENERATED.fullmatch(name):
-        return load_model(name)
     file, sep, rest = path.partition(".py:")
     if not sep:
-        return load_model(path)
+        source = name if name in ZOO or GENERATED.fullmatch(name) else path
+        if fuse != "auto":
+            return load_model(source, fuse=fuse)
+        from planner.models.fuse import fusion_of
+        from planner.solvers.transforms import choose_graph
+
+        fused = load_model(source, fuse="onnxruntime")
+        record = fusion_of(fused)
+        graphs = [fused, load_model(source)] if record is not None and record.applied else [fused]
+        return choose_graph(graphs, target)
     func, *args = rest.split(":")
     spec = importlib.util.spec_from_file_location(Path(file).stem, file + ".py")
     if spec is None or not Path(file + ".py").is_file():
@@ -74,10 +83,14 @@ def make_target(job: dict, budget: int | None):
     return replace(t, lifetimes=job["lifetimes"], share=job["share"]).with_budget(budget)
 
 
-def _load(job: dict) -> tuple[object, dict]:
+def _load(job: dict, target) -> tuple[object, dict]:
+    from planner.models.fuse import fusion_of
+
     t0 = time.perf_counter()
-    g = load_graph(job["model"], job["path"])
-    return g, {"graph": g.name, "ops": len(g.ops), "import_s": round(time.perf_counter() - t0, 3)}
+    g = load_graph(job["model"], job["path"], job.get("fuse", "none"), target)
+    record = fusion_of(g)
+    fused = bool(record is not None and record.applied)
+    return g, {"graph": g.name, "ops": len(g.ops), "fused": fused, "import_s": round(time.perf_counter() - t0, 3)}
 
 
 def _reference(job: dict) -> dict:
@@ -87,8 +100,8 @@ def _reference(job: dict) -> dict:
     from planner.solvers.base import SolveOptions
     from planner.solvers.registry import get_solver
 
-    g, out = _load(job)
     target = make_target(job, None)
+    g, out = _load(job, target)
     opts = SolveOptions(time_limit=job["time_limit"], workers=job["workers"], seed=job["seed"])
     plan = get_solver(job["reference"])(g, target, opts)
     _check(plan)
@@ -107,10 +120,10 @@ def _plan_cell(job: dict) -> dict:
     from planner.solvers.base import DoesNotFit, SolveOptions
     from planner.solvers.registry import get_solver
 
-    g, out = _load(job)
+    target = make_target(job, job["budget_bytes"])
+    g, out = _load(job, target)
     if job["max_ops"] is not None and len(g.ops) > job["max_ops"]:
         return {**out, "status": "skipped", "error": f"skipped (> {job['max_ops']} ops)"}
-    target = make_target(job, job["budget_bytes"])
     out.update(working_set_bound=working_set_bound(g, target), min_budget=min_budget(g, target))
     opts = SolveOptions(
         time_limit=job["time_limit"], workers=job["workers"], seed=job["seed"], objective=job["objective"]

@@ -50,6 +50,7 @@ KEYS: dict[str, tuple[object, str]] = {
     "alignment": (None, "offset alignment (default: the preset's)"),
     "lifetimes": (None, "minimal | tflm (default: tflm for .tflite, minimal otherwise)"),
     "share": ("all", "all | views | none"),
+    "fuse": (None, "auto | onnxruntime | none (default: auto for ONNX, none otherwise)"),
     "options": ({}, "SolveOptions knobs, e.g. {deterministic = true}"),
     "reference": ("best", "solver whose no-spill arena percentages refer to"),
     "reference_time_limit": (10.0, "seconds for the reference solve"),
@@ -86,6 +87,7 @@ class Cell:
     alignment: int | None
     lifetimes: str
     share: str
+    fuse: str = "none"
     options: tuple = ()
     reference: str = "best"
     reference_time_limit: float = 10.0
@@ -118,7 +120,7 @@ class Cell:
 
     def reference_identity(self) -> dict:
         """What the no-spill arena of this cell's model on its target depends on."""
-        keep = ("model", "target", "weights", "alignment", "lifetimes", "share", "reference")
+        keep = ("model", "target", "weights", "alignment", "lifetimes", "share", "fuse", "reference")
         d = {k: getattr(self, k) for k in keep}
         d.update(time_limit=self.reference_time_limit, workers=self.workers, seed=self.seed)
         return d
@@ -248,7 +250,13 @@ def _normalise(g: dict, where: str) -> dict:
     g["workers"] = int(_number(g["workers"], "workers", where))
     g["retries"] = int(_number(g["retries"], "retries", where))
     _one_of([g["objective"]], OBJECTIVES, "objective", where)
-    for key, allowed in (("weights", WEIGHT_PLACEMENTS), ("lifetimes", LIFETIMES), ("share", SHARE_LEVELS)):
+    fuse = ("auto", "onnxruntime", "none")
+    for key, allowed in (
+        ("weights", WEIGHT_PLACEMENTS),
+        ("lifetimes", LIFETIMES),
+        ("share", SHARE_LEVELS),
+        ("fuse", fuse),
+    ):
         if g[key] is not None:
             _one_of([g[key]], allowed, key, where)
     knobs = {f.name for f in fields(SolveOptions)} - set(KNOB_EXCLUDED)
@@ -333,29 +341,43 @@ def _under(path: str, base: Path) -> bool:
     return True
 
 
+def _format(model: str) -> str:
+    from planner.models.zoo import ZOO
+
+    if model in ZOO:
+        return ZOO[model].format
+    file, sep, _ = model.partition(".py:")
+    return "py" if sep else Path(file).suffix.lower().lstrip(".")
+
+
 def default_lifetimes(model: str) -> str:
     """TFLite models run under TFLite Micro (inputs from the start, outputs to the end);
     everything else gets minimal lifetimes, as `planner plan` does."""
-    from planner.models.zoo import ZOO
+    return "tflm" if _format(model) == "tflite" else "minimal"
 
-    fmt = ZOO[model].format if model in ZOO else Path(model.partition(".py:")[0]).suffix.lower().lstrip(".")
-    return "tflm" if fmt == "tflite" else "minimal"
+
+def default_fuse(model: str) -> str:
+    """ONNX models are planned fused or as written, whichever the heuristics plan smaller
+    (`auto`, as `planner plan` does); TFLite comes fused, generated graphs have nothing to fuse."""
+    return "auto" if _format(model) == "onnx" else "none"
 
 
 def _expand(g: dict, base_dir: Path) -> list[Cell]:
     cells = []
     for name, path in expand_models(g["models"], base_dir):
         lifetimes = g["lifetimes"] or default_lifetimes(name)
+        fuse = g["fuse"] or default_fuse(name)
         for target in g["targets"]:
             for budget in g["budgets"]:
                 for solver in g["solvers"]:
                     for tl in g["time_limits"]:
                         for seed in g["seeds"]:
-                            cells.append(_cell(g, name, path, lifetimes, target, budget, solver, tl, seed))
+                            cells.append(_cell(g, name, path, (lifetimes, fuse), target, budget, solver, tl, seed))
     return cells
 
 
-def _cell(g: dict, name, path, lifetimes, target, budget, solver, tl, seed) -> Cell:
+def _cell(g: dict, name, path, lifetimes_fuse, target, budget, solver, tl, seed) -> Cell:
+    lifetimes, fuse = lifetimes_fuse
     timeout = float(g["timeout"]) if g["timeout"] is not None else 3 * max(tl, g["reference_time_limit"]) + 120
     return Cell(
         model=name,
@@ -370,6 +392,7 @@ def _cell(g: dict, name, path, lifetimes, target, budget, solver, tl, seed) -> C
         alignment=None if g["alignment"] is None else int(g["alignment"]),
         lifetimes=lifetimes,
         share=g["share"],
+        fuse=fuse,
         options=tuple(sorted(g["options"].items())),
         reference=g["reference"],
         reference_time_limit=float(g["reference_time_limit"]),
