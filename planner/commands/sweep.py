@@ -159,6 +159,10 @@ def _summary(store: Store) -> None:
     records = list(store.cells().values())
     if not records:
         raise CliError(f"{store.root}: no results yet")
+    spec = store.load_spec()
+    if spec is not None:  # the spec's order (models, then targets, budgets, solvers), not the finishing order
+        rank = {c.key: i for i, c in enumerate(spec.cells())}
+        records.sort(key=lambda r: rank.get(r["key"], len(rank)))
     s = summarise(records)
     paths = write(s, store.root)
     con = console()

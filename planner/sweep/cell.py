@@ -134,7 +134,7 @@ def _plan_cell(job: dict) -> dict:
         plan = get_solver(job["solver"])(g, target, opts)
         _check(plan)
     except DoesNotFit as e:
-        return {**out, "status": "does-not-fit", "needed_bytes": e.needed, "error": one_line(e)}
+        return {**out, "status": "does-not-fit", "needed_bytes": e.needed, "error": str(e).splitlines()[0]}
     except PlanError as e:
         return {**out, "status": "error", "error": f"invalid plan: {one_line(e)}"}
     except ValueError as e:  # a solver that refuses the graph (the DP past its states, ...)

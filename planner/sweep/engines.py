@@ -10,8 +10,9 @@ not care which one it drives:
   limit; `died`: the worker process went away, so the scheduler may run the job again);
 - `close()`: stop every worker it started.
 
-The pool and Ray measure each job's hard limit from the moment it is handed to a worker;
-the in-process engine cannot stop a job and so has none.
+The pool measures a job's hard limit from the moment its worker starts it; Ray from the
+moment it is submitted, which is when it starts, since the scheduler never submits more
+than the cluster's CPUs hold. The in-process engine cannot stop a job and so has none.
 """
 
 from __future__ import annotations

@@ -291,13 +291,7 @@ def figures(s: Summary, out: Path) -> list[Path]:
     from planner.plots import arena_bound_figure, fits_matrix_figure, traffic_budget_figure
 
     written = []
-    panels: dict[str, dict[str, list]] = {}
-    for r in s.cells:
-        if r["arena_bytes"] is not None and r["budget_bytes"]:
-            panel = panels.setdefault(f"{r['model']} @ {r['target']}", {})
-            panel.setdefault(r["solver"], []).append((r["budget_bytes"], r["spill_traffic_bytes"] or 0))
-    spilled = {f"{r['model']} @ {r['target']}" for r in s.cells if r["spill_traffic_bytes"]}
-    panels = {k: v for k, v in panels.items() if k in spilled}
+    panels = traffic_panels(s.cells)
     if panels:
         traffic_budget_figure(panels, out / "traffic_vs_budget.png")
         written.append(out / "traffic_vs_budget.png")
@@ -314,3 +308,31 @@ def figures(s: Summary, out: Path) -> list[Path]:
         fits_matrix_figure([r["model"] for r in s.fits], labels, matrix, out / "fits.png")
         written.append(out / "fits.png")
     return written
+
+
+def traffic_panels(rows: list[dict]) -> dict[str, dict[str, list[tuple[int, int]]]]:
+    """One panel per model that spills somewhere: a line per solver and target, where the
+    targets on which a solver draws the same curve share one line (and one label)."""
+    curves: dict[str, dict[tuple[str, str], list]] = {}
+    for r in rows:
+        if r["arena_bytes"] is not None and r["budget_bytes"]:
+            curves.setdefault(r["model"], {}).setdefault((r["solver"], r["target"]), []).append(
+                (r["budget_bytes"], r["spill_traffic_bytes"] or 0)
+            )
+    panels = {}
+    for model, by in curves.items():
+        if not any(t for pts in by.values() for _, t in pts):
+            continue
+        same: dict[tuple, list[str]] = {}
+        for (solver, target), pts in by.items():
+            same.setdefault((solver, tuple(sorted(set(pts)))), []).append(target)
+        targets = {t for _, t in by}
+        panels[model] = {
+            solver + ("" if len(targets) == 1 else f" @ {_targets_label(ts)}"): list(pts)
+            for (solver, pts), ts in same.items()
+        }
+    return panels
+
+
+def _targets_label(targets: list[str]) -> str:
+    return ", ".join(targets) if len(targets) <= 2 else f"{targets[0]} +{len(targets) - 1} boards"
