@@ -33,6 +33,8 @@ def test_a_toml_spec_expands_its_grids_into_cells(tmp_path):
     assert glob_cell.path == str(tmp_path / "m" / "a.onnx")  # relative to the spec's folder
     assert len({c.key for c in cells}) == len(cells)
     assert load_spec(spec).cells()[0].key == cells[0].key  # keys are stable across reads
+    narrowed = load_spec(spec, {"models": "resnet8", "solvers": "best"}).cells()  # words win, in grids too
+    assert {(c.model, c.solver) for c in narrowed} == {("resnet8", "best")} and len(narrowed) == 6
 
 
 def test_yaml_specs_and_command_line_words_mean_the_same(tmp_path):

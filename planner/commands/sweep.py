@@ -22,6 +22,7 @@ from planner.sweep import (
     run_sweep,
     spec_from_mapping,
 )
+from planner.sweep.spec import with_overrides
 from planner.sweep.summary import summarise, write
 from planner.target import format_bytes
 
@@ -120,7 +121,7 @@ def _spec_and_store(args) -> tuple[Path, object]:
     stored = Store(out).load_spec()
     if stored is None or (args.summary and not words and not args.retry_failed):
         return out, None
-    return out, spec_from_mapping({**stored.raw, **words}, stored.base_dir)
+    return out, spec_from_mapping(with_overrides(stored.raw, words), stored.base_dir)
 
 
 def _engine(args, spec):

@@ -170,7 +170,18 @@ def load_spec(path: str | Path, overrides: Mapping | None = None) -> SweepSpec:
     data = _parse_text(text, p)
     if not isinstance(data, dict):
         raise SpecError(f"{p}: a spec is a mapping of keys ({', '.join(KEYS)})")
-    return spec_from_mapping({**data, **dict(overrides or {})}, p.parent.resolve())
+    return spec_from_mapping(with_overrides(data, overrides or {}), p.parent.resolve())
+
+
+def with_overrides(data: dict, overrides: Mapping) -> dict:
+    """The spec with the command line's words in force everywhere: at the top and in place
+    of the same keys in every grid."""
+    over = {k: v for k, v in overrides.items() if v is not None}
+    grids = data.get("grid")
+    out = {**data, **over}
+    if isinstance(grids, list) and over:
+        out["grid"] = [{k: v for k, v in g.items() if k not in over} if isinstance(g, dict) else g for g in grids]
+    return out
 
 
 def _parse_text(text: str, p: Path) -> object:
