@@ -1,23 +1,28 @@
 """Benchmark suite: every zoo model plus generated families, every baseline, `auto` at
 several time limits. Writes CSV + markdown + PNG to experiments/results/.
 
-    python experiments/benchmark.py                      # whole suite, auto at 10 s and 60 s
-    python experiments/benchmark.py --time-limits 30 --families sp --sizes 50,100,200,400
-    python experiments/benchmark.py --models light_inception_v1,deepcut --time-limits 5
+A thin wrapper over `planner sweep`: the cells (one plan each) come from a sweep spec in
+experiments/specs/ (or from the flags below, turned into one), run on the sweep engine
+into a results store, and the tables are written from that store.
 
-Each model runs in its own process (peak RSS is that process's), `--jobs` at a time;
-CP-SAT uses `--workers` threads per job. Every number comes from the simulator.
+    python experiments/benchmark.py --spec experiments/specs/benchmark_zoo.toml
+    python experiments/benchmark.py --models light_inception_v1,deepcut --time-limits 5
+    python experiments/benchmark.py --store experiments/results/tmp/benchmark_zoo   # tables only
+
+Each cell runs in a fresh process (`fresh_process`: peak RSS is that process's), on
+`--jobs` local workers or on Ray (`--ray [ADDRESS]`); CP-SAT uses `workers` threads per
+cell. The store resumes: a re-run plans only what is missing. Every number comes from the
+simulator.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -53,49 +58,66 @@ def _family(name: str) -> str:
     return "other"
 
 
-def run_model(name: str, time_limits: list[float], workers: int, seed: int) -> dict:
-    """One model, all solvers; runs in a fresh process."""
-    from planner.bounds import working_set_bound
-    from planner.solvers.base import SolveOptions
-    from planner.solvers.registry import get_solver
-    from planner.target import Target
+HEURISTICS = ("given-firstfit", "greedy", "best")
 
+
+def spec_from_flags(args) -> dict:
+    """The sweep spec the old flags describe (every model × the heuristics and `auto` at each limit)."""
+    from planner.models.zoo import ZOO
+
+    names: list[str] = []
+    if args.models in ("all", "zoo"):
+        names += list(ZOO)
+    if args.models in ("all", "generated"):
+        for fam in args.families.split(","):
+            sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else FAMILIES[fam]
+            names += [f"{fam}:{n}:{s}" for n in sizes for s in args.seeds.split(",")]
+    if args.models not in ("all", "zoo", "generated"):
+        names = args.models.split(",")
+    common = {"targets": ["unbounded"], "budgets": ["none"], "lifetimes": "tflm", "share": "none", "fuse": "none"}
+    common.update(workers=args.workers, seeds=[args.seed], fresh_process=True, models=names)
+    grids = [{"solvers": list(HEURISTICS), "time_limits": [0]}, {"solvers": ["auto"], "time_limits": args.time_limits}]
+    return {**common, "grid": grids}
+
+
+def rows_from_store(records: list[dict], order: list[str]) -> tuple[list[dict], list[float]]:
+    """One benchmark row per model from the sweep's cells (and the `auto` time limits)."""
+    limits = sorted({float(r["time_limit"]) for r in records if r["solver"] == "auto"})
+    by: dict[str, list[dict]] = {}
+    for r in records:
+        by.setdefault(r["model"], []).append(r)
+    rows = [_row(name, by[name]) for name in order if name in by]
+    return rows, limits
+
+
+def _row(name: str, cells: list[dict]) -> dict:
     row: dict = {"model": name, "family": _family(name)}
-    try:
-        t0 = time.perf_counter()
-        g = _graph(name)
-        row["import_s"] = round(time.perf_counter() - t0, 3)
-    except Exception as e:  # noqa: BLE001 - a missing wheel is a row, not a crash
-        row["error"] = str(e).splitlines()[0][:120]
+    failed = [c for c in cells if not c.get("metrics")]
+    if failed and not any(c.get("metrics") for c in cells):
+        row["error"] = str(failed[0].get("error") or failed[0]["status"]).splitlines()[0][:120]
         return row
-    target = Target("unbounded", None)
-    row["ops"] = len(g.ops)
-    row["working_set_bound"] = working_set_bound(g, target)
+    ok = [c for c in cells if c.get("metrics")]
+    row["import_s"] = min(c["import_s"] for c in ok)
+    row["ops"] = ok[0]["ops"]
+    row["working_set_bound"] = max(c["working_set_bound"] for c in ok)
     bounds = [row["working_set_bound"]]
-    for solver in ("given-firstfit", "greedy", "best"):
-        t0 = time.perf_counter()
-        p = get_solver(solver)(g, target, SolveOptions(time_limit=0, seed=seed))
-        row[f"{solver}_arena"] = p.metrics.arena_bytes
-        row[f"{solver}_s"] = round(time.perf_counter() - t0, 3)
-    for tl in time_limits:
-        t0 = time.perf_counter()
-        p = get_solver("auto")(g, target, SolveOptions(time_limit=tl, workers=workers, seed=seed))
-        key = f"auto{tl:g}"
-        row[f"{key}_arena"] = p.metrics.arena_bytes
-        row[f"{key}_bound"] = p.solver.bound
-        row[f"{key}_status"] = p.solver.status
-        row[f"{key}_s"] = round(time.perf_counter() - t0, 2)
-        bounds.append(p.solver.bound)
+    for c in sorted(ok, key=lambda c: (c["solver"] != "auto", c["time_limit"])):
+        if c["solver"] in HEURISTICS:
+            row[f"{c['solver']}_arena"] = c["metrics"]["arena_bytes"]
+            row[f"{c['solver']}_s"] = c["solve_s"]
+        elif c["solver"] == "auto":
+            key = f"auto{c['time_limit']:g}"
+            row[f"{key}_arena"] = c["metrics"]["arena_bytes"]
+            row[f"{key}_bound"] = c["bound"]
+            row[f"{key}_status"] = c["status"]
+            row[f"{key}_s"] = round(c["solve_s"], 2)
+            bounds.append(c["bound"])
     row["lower_bound"] = max(bounds)
     lb = row["lower_bound"]
     for k in [k for k in row if k.endswith("_arena")]:
         row[k.replace("_arena", "_ratio")] = round(row[k] / lb, 4) if lb else None
-    row["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    row["peak_rss_mib"] = max(c["peak_rss_mib"] for c in ok)
     return row
-
-
-def _worker(args):
-    return run_model(*args)
 
 
 def machine() -> str:
@@ -199,45 +221,40 @@ def _plot(rows: list[dict], autos: list[str], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spec", help="a sweep spec (experiments/specs/*.toml); replaces the model flags below")
+    ap.add_argument("--store", help="the sweep's results folder (default experiments/results/tmp/<out name>)")
     ap.add_argument("--models", default="all", help="all | zoo | generated | comma-separated names")
     ap.add_argument("--families", default=",".join(FAMILIES), help="generated families to include")
     ap.add_argument("--sizes", help="override generated sizes, e.g. 50,100,200,400")
     ap.add_argument("--seeds", default="0", help="seeds for generated graphs")
     ap.add_argument("--time-limits", default="10,60")
-    ap.add_argument("--jobs", type=int, default=1, help="models run in parallel")
-    ap.add_argument("--workers", type=int, default=2, help="CP-SAT threads per job")
+    ap.add_argument("--jobs", type=int, default=1, help="cells run in parallel (local pool)")
+    ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the cells on Ray instead")
+    ap.add_argument("--workers", type=int, default=2, help="CP-SAT threads per cell")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(RESULTS / "benchmark"), help="output path without extension")
+    ap.add_argument("--out", help="output path without extension (default: results/<spec name>, or results/benchmark)")
     args = ap.parse_args()
-    from rich.progress import Progress
+    from planner.sweep import PoolEngine, ProgressLine, RayEngine, Store, load_spec, run_sweep, spec_from_mapping
+    from planner.sweep.spec import expand_models
 
-    from planner.models.zoo import ZOO
-
-    names: list[str] = []
-    if args.models in ("all", "zoo"):
-        names += list(ZOO)
-    if args.models in ("all", "generated"):
-        for fam in args.families.split(","):
-            sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else FAMILIES[fam]
-            names += [f"{fam}:{n}:{s}" for n in sizes for s in args.seeds.split(",")]
-    if args.models not in ("all", "zoo", "generated"):
-        names = args.models.split(",")
-    limits = [float(t) for t in args.time_limits.split(",")]
-    rows: list[dict] = []
-    ctx = mp.get_context("spawn")
-    with Progress() as bar, ctx.Pool(args.jobs, maxtasksperchild=1) as pool:
-        task = bar.add_task("benchmark", total=len(names))
-        for row in pool.imap_unordered(_worker, [(n, limits, args.workers, args.seed) for n in names]):
-            rows.append(row)
-            msg = row.get("error") or f"{row['ops']} ops, auto {row.get(f'auto{limits[-1]:g}_status')}"
-            bar.console.print(f"{row['model']}: {msg}")
-            bar.advance(task)
-    rows.sort(key=lambda r: names.index(r["model"]))
-    line = "python experiments/benchmark.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"
-    )
-    write_outputs(rows, limits, Path(args.out), line)
-    print(f"written {Path(args.out).with_suffix('.md')} (.csv, .png)")
+    args.time_limits = [float(t) for t in args.time_limits.split(",")]
+    out = Path(args.out or RESULTS / (Path(args.spec).stem if args.spec else "benchmark"))
+    store = Store(args.store or RESULTS / "tmp" / out.name)
+    spec = load_spec(args.spec) if args.spec else spec_from_mapping(spec_from_flags(args), Path.cwd())
+    line = "python experiments/benchmark.py " + " ".join(sys.argv[1:])
+    if args.store and not args.spec and args.models == "all" and store.exists():  # tables only
+        spec = store.load_spec() or spec
+    else:
+        engine = RayEngine(None if args.ray == "local" else args.ray) if args.ray else PoolEngine(args.jobs)
+        progress = ProgressLine()
+        run_sweep(spec, store, engine, progress=progress)
+        progress.close()
+    order = [n for g in spec.grids for n, _ in expand_models(g["models"], spec.base_dir)]
+    keys = {c.key for c in spec.cells()}
+    records = [r for k, r in store.cells().items() if k in keys]
+    rows, limits = rows_from_store(records, list(dict.fromkeys(order)))
+    write_outputs(rows, limits, out, line)
+    print(f"written {out.with_suffix('.md')} (.csv, .png) from {store.root}")
 
 
 if __name__ == "__main__":

@@ -1,189 +1,177 @@
 """Spill sweep: non-compulsory traffic of the spill solvers as the L1 budget shrinks.
 
-For each model (a zoo name or model path loaded with ``planner.models.zoo.load_model``,
-optionally suffixed ``@in_place`` / ``@load`` for the weight placement, or a seeded random
-DAG ``rand:<ops>:<seed>``) the budgets are 100/75/50/30 % of the best no-spill heuristic
-arena, each clamped up to the smallest budget any plan can use (``min_budget``: the largest
-aligned op working set); clamped budgets are reported as such and equal budgets are
-solved once. Every solver's plan is finalized by the simulator, so the figures are the
-simulator's. Exact solvers (and auto) are skipped where the heuristics already reach zero
-non-compulsory traffic, and cpsat-stage past ``--stage-max-ops`` (its model is O(T·|V|)).
+A thin wrapper over `planner sweep` (experiments/specs/spill_sweep.toml is the committed
+table's spec). For each model (a zoo name or model path, optionally suffixed
+``@in_place`` / ``@load`` for the weight placement, or a seeded random DAG
+``rand:<ops>:<seed>``, `graphs.random_dag`) the budgets are 100/75/50/30 % of the best
+no-spill heuristic arena, each clamped up to the smallest budget any plan can use
+(``min_budget``: the largest aligned op working set); clamped budgets are reported as such
+and equal budgets are solved once. Every solver's plan is checked by the simulator, so the
+figures are the simulator's. cpsat-stage is skipped past ``--stage-max-ops`` (its model is
+O(T·|V|)).
 
-    python experiments/spill_sweep.py rand:20:0 rand:40:0 rand:80:0 rand:160:0 \
-        ppocr_cls deepcut light_shufflenet resnet8 \
-        silero_vad_16k_sequence@in_place silero_vad_openvino_16k@in_place --time-limit 10
+    python experiments/spill_sweep.py --spec experiments/specs/spill_sweep.toml
+    python experiments/spill_sweep.py rand:20:0 rand:40:0 ppocr_cls silero_vad_16k_sequence@in_place --time-limit 10
 
-Writes experiments/results/spill_sweep.{csv,md,png}.
+Writes experiments/results/spill_sweep.{csv,md,png}; the sweep's store (which resumes) is
+experiments/results/tmp/<out name>/.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import random
 import sys
-import time
 from pathlib import Path
 
-from planner.graph import Graph, graph_from_records
-from planner.solvers.base import DoesNotFit, SolveOptions
-from planner.solvers.heuristic import best_heuristic
-from planner.solvers.heuristics.spill import min_budget
-from planner.solvers.registry import get_solver
-from planner.target import Target
+from graphs import random_dag  # noqa: F401 - `spill_sweep.random_dag` as before
 
 SOLVERS = ("spill-belady", "spill-largest", "spill-cost", "cpsat-spill", "cpsat-stage", "auto")
 HEURISTICS = ("spill-belady", "spill-largest", "spill-cost")
 FRACTIONS = (1.0, 0.75, 0.5, 0.3)
+HERE = Path(__file__).parent
 
 
-def random_dag(n_ops: int, seed: int) -> Graph:
-    """A seeded DAG shaped like a CNN with skip connections and side branches.
-
-    Mostly each op reads the previous tensor; ops in the second half often also read the
-    mirrored tensor of the first half (U-Net skips), others an older one, and some ops
-    start a side branch. Long-lived tensors are what make
-    the no-spill arena much larger than the largest working set, i.e. where spills pay.
-    """
-    rng = random.Random(seed)
-    sizes = {"x": 16 * rng.randint(8, 64)}
-    ops, tensors, weights, outputs = [], ["x"], set(), set()
-    for i in range(n_ops):
-        prev = tensors[-1]
-        ins = [prev]
-        mirror = n_ops - 1 - i  # U-Net-like: the decoder half reads the encoder's tensors
-        if mirror < i and rng.random() < 0.6:
-            ins.append(tensors[mirror + 1])
-        elif len(tensors) > 2 and rng.random() < 0.2:
-            ins.append(rng.choice(tensors[:-1]))
-        elif len(tensors) > 3 and rng.random() < 0.25:
-            ins = [rng.choice(tensors[-4:-1])]  # side branch from a recent tensor
-        if rng.random() < 0.6:
-            w = f"w{i}"
-            sizes[w] = 16 * rng.randint(1, 16)
-            ins.append(w)
-            weights.add(w)
-        out = f"t{i}"
-        sizes[out] = 16 * rng.choice([4, 8, 16, 24, 32, 48, 64])
-        ops.append((f"op{i}", list(dict.fromkeys(ins)), [out]))
-        tensors.append(out)
-        if rng.random() < 0.05:
-            outputs.add(out)
-    outputs.add(tensors[-1])
-    return graph_from_records(f"rand{n_ops}_s{seed}", ops, sizes, inputs=["x"], outputs=outputs, weights=weights)
+def spec_from_args(args) -> dict:
+    """The sweep spec the positional models and flags describe (one grid per weight placement)."""
+    by_weights: dict[str, list[str]] = {}
+    for m in args.models:
+        name, _, w = m.partition("@")
+        if name.startswith("rand:"):
+            _, n, seed = name.split(":")
+            name = f"graphs.py:random_dag:{n}:{seed}"
+        by_weights.setdefault(w or args.weights, []).append(name)
+    return {
+        "targets": ["unbounded"],
+        "budgets": [f"{f * 100:g}%" for f in FRACTIONS],
+        "reference": "best",
+        "clamp": True,
+        "solvers": args.solvers.split(","),
+        "time_limits": [args.time_limit],
+        "workers": args.workers,
+        "objective": "traffic",
+        "lifetimes": "tflm",
+        "share": "none",
+        "fuse": "none",
+        "alignment": args.alignment,
+        "max_ops": {"cpsat-stage": args.stage_max_ops},
+        "grid": [{"weights": w, "models": ms} for w, ms in by_weights.items()],
+    }
 
 
-def load_model(spec: str) -> tuple[Graph, str | None]:
-    """(graph, weight placement from an ``@in_place`` / ``@load`` suffix or None)."""
-    weights = None
-    if "@" in spec:
-        spec, weights = spec.rsplit("@", 1)
-    if spec.startswith("rand:"):
-        _, n, seed = spec.split(":")
-        return random_dag(int(n), int(seed)), weights
-    from planner.models.zoo import load_model as zoo_load
+def rows_from_store(records: list[dict], order: list[str], solvers: list[str]) -> list[dict]:
+    """One row per (model, weights, budget in bytes, solver), as the tables show them: budget
+    words that resolve to the same bytes share one row and one label ("75%/50%→min")."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["model"], r["weights"], r["budget_bytes"], r["solver"]), []).append(r)
+    rows = []
+    for _key, cells in sorted(groups.items(), key=lambda kv: _order(kv[0], kv[1], order, solvers)):
+        rows.append(_row(cells))
+    belady = {
+        (r["model"], r["weights"], r["budget"]): r.get("spill_traffic") for r in rows if r["solver"] == "spill-belady"
+    }
+    for r in rows:
+        b = belady.get((r["model"], r["weights"], r["budget"]))
+        if b and r.get("spill_traffic") not in (None, ""):
+            r["vs_belady"] = f"{(r['spill_traffic'] - b) / b:+.0%}"
+    return rows
 
-    return zoo_load(spec), weights
+
+def _order(key, cells, order, solvers):
+    model, weights, budget, solver = key
+    frac = min(float(c["budget"].rstrip("%")) for c in cells)
+    return (
+        order.index(model) if model in order else len(order),
+        weights,
+        -frac,
+        solvers.index(solver) if solver in solvers else 99,
+    )
 
 
-def _budgets(arena: int, mb: int) -> list[tuple[str, int, bool]]:
-    """(label, budget, clamped) for each fraction, equal budgets merged into one label."""
-    out: dict[int, tuple[list[str], bool]] = {}
-    for f in FRACTIONS:
-        want = int(f * arena)
-        b = max(mb, want)
-        labels, clamped = out.setdefault(b, ([], False))
-        labels.append(f"{int(f * 100)}%")
-        out[b] = (labels, clamped or want < mb)
-    return [("/".join(lab) + ("→min" if cl else ""), b, cl) for b, (lab, cl) in out.items()]
+def _row(cells: list[dict]) -> dict:
+    cells = sorted(cells, key=lambda c: -float(c["budget"].rstrip("%")))
+    c = cells[0]
+    label = "/".join(x["budget"] for x in cells) + ("→min" if c.get("clamped") else "")
+    row = {
+        "model": c.get("graph") or c["model"],
+        "weights": c["weights"],
+        "ops": c.get("ops"),
+        "nospill_arena": c.get("nospill_arena"),
+        "min_budget": c.get("min_budget"),
+        "budget_label": label,
+        "budget": c["budget_bytes"],
+        "clamped": c.get("clamped"),
+        "solver": c["solver"],
+    }
+    if not c.get("metrics"):
+        row["status"] = c.get("error") if c["status"] == "skipped" else c["status"]
+        if c["status"] == "does-not-fit":
+            row["error"] = str(c.get("error", ""))[:80]
+        return row
+    m = c["metrics"]
+    spill = c["spill_traffic_bytes"]
+    tb = c["bound"] if c.get("bound_objective") == "traffic" else None
+    gap = "" if tb is None else (f"{(spill - tb) / spill:.0%}" if spill else "0%")
+    inner = (c.get("facts") or {}).get("inner", "")
+    return {
+        **row,
+        "status": c["status"],
+        "inner": inner,
+        "arena": m["arena_bytes"],
+        "peak": m["peak_l1_bytes"],
+        "spill_traffic": spill,
+        "vs_belady": "",
+        "traffic_bound": "" if tb is None else tb,
+        "gap": gap,
+        "steps": m["steps"],
+        "time_s": round(c["solve_s"], 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", help="zoo names / model paths (suffix @in_place|@load) or rand:<ops>:<seed>")
+    ap.add_argument("models", nargs="*", help="zoo names / model paths (suffix @in_place|@load) or rand:<ops>:<seed>")
+    ap.add_argument("--spec", help="a sweep spec (experiments/specs/spill_sweep.toml) instead of the models and flags")
+    ap.add_argument("--store", help="the sweep's results folder (default experiments/results/tmp/<out name>)")
     ap.add_argument("--time-limit", type=float, default=10.0, help="per exact solve (s)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--weights", default="load", choices=["load", "in_place"], help="default weight placement")
     ap.add_argument("--alignment", type=int, default=16)
     ap.add_argument("--solvers", default=",".join(SOLVERS))
     ap.add_argument("--stage-max-ops", type=int, default=80, help="skip cpsat-stage on larger graphs")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "spill_sweep"))
+    ap.add_argument("--jobs", type=int, default=1, help="cells run in parallel (local pool)")
+    ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the cells on Ray instead")
+    ap.add_argument("--out", default=str(HERE / "results" / "spill_sweep"))
     args = ap.parse_args(argv)
-    solvers = args.solvers.split(",")
-    rows: list[dict] = []
-    for spec in args.models:
-        g, wmode = load_model(spec)
-        wmode = wmode or args.weights
-        base = Target("sweep", None, None, wmode, args.alignment)
-        arena = best_heuristic(g, base)[0]
-        mb = min_budget(g, base)
-        for label, b, clamped in _budgets(arena, mb):
-            tg = base.with_budget(b)
-            heur_best = None
-            belady = None
-            for sname in solvers:
-                common = {
-                    "model": g.name,
-                    "weights": wmode,
-                    "ops": len(g.ops),
-                    "nospill_arena": arena,
-                    "min_budget": mb,
-                    "budget_label": label,
-                    "budget": b,
-                    "clamped": clamped,
-                    "solver": sname,
-                }
-                if sname not in HEURISTICS and heur_best == 0:
-                    rows.append({**common, "status": "skipped (heuristics reach 0)", "spill_traffic": 0})
-                    continue
-                if sname == "cpsat-stage" and len(g.ops) > args.stage_max_ops:
-                    rows.append({**common, "status": f"skipped (> {args.stage_max_ops} ops)"})
-                    continue
-                opts = SolveOptions(time_limit=args.time_limit, workers=args.workers, seed=0, objective="traffic")
-                t0 = time.perf_counter()
-                try:
-                    plan = get_solver(sname)(g, tg, opts)
-                except DoesNotFit as e:
-                    rows.append({**common, "status": "does-not-fit", "error": str(e)[:80]})
-                    continue
-                wall = time.perf_counter() - t0
-                m = plan.metrics
-                if sname in HEURISTICS:
-                    heur_best = m.spill_traffic_bytes if heur_best is None else min(heur_best, m.spill_traffic_bytes)
-                if sname == "spill-belady":
-                    belady = m.spill_traffic_bytes
-                tb = plan.solver.options.get("spill_traffic_bound")
-                gap = (
-                    ""
-                    if tb is None
-                    else (
-                        f"{(m.spill_traffic_bytes - tb) / m.spill_traffic_bytes:.0%}" if m.spill_traffic_bytes else "0%"
-                    )
-                )
-                vs = ""
-                if belady:
-                    vs = f"{(m.spill_traffic_bytes - belady) / belady:+.0%}"
-                rows.append(
-                    {
-                        **common,
-                        "status": plan.solver.status,
-                        "inner": plan.solver.options.get("inner", ""),
-                        "arena": m.arena_bytes,
-                        "peak": m.peak_l1_bytes,
-                        "spill_traffic": m.spill_traffic_bytes,
-                        "vs_belady": vs,
-                        "traffic_bound": "" if tb is None else tb,
-                        "gap": gap,
-                        "steps": m.steps,
-                        "time_s": round(wall, 2),
-                    }
-                )
-                print(
-                    f"{g.name:24s} {label:>14s} B={b:8d} {sname:14s} {plan.solver.status:9s} "
-                    f"arena={m.arena_bytes:8d} spill={m.spill_traffic_bytes:8d} {vs:>5s} gap={gap:>4s} {wall:6.2f}s",
-                    flush=True,
-                )
-    out = Path(args.out)
+    from planner.sweep import PoolEngine, ProgressLine, RayEngine, Store, load_spec, run_sweep, spec_from_mapping
+    from planner.sweep.spec import expand_models
+
+    if not args.spec and not args.models:
+        ap.error("give models or --spec")
+    spec = load_spec(args.spec) if args.spec else spec_from_mapping(spec_from_args(args), HERE)
+    store = Store(args.store or HERE / "results" / "tmp" / Path(args.out).name)
+    engine = RayEngine(None if args.ray == "local" else args.ray) if args.ray else PoolEngine(args.jobs)
+    progress = ProgressLine()
+    run_sweep(spec, store, engine, progress=progress)
+    progress.close()
+    order = list(dict.fromkeys(n for g in spec.grids for n, _ in expand_models(g["models"], spec.base_dir)))
+    solvers = list(dict.fromkeys(s for g in spec.grids for s in g["solvers"]))
+    keys = {c.key for c in spec.cells()}
+    records = [r for k, r in store.cells().items() if k in keys]
+    order = [next((r.get("graph") for r in records if r["model"] == n and r.get("graph")), n) for n in order]
+    for r in records:
+        r["model"], r["graph"] = r.get("graph") or r["model"], r.get("graph")
+    rows = rows_from_store(records, order, solvers)
+    workers = max(g["workers"] for g in spec.grids)
+    alignment = spec.grids[0]["alignment"] or 16
+    cmd = "python experiments/spill_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_tables(rows, Path(args.out), cmd, workers, alignment)
+    return 0
+
+
+def write_tables(rows: list[dict], out: Path, cmd: str, workers: int, alignment: int) -> None:
+    """spill_sweep.csv, .md (summary, then every run) and .png, in the committed format."""
     out.parent.mkdir(parents=True, exist_ok=True)
     keys = [
         "model",
@@ -210,9 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    cmd = "python experiments/spill_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
-        f"Command: `{cmd}` (workers={args.workers}, alignment={args.alignment}).",
+        f"Command: `{cmd}` (workers={workers}, alignment={alignment}).",
         "Budgets: fraction of the best no-spill heuristic arena; `→min` = clamped up to the",
         "smallest budget any plan can use. `vs Belady` = non-compulsory traffic relative to",
         "spill-belady at the same budget. `bound`/`gap` only where a solver proves one.",
@@ -232,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     _plot(rows, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.csv')}, .md, .png")
-    return 0
 
 
 def summary(rows: list[dict]) -> list[str]:

@@ -18,7 +18,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["plan", "show", "solvers", "compare", "run", "export", "report"]
+COMMANDS = ["plan", "show", "solvers", "compare", "run", "export", "report", "sweep"]
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_CODES = {
     EXIT_OK: "ok",

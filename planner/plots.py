@@ -211,3 +211,80 @@ def sweep_figure(rows: Sequence[dict], path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def traffic_budget_figure(panels: dict[str, dict[str, list[tuple[int, int]]]], path: str, cols: int = 4) -> None:
+    """Spill traffic against the L1 budget, one panel per model (and target), one line per
+    solver: how much slow-memory traffic each kilobyte of SRAM saves. `panels` maps a panel
+    title to solver -> [(budget bytes, spill traffic bytes)]."""
+    names = list(panels)[:48]
+    cols = max(1, min(cols, len(names)))
+    nrows = -(-len(names) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for solver, pts in panels[name].items():
+            pts = sorted(set(pts))
+            ax.plot([b / KiB for b, _ in pts], [t / KiB for _, t in pts], marker="o", markersize=3, label=solver)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("L1 budget (KiB)", fontsize=8)
+        ax.set_ylabel("spill traffic (KiB)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def arena_bound_figure(points: dict[str, list[tuple[int, int]]], path: str) -> None:
+    """Arena against the proven lower bound, one colour per solver, log-log, with the
+    diagonal where a plan is proven optimal: how far each solver stays from the physical
+    limit across a whole sweep. `points` maps a solver to [(bound bytes, arena bytes)]."""
+    fig, ax = plt.subplots(figsize=(7, 6))
+    markers = "osD^vP*X<>"
+    lo, hi = None, None
+    for i, (solver, pts) in enumerate(points.items()):
+        xs, ys = [b / KiB for b, _ in pts], [a / KiB for _, a in pts]
+        ax.scatter(xs, ys, s=22, marker=markers[i % len(markers)], alpha=0.7, label=solver)
+        lo = min([lo or min(xs), *xs, *ys])
+        hi = max([hi or max(xs), *xs, *ys])
+    if lo and hi:
+        ax.plot([lo, hi], [lo, hi], color="k", linewidth=0.8, linestyle=":", label="arena = bound")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("proven lower bound (KiB)")
+    ax.set_ylabel("arena (KiB)")
+    ax.set_title("Arena vs lower bound, per solver (on the diagonal: optimal)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+FIT_COLOURS = {"fits": "#4caf50", "spills": "#ffb300", "no": "#e53935", "error": "#9e9e9e", "?": "#eeeeee"}
+
+
+def fits_matrix_figure(
+    models: Sequence[str], boards: Sequence[str], matrix: Sequence[Sequence[str]], path: str
+) -> None:
+    """Models × boards: fits without spills, fits only by spilling, does not fit, unknown.
+    The answer to "which board does each model of a family run on" at a glance."""
+    from matplotlib.colors import to_rgb
+
+    fig, ax = plt.subplots(figsize=(1.3 * len(boards) + 3, 0.32 * len(models) + 1.8))
+    grid = [[to_rgb(FIT_COLOURS.get(v, "#ffffff")) for v in row] for row in matrix]
+    ax.imshow(grid, aspect="auto")
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, v, ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(boards)))
+    ax.set_xticklabels(boards, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(models)))
+    ax.set_yticklabels(models, fontsize=7)
+    ax.set_title("Does the model fit the board's L1?")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
