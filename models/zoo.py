@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from planner.suggest import did_you_mean
+
 from .errors import ModelError
 from .importers import load_file
 
@@ -199,7 +201,7 @@ def _entry(name: str) -> ZooEntry:
     try:
         return ZOO[name]
     except KeyError:
-        raise ZooError(f"unknown zoo model {name!r}; known: {', '.join(ZOO)}") from None
+        raise ZooError(f"unknown zoo model {name!r}{did_you_mean(name, ZOO)}; known: {', '.join(ZOO)}") from None
 
 
 def locate(name: str) -> Path:
@@ -300,7 +302,9 @@ def load_model(
             and os.sep not in name_or_path
             and "." not in name_or_path
         ):
-            raise ZooError(f"{name_or_path!r} is neither a zoo model nor a file; zoo models: {', '.join(ZOO)}")
+            hint = did_you_mean(name_or_path, ZOO)
+            known = "`planner zoo` lists the zoo" if hint else f"zoo models: {', '.join(ZOO)}"
+            raise ZooError(f"{name_or_path!r} is neither a zoo model nor a file{hint}; {known}")
     values = {**values, **dict(input_values or {})}
     pins = {"input_shapes": input_shapes or None, "dims": dims or None, "input_values": values or None}
     if fuse == "onnxruntime":
@@ -319,7 +323,7 @@ def import_table(names: Iterable[str] | None = None) -> list[dict]:
     import time
 
     rows = []
-    for name in names or [n for n, e in ZOO.items() if e.format == "onnx"]:
+    for name in names or list(ZOO):
         t0 = time.perf_counter()
         try:
             g = load_model(name)

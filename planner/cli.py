@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata as md
 import os
+import re
 import sys
 
-COMMANDS = ["plan", "show", "solvers", "compare", "run", "export", "report", "sweep"]
+from planner.suggest import did_you_mean
+
+COMMANDS = ["plan", "show", "solvers", "compare", "run", "export", "report", "sweep", "zoo"]
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_CODES = {
     EXIT_OK: "ok",
@@ -39,8 +43,19 @@ class Parser(argparse.ArgumentParser):
     (``--help`` is unchanged). Subparsers inherit the class (argparse uses ``type(self)``)."""
 
     def error(self, message: str):
-        """argparse's hook for a command line it cannot parse: raise instead of exiting."""
+        """argparse's hook for a command line it cannot parse: raise instead of exiting (with
+        "did you mean" for an unknown choice, such as a misspelt command)."""
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            message += did_you_mean(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _version() -> str:
+    try:
+        return md.version("planner")
+    except md.PackageNotFoundError:  # run from a source tree that is not installed
+        return "(not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--version", action="version", version=f"planner {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"planner.commands.{name}").register(sub)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Literal, get_args
 
+from planner.suggest import did_you_mean
+
 if TYPE_CHECKING:
     from planner.graph import Tensor
 
@@ -250,7 +252,7 @@ def get_target(
         raise TargetError(f"the target name is empty; presets: {', '.join(PRESETS)}")
     key = (name or "unbounded").lower()
     if key not in PRESETS:
-        raise TargetError(f"unknown target {name!r}; presets: {', '.join(PRESETS)}")
+        raise TargetError(f"unknown target {name!r}{did_you_mean(key, PRESETS)}; presets: {', '.join(PRESETS)}")
     t = PRESETS[key]
     if budget is not None:
         t = replace(t, budget=parse_size(budget))

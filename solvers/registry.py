@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from planner.solvers.lifetimes import with_lifetimes
 from planner.solvers.storage import with_sharing
+from planner.suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def get_solver(name: str) -> Callable:
     a storage graph where tensors share bytes); no-spill solvers honour `target.lifetimes`
     (solvers/lifetimes.py); spill solvers and `auto` plan stages directly."""
     if name not in SOLVERS:
-        raise UnknownSolver(f"unknown solver {name!r}; available: {', '.join(SOLVERS)}")
+        raise UnknownSolver(f"unknown solver {name!r}{did_you_mean(name, SOLVERS)}; available: {', '.join(SOLVERS)}")
     spec = SOLVERS[name]
     if name == "auto":
         return spec.load()

@@ -27,6 +27,7 @@ from planner.report import console, live_progress
 from planner.simulate import PlanError
 from planner.solvers.base import DoesNotFit, SolveOptions, Timer
 from planner.solvers.registry import SOLVERS
+from planner.suggest import did_you_mean
 from planner.target import TargetError, format_bytes, parse_size
 
 
@@ -137,7 +138,7 @@ def _solvers_and_targets(args, base_target) -> tuple[list[str], list]:
         targets = [base_target]
     for n in names:
         if n not in SOLVERS:
-            raise CliError(f"unknown solver {n!r}; available: {', '.join(SOLVERS)}")
+            raise CliError(f"unknown solver {n!r}{did_you_mean(n, SOLVERS)}; available: {', '.join(SOLVERS)}")
     return names, targets
 
 

@@ -24,6 +24,7 @@ from planner.models.tflite import tflm_gaps
 from planner.report import console, live_progress, summary_dict, summary_table
 from planner.solvers.base import SolveOptions
 from planner.solvers.registry import SOLVERS
+from planner.suggest import did_you_mean
 
 
 def register(sub) -> None:
@@ -42,7 +43,8 @@ def register(sub) -> None:
 def run(args) -> int:
     """Plan, write the plan file, print the summary (or --json)."""
     if args.solver not in SOLVERS:
-        raise CliError(f"unknown solver {args.solver!r}; available: {', '.join(SOLVERS)}")
+        hint = did_you_mean(args.solver, SOLVERS)
+        raise CliError(f"unknown solver {args.solver!r}{hint}; available: {', '.join(SOLVERS)}")
     check_writable(args.output, "plan file")
     target = make_target(args)
     graph = load_graph(args, target)

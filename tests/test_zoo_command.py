@@ -1,0 +1,37 @@
+"""`planner zoo` lists every model fast and its op counts are the importer's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from planner.cli import main
+from planner.models.zoo import ZOO, is_available, load_model
+from planner.models.zoo_facts import OPS
+
+
+def test_zoo_lists_every_model_with_ops_and_availability(capsys):
+    assert main(["zoo", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    names = [r["name"] for r in d["models"]]
+    assert names == list(ZOO)
+    assert {r["format"] for r in d["models"]} >= {"onnx", "tflite"}
+    for r in d["models"]:
+        assert r["ops"] == OPS[r["name"]]
+        assert r["available"] in ("installed", "bundled") or r["available"].startswith("pip install")
+    assert any(g["name"].startswith("sp:") for g in d["generated"])
+
+
+@pytest.mark.parametrize("name", ["resnet8", "sine_float", "alexa", "attacut-c"])
+def test_op_counts_are_the_importers(name):
+    if not is_available(name):
+        pytest.skip(ZOO[name].install)
+    assert len(load_model(name).ops) == OPS[name]
+
+
+@pytest.mark.slow
+def test_every_installed_models_op_count_is_the_importers():
+    for name in ZOO:
+        if is_available(name):
+            assert len(load_model(name).ops) == OPS[name], name
