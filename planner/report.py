@@ -102,6 +102,17 @@ def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan")
     return t
 
 
+def rows_table(title: str, rows: list[dict]) -> Table:
+    """A terminal table of dict rows (the per-tensor and per-op tables of `planner show`,
+    the same rows as the HTML report's)."""
+    t = Table(title=title)
+    for k in rows[0] if rows else ():
+        t.add_column(k, justify="right" if isinstance(rows[0][k], int) else "left", overflow="fold")
+    for r in rows:
+        t.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in r.values()))
+    return t
+
+
 class LiveLine:
     """The one line a long solve shows on a terminal, re-drawn on every refresh so the clock
     ticks even while a solver is busy: what it is doing, elapsed of the time limit (a bar),

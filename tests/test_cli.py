@@ -133,3 +133,21 @@ def test_solvers_lists_everything(capsys):
     assert main(["solvers"]) == 0
     out = capsys.readouterr().out
     assert "given-firstfit" in out and "stm32f746" in out
+
+
+def test_show_lists_every_tensor_and_op(tmp_path, capsys):
+    """`planner show --tensors --ops` answers "what is where" on the terminal (Vela's
+    --verbose-allocation, TFLM's PrintMemoryPlan): every tensor and every op by name."""
+    from planner.plan import read_plan
+
+    out_path = tmp_path / "p.json"
+    assert main(["plan", "resnet8", "--solver", "greedy", "--quiet", "-o", str(out_path)]) == 0
+    capsys.readouterr()
+    assert main(["show", str(out_path), "--tensors", "--ops"]) == 0
+    out = capsys.readouterr().out.replace(" ", "").replace("\n", "").replace("│", "")
+    plan = read_plan(out_path)
+    ops = [s.name for s in plan.stages if s.kind == "R"]
+    loaded = [s.name for s in plan.stages if s.kind == "L"]
+    assert "tensors" in out and "resident" in out and ops and loaded
+    for name in ops + loaded:
+        assert name in out

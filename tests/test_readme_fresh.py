@@ -28,6 +28,7 @@ def console_commands() -> list[str]:
     """Every `$ planner ...` line of README's console blocks, comments cut."""
     out = []
     for block in re.findall(r"```console\n(.*?)```", README, flags=re.S):
+        block = re.sub(r"\\\n\s*", " ", block)  # a `\` continuation joins its next line
         for line in block.splitlines():
             if line.startswith("$ "):
                 out.append(line[2:].split("  #")[0].split(" # ")[0].strip())
@@ -37,6 +38,7 @@ def console_commands() -> list[str]:
 def test_readme_lists_console_commands():
     cmds = console_commands()
     assert cmds and all(c.startswith("planner ") for c in cmds)
+    assert all(shlex.split(c) for c in cmds)  # every line parses as the shell would
     assert any(".tflite" in c or "nabu" in c for c in cmds) and any(c.startswith("planner report") for c in cmds)
 
 

@@ -6,7 +6,8 @@ import json
 import sys
 
 from planner.commands.common import CliError
-from planner.report import console, summary_dict, summary_table
+from planner.html_report import per_op, per_tensor
+from planner.report import console, rows_table, summary_dict, summary_table
 from planner.simulate import MetricsMismatch, replay_plan_file
 
 
@@ -15,6 +16,8 @@ def register(sub) -> None:
     p = sub.add_parser("show", help="re-check a plan file with the simulator and print its summary")
     p.add_argument("plan", help="plan file (planner.plan JSON)")
     p.add_argument("--stages", action="store_true", help="also list every stage")
+    p.add_argument("--tensors", action="store_true", help="also a table of every tensor (bytes, offsets, ops, shares)")
+    p.add_argument("--ops", action="store_true", help="also a table of every op (memory resident while it runs)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
 
@@ -42,6 +45,12 @@ def run(args) -> int:
                     f"{i:5d}  {s.kind} {s.name}  " + (f"@{s.offset}" if s.kind == "L" else str(s.offsets or "")),
                     highlight=False,
                 )
+        if args.tensors:
+            con.print(rows_table("tensors", per_tensor(plan)))
+        if args.ops:
+            con.print(
+                rows_table("ops (resident: L1 bytes held while the op runs; own: its inputs and outputs)", per_op(plan))
+            )
     if r.diffs:
         raise CliError(str(MetricsMismatch(args.plan, r.diffs)), 1)
     return 0
