@@ -16,6 +16,7 @@ so that its objective equals ours. `hmcos_order` tries both and keeps the better
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import tempfile
@@ -55,13 +56,23 @@ def to_onnx(graph: Graph, types: str = "real") -> onnx.ModelProto:
     return helper.make_model(g, producer_name="planner")
 
 
-def run_hmcos(binary: str, graph: Graph, types: str = "real", timeout: float = 600) -> tuple[list[str], float, int]:
-    """(order, HMCOS's own scheduling time in s, wall s of the whole call) for `graph`."""
+MEMORY_CAP = 10 * 2**30  # HMCOS's DP can take more than the machine has on wide graphs
+
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+
+
+def run_hmcos(binary: str, graph: Graph, types: str = "real", timeout: float = 600) -> tuple[list[str], float, float]:
+    """(order, HMCOS's own scheduling time in s, wall s of the whole call) for `graph`;
+    the process gets at most MEMORY_CAP bytes of address space and `timeout` seconds."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / f"{graph.name}.onnx"
         onnx.save(to_onnx(graph, types), path)
         t0 = time.perf_counter()
-        out = subprocess.run([binary, str(path)], capture_output=True, text=True, timeout=timeout, check=True)
+        out = subprocess.run(
+            [binary, str(path)], capture_output=True, text=True, timeout=timeout, check=True, preexec_fn=_cap_memory
+        )
         wall = time.perf_counter() - t0
     lines = out.stdout.splitlines()
     ms = float(next(ln for ln in lines if ln.startswith("#time_ms")).split()[1])

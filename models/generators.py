@@ -291,7 +291,7 @@ def _nas_cell(net: _Net, p: str, cell: NasCell, cur: str, prev: str | None, chan
     larger, ReLU + 1×1 when its channels differ), five blocks, the unused states concatenated."""
     if prev is None:
         prev = cur
-    elif net.shape[prev][1] != net.shape[cur][1]:
+    if net.shape[prev][1] != net.shape[cur][1]:
         prev = _factorized_reduce(net, f"{p}/prev", prev, channels)
     elif net.shape[prev][0] != channels:
         prev = _relu_conv(net, f"{p}/prev", prev, channels)

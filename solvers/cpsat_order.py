@@ -64,8 +64,13 @@ def build_order_model(
     reach: Reach | None = None,
     upper: int | None = None,
     distinct: str = "alldiff",
+    glue: Sequence[tuple[str, str]] = (),
 ) -> OrderModel:
-    """Positions, live intervals and the cumulative on P; hints every variable from `hint_order`."""
+    """Positions, live intervals and the cumulative on P; hints every variable from `hint_order`.
+
+    `glue`: pairs (u, v) that must run back to back (pos[v] = pos[u] + 1). A restriction,
+    not a relaxation: a model with glue bounds only the glued orders (solvers/hierarchical.py
+    uses it to search cells fast and never takes its bound for a bound)."""
     n = len(graph.ops)
     reach = reach or Reach(graph)
     hp = {o: i for i, o in enumerate(hint_order)} if hint_order is not None else None
@@ -82,6 +87,8 @@ def build_order_model(
         m.add_no_overlap([m.new_fixed_size_interval_var(v, 1, f"u_{o}") for o, v in pos.items()])
     for u, v in graph.dag.edges:
         m.add(pos[v] >= pos[u] + 1)
+    for u, v in glue:
+        m.add(pos[v] == pos[u] + 1)
 
     mins: dict[tuple[str, ...], cp_model.LinearExprT] = {}
     maxs: dict[tuple[str, ...], cp_model.LinearExprT] = {}
@@ -161,16 +168,19 @@ def optimal_order(
     hint: Sequence[str] | None = None,
     progress: Callable[[Progress], None] | None = None,
     deterministic: bool = False,
+    glue: Sequence[tuple[str, str]] = (),
 ) -> OrderResult:
     """Minimum aligned max-live order (no spills). Never worse than `hint` (default: the best
-    heuristic order by aligned max-live)."""
+    heuristic order by aligned max-live). With `glue` (see `build_order_model`) the order and
+    its bound are over the glued orders only: the status and bound are then not facts about
+    the graph."""
     timer = Timer()
     if hint is None or not graph.is_topological(hint):
         hint = heuristic_start(graph, target).peak_order
     hint = list(hint)
     items = lifetime_items(graph, target)
     m = cp_model.CpModel()
-    om = build_order_model(m, graph, target, items, hint_order=hint)
+    om = build_order_model(m, graph, target, items, hint_order=hint, glue=glue)
     max_slack = om.max_slack
     hint_peak = om.hint_peak
     lb = om.aligned_bound
