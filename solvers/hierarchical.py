@@ -171,9 +171,11 @@ def cell_key(g: Graph, target: Target, background: int) -> tuple:
     rows = []
     for k, name in enumerate(ops):
         o = g.op(name)
+        for t in o.inputs:  # outside tensors numbered as first read, with their relative size
+            local.setdefault(t, ("in", len(local), Fraction(target.align(g.size(t)), top), g.tensors[t].kind))
         for j, t in enumerate(o.outputs):
             local[t] = (k, j)
-        ins = tuple(local.get(t, ("in", Fraction(target.align(g.size(t)), top), g.tensors[t].kind)) for t in o.inputs)
+        ins = tuple(local[t] for t in o.inputs)
         outs = tuple((Fraction(target.align(g.size(t)), top), g.tensors[t].kind) for t in o.outputs)
         rows.append((o.type, ins, outs))
     return (tuple(rows), Fraction(background, top)), ops
