@@ -288,7 +288,7 @@ def hierarchical_order(
         order = sorted(base, key=lambda o: (cell[o], pos[o]))
         cuts = [0] + [i for i in range(1, len(order)) if cell[order[i]] != cell[order[i - 1]]] + [len(order)]
         bounds = [(a, b) for a, b in pairwise(cuts) if b > a]
-        left = (time_limit - timer.elapsed) / (len(assignments) - k)
+        left = (time_limit - timer.elapsed) * (0.7 if k == 0 else 1 / (len(assignments) - k))
         if left < 0.05:
             break
         new, solved, reused, proven = _solve_cells(graph, target, order, bounds, left, options, cache)

@@ -213,7 +213,7 @@ def phase_windows(s: NoSpill) -> None:
     if wb.aligned > s.strong:
         s.strong = wb.aligned
         s.facts.update(strong_bound=wb.aligned, strong_bound_how=f"window{wb.best}")
-    s.bound = max(s.bound, s.strong - max_slack(s.graph, s.target))
+    s.bound = max(s.bound, s.strong - max_slack(s.graph, s.target), wb.raw)
     s.proven = s.peak <= s.strong
     s.report(f"window bound {wb.aligned}", s.peak)
 

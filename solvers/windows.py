@@ -27,7 +27,14 @@ of W (made before a, used after b) and are not tensors of W's graph. So the alig
 bytes of π at x are at least W's live bytes at x plus the background: min over orders of
 W's aligned max-live, plus the background, is a lower bound on every order's aligned
 max-live. Any proven lower bound on W's minimum (the order model's bound, the relaxation
-DP of solvers/relax.py) gives one too. Tested against brute force in
+DP of solvers/relax.py) gives one too.
+
+On the raw arena: a layout puts the tensors live at x at disjoint aligned offsets, so for
+any subset S of them the one ending highest ends at least at (aligned bytes of S) minus its
+own padding. With S the window's live tensors and the background, every plan's arena is
+at least the window bound less the largest padding among the window's and the
+background's tensors (not the whole graph's: a 40-byte logits tensor far away does not
+weaken a bound in the middle of the network). Tested against brute force in
 tests/test_windows.py.
 """
 
@@ -58,6 +65,7 @@ class Window:
     background: int  # aligned bytes live at every op of the window in every order
     a: str
     b: str
+    slack: int = 0  # the largest alignment padding among the window's and the background's tensors
 
 
 def dag_window(graph: Graph, target: Target, reach: Reach, a: str, b: str) -> Window | None:
@@ -73,7 +81,7 @@ def dag_window(graph: Graph, target: Target, reach: Reach, a: str, b: str) -> Wi
         return op is not None and bool(mask >> reach.idx[op] & 1)
 
     tensors: list[Tensor] = []
-    background = 0
+    background = slack = 0
     dropped: set[str] = set()
     for t in graph.tensors.values():
         cons = graph.consumers[t.name]
@@ -91,6 +99,7 @@ def dag_window(graph: Graph, target: Target, reach: Reach, a: str, b: str) -> Wi
         elif p is None or bit(p, before):
             if c_after and target.occupies_l1(t):
                 background += target.align(t.bytes)
+                slack = max(slack, target.align(t.bytes) - t.bytes)
                 dropped.add(t.name)
             elif c_in:
                 tensors.append(Tensor(t.name, t.bytes, "input", t.shape, t.dtype))
@@ -103,7 +112,8 @@ def dag_window(graph: Graph, target: Target, reach: Reach, a: str, b: str) -> Wi
         for o in graph.ops
         if inside >> reach.idx[o.name] & 1
     ]
-    return Window(Graph(f"{graph.name}[{a}..{b}]", tensors, ops), background, a, b)
+    slack = max([slack, *(target.align(t.bytes) - t.bytes for t in tensors if target.occupies_l1(t))])
+    return Window(Graph(f"{graph.name}[{a}..{b}]", tensors, ops), background, a, b, slack)
 
 
 def window_bound(w: Window, target: Target, seconds: float, workers: int = 2, seed: int = 0) -> tuple[int, int]:
@@ -143,6 +153,7 @@ class WindowBound:
     windows: int
     solved: int
     best: tuple[str, str] | None = None
+    raw: int = 0  # lower bound on the raw arena: `aligned` less the slack of that window's tensors
 
 
 def critical_window_bound(
@@ -186,6 +197,7 @@ def critical_window_bound(
         value = max(done[key], forced_live_bounds(w.graph, target)[0] + w.background)
         if value > best.aligned:
             best.aligned, best.best = value, (a, b)
+        best.raw = max(best.raw, value - w.slack)
     return best
 
 
