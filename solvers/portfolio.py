@@ -36,6 +36,7 @@ from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.simulate import PlanError, finalize, with_solver
 from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, status_of
+from planner.solvers.bound_cache import cached_bounds, store_bounds
 from planner.solvers.cpsat_joint import solve_joint
 from planner.solvers.cpsat_layout import best_layout, layout_lower_bound, layout_order
 from planner.solvers.cpsat_order import optimal_order
@@ -171,12 +172,13 @@ def max_slack(graph: Graph, target: Target) -> int:
 def phase_relaxation(s: NoSpill) -> None:
     """A bound on every order's aligned max-live from the exact DP on relaxed graphs."""
     lb = working_set_bound(s.graph, s.target)
-    if s.ops <= 1 or s.clock.limit <= 0.2 or s.peak <= lb:
+    if s.ops <= 1 or s.clock.limit <= 0.2 or s.peak <= lb or s.proven:
         return
     seconds = max(SHARES.relax * s.clock.limit, min(SHARES.relax_floor_s, SHARES.relax_floor_share * s.clock.limit))
     sb = relaxed_order_bound(s.graph, s.target, s.peak, time_limit=seconds)
-    s.strong = sb.aligned
-    s.facts.update(strong_bound=sb.aligned, strong_bound_how=sb.how)
+    if sb.aligned >= s.strong:  # a cached bound may be stronger
+        s.strong = sb.aligned
+        s.facts.update(strong_bound=sb.aligned, strong_bound_how=sb.how)
     s.bound = max(s.bound, s.strong - max_slack(s.graph, s.target))
     s.proven = s.peak <= s.strong
 
@@ -435,12 +437,18 @@ def best_nospill(graph: Graph, target: Target, options: SolveOptions, clock: Clo
     s = NoSpill(graph, free, options, clock, start, start.peak_order, start.peak, working_set_bound(graph, free))
     s.facts["heuristic_arena"] = start.arena
     s.report(f"heuristic {start.arena_name}", start.arena)
+    aligned, raw = cached_bounds(graph, free)  # (0, 0) unless PLANNER_BOUND_CACHE is set
+    if aligned or raw:
+        s.strong, s.bound = max(s.strong, min(aligned, s.peak)), max(s.bound, raw)
+        s.proven = s.peak <= s.strong
+        s.facts["cached_bound"] = raw
     spent: dict[str, float] = {}
     for phase in NOSPILL_PHASES:
         t0 = clock.elapsed
         phase(s)
         spent[phase.__name__.removeprefix("phase_")] = round(clock.elapsed - t0, 3)
     s.facts["phase_s"] = spent
+    store_bounds(graph, free, s.strong, s.bound, str(s.facts.get("strong_bound_how", "")))
     return s
 
 
@@ -549,6 +557,8 @@ def spill_phase(
     failure: DoesNotFit | None = None
     kind_sets = list(dict.fromkeys([sharing_kinds(target), sharing_kinds(target, spills=True)]))
     for spec in sorted((s for s in SOLVERS.values() if s.spills), key=lambda s: s.exact):
+        if best is not None and best.solver.status == "optimal":
+            break  # proven: the next solvers cannot do better, so the plan is returned now
         remaining = clock.left()
         if spec.exact and remaining < SHARES.spill_exact_min_s:
             continue
@@ -565,6 +575,8 @@ def spill_phase(
             hint=best,
         )
         for kinds in sets:
+            if best is not None and best.solver.status == "optimal":
+                break
             p, why = _spill_with(spec.load(), kinds, graph, target, sub)
             if why is not None:
                 failure = why if failure is None or why.needed < failure.needed else failure

@@ -176,3 +176,31 @@ def test_nas_families_have_the_papers_shape(name: str) -> None:
     assert len(cells) == 16
     cells = {o.name.split("/")[0] for o in irregular("nasnet_a", "cifar").ops if o.name.startswith("c")}
     assert len(cells) == 20
+
+
+def test_bound_cache_is_off_by_default_and_reuses_a_proven_bound(tmp_path, monkeypatch) -> None:
+    from planner.models.generators import chain
+    from planner.solvers.bound_cache import ENV, cached_bounds, graph_key, store_bounds
+
+    monkeypatch.delenv(ENV, raising=False)
+    g, t = chain(5, seed=1), Target("t", None)
+    store_bounds(g, t, 100, 90)
+    assert cached_bounds(g, t) == (0, 0) and not list(tmp_path.iterdir())
+    path = tmp_path / "bounds.json"
+    monkeypatch.setenv(ENV, str(path))
+    store_bounds(g, t, 100, 90, "test")
+    store_bounds(g, t, 80, 95)
+    assert cached_bounds(g, t) == (100, 95)
+    renamed = Graph(
+        "other",
+        [type(x)(x.name + "_", x.bytes, x.kind) for x in g.tensors.values()],
+        [
+            type(o)(o.name + "_", o.type, tuple(i + "_" for i in o.inputs), tuple(i + "_" for i in o.outputs))
+            for o in g.ops
+        ],
+    )
+    assert graph_key(renamed, t) == graph_key(g, t)
+    assert graph_key(chain(5, seed=2), t) != graph_key(g, t)
+    assert graph_key(g, Target("t", None, alignment=4)) != graph_key(g, t)
+    path.write_text("not json")
+    assert cached_bounds(g, t) == (0, 0)
