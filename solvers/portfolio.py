@@ -86,9 +86,11 @@ class Shares:
     relax_floor_s: float = 5.0  # ... but at least min(this, relax_floor_share of the limit)
     relax_floor_share: float = 0.5
     hierarchical_end: float = 0.35  # the hierarchical start ends at this share ...
-    hierarchical_min: float = 0.25  # ... but gets at least this share
+    hierarchical_min: float = 0.25  # ... but gets at least this share, unless that runs past
+    hierarchical_latest: float = 0.6  # ... this one (slow heuristics on a loaded machine)
     windows_end: float = 0.55  # the window bounds end at this share ...
-    windows_min: float = 0.15  # ... but get at least this share
+    windows_min: float = 0.15  # ... but get at least this share, never past
+    windows_latest: float = 0.7
     order_end: float = 0.55  # the segments end at this share (the relaxation included)
     order_end_proven: float = 0.2  # ... or this one when the relaxation proved the order
     order_min: float = 0.1  # the segments get at least this share
@@ -188,6 +190,7 @@ def phase_hierarchical(s: NoSpill) -> None:
     if s.proven or not HIERARCHY_MIN_OPS <= s.ops <= HIERARCHY_MAX_OPS:
         return
     seconds = max(s.clock.until(SHARES.hierarchical_end), SHARES.hierarchical_min * s.clock.limit)
+    seconds = min(seconds, s.clock.until(SHARES.hierarchical_latest))  # leave the later phases theirs
     if seconds < 0.3:
         return
     t0 = s.clock.elapsed
@@ -206,6 +209,9 @@ def phase_windows(s: NoSpill) -> None:
     if s.proven or not HIERARCHY_MIN_OPS <= s.ops <= HIERARCHY_MAX_OPS or s.clock.limit <= 0.2:
         return
     seconds = max(s.clock.until(SHARES.windows_end), SHARES.windows_min * s.clock.limit)
+    seconds = min(seconds, s.clock.until(SHARES.windows_latest))
+    if seconds < 0.2:
+        return
     points = near_sequential_points(s.graph, Reach(s.graph))
     if len(points) < 2:
         return
@@ -222,8 +228,8 @@ def phase_windows(s: NoSpill) -> None:
 
 def phase_segments(s: NoSpill) -> None:
     """Split at sequential points; the CP-SAT order model (or the relaxation) per segment."""
-    if s.ops <= 1 or s.clock.limit <= 0.2:
-        return
+    if s.ops <= 1 or s.clock.limit <= 0.2 or (s.proven and s.bound >= s.peak):
+        return  # nothing to gain: the order is proven and the raw bound already meets it
     # when the relaxation already proved the order, the segments only refine the raw bound
     end = SHARES.order_end if s.peak > s.strong else SHARES.order_end_proven
     seconds = max(s.clock.until(end), SHARES.order_min * s.clock.limit)
