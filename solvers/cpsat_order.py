@@ -41,6 +41,11 @@ from planner.solvers.lowering import max_live
 from planner.solvers.reach import Reach
 from planner.target import Target
 
+# `glue` (optimal_order): pairs (u, v) that must run back to back,
+# pos[v] = pos[u] + 1. A restriction, not a relaxation: such a model bounds only the glued
+# orders (solvers/hierarchical.py searches cells with it and never takes its bound as one).
+GLUE = "pos[v] = pos[u] + 1 for each glued pair"
+
 
 @dataclass
 class OrderModel:
@@ -64,13 +69,8 @@ def build_order_model(
     reach: Reach | None = None,
     upper: int | None = None,
     distinct: str = "alldiff",
-    glue: Sequence[tuple[str, str]] = (),
 ) -> OrderModel:
-    """Positions, live intervals and the cumulative on P; hints every variable from `hint_order`.
-
-    `glue`: pairs (u, v) that must run back to back (pos[v] = pos[u] + 1). A restriction,
-    not a relaxation: a model with glue bounds only the glued orders (solvers/hierarchical.py
-    uses it to search cells fast and never takes its bound for a bound)."""
+    """Positions, live intervals and the cumulative on P; hints every variable from `hint_order`."""
     n = len(graph.ops)
     reach = reach or Reach(graph)
     hp = {o: i for i, o in enumerate(hint_order)} if hint_order is not None else None
@@ -87,8 +87,6 @@ def build_order_model(
         m.add_no_overlap([m.new_fixed_size_interval_var(v, 1, f"u_{o}") for o, v in pos.items()])
     for u, v in graph.dag.edges:
         m.add(pos[v] >= pos[u] + 1)
-    for u, v in glue:
-        m.add(pos[v] == pos[u] + 1)
 
     mins: dict[tuple[str, ...], cp_model.LinearExprT] = {}
     maxs: dict[tuple[str, ...], cp_model.LinearExprT] = {}
@@ -180,7 +178,9 @@ def optimal_order(
     hint = list(hint)
     items = lifetime_items(graph, target)
     m = cp_model.CpModel()
-    om = build_order_model(m, graph, target, items, hint_order=hint, glue=glue)
+    om = build_order_model(m, graph, target, items, hint_order=hint)
+    for u, v in glue:  # GLUE
+        m.add(om.pos[v] == om.pos[u] + 1)
     max_slack = om.max_slack
     hint_peak = om.hint_peak
     lb = om.aligned_bound
