@@ -19,8 +19,13 @@ topological order of its own ops, is a topological order of the whole graph.
 Inside a cell. With the cells contiguous, the cell is a window of the order: its live
 bytes are its own tensors plus a constant background (solvers/decompose.py), so the
 global peak is the max over cells of (cell peak + background), and minimising each
-cell's peak on its own (CP-SAT order model, warm-started from the heuristics) minimises
-the global peak for that assignment of ops to cells.
+cell's peak on its own minimises the global peak for that assignment of ops to cells.
+Like HMCOS's sequences, chains of ops (each op the only successor of the one before, which
+is its only predecessor) run back to back inside a cell: the exact DP over such glued
+orders (solvers/dp.py) has few units per cell and answers in milliseconds; CP-SAT with the
+same glue takes over when it does not. The cells with the highest peak are solved first,
+and a critical cell is then re-solved together with a neighbour, so that ops can cross the
+boundary the assignment drew.
 
 Reuse. A cell identical to one solved before up to a common scale of its sizes (the
 cells of one stage, or of stages whose channels double as the resolution halves) gets
@@ -42,6 +47,7 @@ from planner.graph import Graph
 from planner.solvers.base import Timer
 from planner.solvers.cpsat_order import optimal_order
 from planner.solvers.decompose import segment_subgraph
+from planner.solvers.dp import DPTimeout, run_dp
 from planner.solvers.heuristic import heuristic_start
 from planner.solvers.lowering import max_live
 from planner.solvers.reach import Reach
@@ -49,6 +55,7 @@ from planner.target import Target
 
 MAX_CELL = 64  # ops per cell at most (the exact order model proves such cells in a blink)
 MAX_INCOMPARABLE = 48  # a point may leave at most this many ops incomparable with it
+CELL_DP_STATES = 200_000  # the glued DP on a cell gives way to CP-SAT past this many states
 CELL_SOLVE_S = 1.0  # one cell's CP-SAT solve: at least this, or a third of the time left
 
 
@@ -151,12 +158,19 @@ def glued(order: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def _cell_order(g: Graph, target: Target, hint: list[str], seconds: float, o) -> list[str]:
-    """A cell's order: CP-SAT over orders whose chains run back to back, from `hint` glued;
-    never worse than `hint`."""
+    """A cell's order over the orders whose chains run back to back, from `hint` glued: the
+    exact DP over glued orders (few units: fast), else CP-SAT with the glue; never worse
+    than `hint`."""
+    timer = Timer()
     pairs = glue_pairs(g)
     start = glued(hint, pairs)
-    res = optimal_order(g, target, seconds, o.workers, o.seed, hint=start, glue=pairs)
-    best = min((hint, start, res.order), key=lambda x: max_live(g, target, x, aligned=True))
+    try:
+        peak = max_live(g, target, start, aligned=True)
+        cand = run_dp(g, target, start, peak, 0, CELL_DP_STATES, seconds / 2, timer, glue=pairs).order
+    except (ValueError, DPTimeout):
+        left = seconds - timer.elapsed
+        cand = optimal_order(g, target, left, o.workers, o.seed, hint=start, glue=pairs).order if left > 0.05 else start
+    best = min((hint, start, cand), key=lambda x: max_live(g, target, x, aligned=True))
     return list(best)
 
 
