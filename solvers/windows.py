@@ -185,14 +185,15 @@ def critical_window_bound(
     done: dict[tuple, int] = {}
     for h, a, b in wins:
         left = time_limit - timer.elapsed
-        if left < 0.1 or h <= best.aligned:
-            break  # sorted by heat: no later window can raise the bound either
+        if left < 0.3 or h <= best.aligned:
+            break  # sorted by heat: no later window can raise the bound either (or no time)
         w = dag_window(graph, target, reach, a, b)
         if w is None:
             continue
         key = _key(w, target)
         if key not in done:
-            done[key] = max(window_bound(w, target, min(left, WINDOW_SOLVE_S), workers, seed)[0], 0)
+            # less than the time left: building the models takes some of it
+            done[key] = max(window_bound(w, target, min(left - 0.15, WINDOW_SOLVE_S), workers, seed)[0], 0)
             best.solved += 1
         value = max(done[key], forced_live_bounds(w.graph, target)[0] + w.background)
         if value > best.aligned:
