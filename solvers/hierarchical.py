@@ -202,9 +202,8 @@ class HierarchicalResult:
     order: list[str]
     peak: int
     cells: int = 0
-    solved: int = 0  # cells solved with CP-SAT
-    reused: int = 0  # cells that took a solved cell's order
-    proven_cells: int = 0
+    solved: int = 0  # cells (and merged pairs) searched: the glued DP or CP-SAT
+    reused: int = 0  # cells that took the order of a cell identical up to scale
     facts: dict = field(default_factory=dict)
 
 
@@ -216,17 +215,17 @@ def _solve_cells(
     time_limit: float,
     o,
     cache: dict[tuple, list[int]],
-) -> tuple[list[str], int, int, int]:
+) -> tuple[list[str], int, int]:
     """The cell windows of `order` re-ordered, critical first: the cell with the highest
     (peak + background) is solved (or taken from `cache`), then the next highest, until the
     highest is one already solved (no other cell can lower the max) or time is out.
-    Returns (order, solved, reused, proven)."""
+    Returns (order, solved, reused)."""
     timer = Timer()
     segs = [segment_subgraph(graph, target, order, lo, hi) for lo, hi in bounds]
     orders = [list(order[lo:hi]) for lo, hi in bounds]
     value = [max_live(sg.graph, target, w, aligned=True) + sg.background for sg, w in zip(segs, orders, strict=True)]
     done = [hi - lo <= 2 for lo, hi in bounds]
-    solved = reused = proven = 0
+    solved = reused = 0
     while True:
         k = max(range(len(bounds)), key=value.__getitem__)
         left = time_limit - timer.elapsed
@@ -250,7 +249,7 @@ def _solve_cells(
         if v <= value[k]:
             orders[k], value[k] = cand, v
     solved += _merge_pairs(graph, target, orders, value, time_limit - timer.elapsed, o)
-    return [op for w in orders for op in w], solved, reused, proven
+    return [op for w in orders for op in w], solved, reused
 
 
 def _merge_pairs(graph: Graph, target: Target, orders: list[list[str]], value: list[int], time_limit: float, o) -> int:
@@ -285,9 +284,10 @@ def _merge_pairs(graph: Graph, target: Target, orders: list[list[str]], value: l
 def hierarchical_order(
     graph: Graph, target: Target, base: Sequence[str], time_limit: float, options
 ) -> HierarchicalResult | None:
-    """The best hierarchical order (ASAP and ALAP cells, module doc) started from `base`
-    (a topological order: the order inside a cell before it is solved), or None when the
-    graph has too few near-sequential points to form cells."""
+    """The best hierarchical order over the mixed, ASAP and ALAP cell assignments (module
+    doc; the first gets most of the time) started from `base` (a topological order: the
+    order inside a cell before it is solved), or None when the graph has too few
+    near-sequential points to form cells. `options`: workers and seed for CP-SAT."""
     timer = Timer()
     reach = Reach(graph)
     points = near_sequential_points(graph, reach)
@@ -305,10 +305,10 @@ def hierarchical_order(
         left = (time_limit - timer.elapsed) * (0.7 if k == 0 else 1 / (len(assignments) - k))
         if left < 0.05:
             break
-        new, solved, reused, proven = _solve_cells(graph, target, order, bounds, left, options, cache)
+        new, solved, reused = _solve_cells(graph, target, order, bounds, left, options, cache)
         peak = max_live(graph, target, new, aligned=True)
         if best is None or peak < best.peak:
-            best = HierarchicalResult(new, peak, len(bounds), solved, reused, proven, {"cells": how})
+            best = HierarchicalResult(new, peak, len(bounds), solved, reused, {"cells": how})
     if best is None:
         return None
     best.facts.update(points=len(points), seconds=round(timer.elapsed, 3))
