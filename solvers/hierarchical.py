@@ -56,7 +56,7 @@ from planner.target import Target
 MAX_CELL = 64  # ops per cell at most (the exact order model proves such cells in a blink)
 MAX_INCOMPARABLE = 48  # a point may leave at most this many ops incomparable with it
 CELL_DP_STATES = 200_000  # the glued DP on a cell gives way to CP-SAT past this many states
-CELL_SOLVE_S = 1.0  # one cell's CP-SAT solve: at least this, or a third of the time left
+CELL_SOLVE_S = 1.0  # one cell's search at most (a merged pair: twice this)
 
 
 def near_sequential_points(graph: Graph, reach: Reach, max_cell: int = MAX_CELL) -> list[str]:
@@ -241,7 +241,7 @@ def _solve_cells(
             hint = heuristic_start(seg.graph, target).peak_order
             if max_live(seg.graph, target, orders[k], aligned=True) < max_live(seg.graph, target, hint, aligned=True):
                 hint = orders[k]
-            cand = _cell_order(seg.graph, target, hint, min(left, max(CELL_SOLVE_S, left / 3)), o)
+            cand = _cell_order(seg.graph, target, hint, min(left, CELL_SOLVE_S), o)
             solved += 1
             pos = {name: i for i, name in enumerate(canon)}
             cache[key] = [pos[name] for name in cand]
@@ -269,7 +269,7 @@ def _merge_pairs(graph: Graph, target: Target, orders: list[list[str]], value: l
             lo = sum(len(w) for w in orders[:a])
             window = orders[a] + orders[a + 1]
             seg = segment_subgraph(graph, target, flat, lo, lo + len(window))
-            cand = _cell_order(seg.graph, target, window, min(left, max(2 * CELL_SOLVE_S, left / 3)), o)
+            cand = _cell_order(seg.graph, target, window, min(left, 2 * CELL_SOLVE_S), o)
             solves += 1
             v = max_live(seg.graph, target, cand, aligned=True) + seg.background
             if v < max(value[a], value[a + 1]):

@@ -87,7 +87,8 @@ class Shares:
     relax_floor_share: float = 0.5
     hierarchical_end: float = 0.35  # the hierarchical start ends at this share ...
     hierarchical_min: float = 0.25  # ... but gets at least this share, unless that runs past
-    hierarchical_latest: float = 0.6  # ... this one (slow heuristics on a loaded machine)
+    hierarchical_latest: float = 0.6  # ... this one (slow heuristics on a loaded machine),
+    hierarchical_max_s: float = 8.0  # ... or takes more seconds than this (cells solve in ms)
     windows_end: float = 0.55  # the window bounds end at this share ...
     windows_min: float = 0.15  # ... but get at least this share, never past
     windows_latest: float = 0.7
@@ -190,7 +191,7 @@ def phase_hierarchical(s: NoSpill) -> None:
     if s.proven or not HIERARCHY_MIN_OPS <= s.ops <= HIERARCHY_MAX_OPS:
         return
     seconds = max(s.clock.until(SHARES.hierarchical_end), SHARES.hierarchical_min * s.clock.limit)
-    seconds = min(seconds, s.clock.until(SHARES.hierarchical_latest))  # leave the later phases theirs
+    seconds = min(seconds, s.clock.until(SHARES.hierarchical_latest), SHARES.hierarchical_max_s)
     if seconds < 0.3:
         return
     t0 = s.clock.elapsed
@@ -228,8 +229,8 @@ def phase_windows(s: NoSpill) -> None:
 
 def phase_segments(s: NoSpill) -> None:
     """Split at sequential points; the CP-SAT order model (or the relaxation) per segment."""
-    if s.ops <= 1 or s.clock.limit <= 0.2 or (s.proven and s.bound >= s.peak):
-        return  # nothing to gain: the order is proven and the raw bound already meets it
+    if s.ops <= 1 or s.clock.limit <= 0.2:
+        return
     # when the relaxation already proved the order, the segments only refine the raw bound
     end = SHARES.order_end if s.peak > s.strong else SHARES.order_end_proven
     seconds = max(s.clock.until(end), SHARES.order_min * s.clock.limit)
