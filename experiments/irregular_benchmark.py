@@ -99,9 +99,11 @@ def _hmcos(binary: str, name: str, g, cache: str | None) -> dict:
 
     stored = json.loads(Path(cache).read_text()) if cache and Path(cache).exists() else {}
     r = stored.get(name)
+    if r is not None and "error" in r:
+        return {"hmcos_error": r["error"]}  # a failure (timeout, memory cap) is kept as well
     if r is None or "order" not in r or not g.is_topological(r["order"]):
         r = hmcos_order(binary, g, timeout=300)
-        if cache and "order" in r:
+        if cache:
             stored = json.loads(Path(cache).read_text()) if Path(cache).exists() else {}
             Path(cache).write_text(json.dumps({**stored, name: r}))
     if "error" in r:
