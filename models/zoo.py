@@ -237,14 +237,28 @@ def is_available(name: str) -> bool:
 
 
 GENERATED = re.compile(r"(chain|sp|randwire|random):(\d+)(?::(\d+))?")
+# the irregular networks of models/generators.py: `family_dataset[:seed]`, e.g. nasnet_a_cifar,
+# randwire_ws16_imagenet:3 (the seed draws RandWire's graphs; default 0)
+IRREGULAR = re.compile(r"(nasnet_a|amoebanet_a|darts_v2|pnasnet5|randwire_ws(?:8|16|32))_(cifar|imagenet)(?::(\d+))?")
+
+
+def irregular_names() -> list[str]:
+    """The zoo names of the generated irregular networks (NAS cells, RandWire), seed 0."""
+    from .generators import DATASETS, IRREGULAR_FAMILIES
+
+    return [f"{f}_{d}" for f in IRREGULAR_FAMILIES for d in DATASETS]
 
 
 def generated(name: str):
-    """A seeded synthetic graph named `family:ops[:seed]` (chain, sp, randwire, random), else None."""
+    """A seeded synthetic graph named `family:ops[:seed]` (chain, sp, randwire, random) or an
+    irregular network named `family_dataset[:seed]` (`irregular_names`), else None."""
+    from . import generators
+
+    if (m := IRREGULAR.fullmatch(name)) is not None:
+        return generators.irregular(m.group(1), m.group(2), seed=int(m.group(3) or 0))
     m = GENERATED.fullmatch(name)
     if not m:
         return None
-    from . import generators
 
     fn = {
         "chain": generators.chain,
@@ -302,7 +316,7 @@ def load_model(
             and os.sep not in name_or_path
             and "." not in name_or_path
         ):
-            hint = did_you_mean(name_or_path, ZOO)
+            hint = did_you_mean(name_or_path, [*ZOO, *irregular_names()])
             known = "`planner zoo` lists the zoo" if hint else f"zoo models: {', '.join(ZOO)}"
             raise ZooError(f"{name_or_path!r} is neither a zoo model nor a file{hint}; {known}")
     values = {**values, **dict(input_values or {})}
@@ -363,3 +377,6 @@ if __name__ == "__main__":
             f"| {r['model']:25s} | {r['ops']:5d} | {r['tensors']:7d} | {r['weights']:7d} | "
             f"{r['activation_bytes']:12,d} | {r['import_s']:8.2f} |"
         )
+    if not sys.argv[1:]:
+        print("\ngenerated irregular networks (no wheel needed; `:SEED` redraws RandWire):")
+        print("  " + ", ".join(irregular_names()))

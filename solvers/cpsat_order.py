@@ -41,6 +41,11 @@ from planner.solvers.lowering import max_live
 from planner.solvers.reach import Reach
 from planner.target import Target
 
+# `glue` (optimal_order): pairs (u, v) that must run back to back,
+# pos[v] = pos[u] + 1. A restriction, not a relaxation: such a model bounds only the glued
+# orders (solvers/hierarchical.py searches cells with it and never takes its bound as one).
+GLUE = "pos[v] = pos[u] + 1 for each glued pair"
+
 
 @dataclass
 class OrderModel:
@@ -161,9 +166,12 @@ def optimal_order(
     hint: Sequence[str] | None = None,
     progress: Callable[[Progress], None] | None = None,
     deterministic: bool = False,
+    glue: Sequence[tuple[str, str]] = (),
 ) -> OrderResult:
     """Minimum aligned max-live order (no spills). Never worse than `hint` (default: the best
-    heuristic order by aligned max-live)."""
+    heuristic order by aligned max-live). With `glue` (see `build_order_model`) the order and
+    its bound are over the glued orders only: the status and bound are then not facts about
+    the graph."""
     timer = Timer()
     if hint is None or not graph.is_topological(hint):
         hint = heuristic_start(graph, target).peak_order
@@ -171,6 +179,8 @@ def optimal_order(
     items = lifetime_items(graph, target)
     m = cp_model.CpModel()
     om = build_order_model(m, graph, target, items, hint_order=hint)
+    for u, v in glue:  # GLUE
+        m.add(om.pos[v] == om.pos[u] + 1)
     max_slack = om.max_slack
     hint_peak = om.hint_peak
     lb = om.aligned_bound

@@ -18,8 +18,8 @@ the DAG's width: the number of states is capped (default 2e6) and beyond it `Val
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from planner.graph import Graph
 from planner.plan import Plan
@@ -61,6 +61,7 @@ class _StepTables:
     ends: list[list[tuple[int, int]]]  # per op: (bytes, other ops that may end it) of items ending at it
     carry0: int  # bytes live from the start (graph inputs)
     slacky: list[tuple[int, int, int]]  # (slack, start mask, end mask), largest slack first (slack-aware)
+    glue_next: list[int] = field(default_factory=list)  # per op: the op glued behind it, or -1
 
 
 def _step_tables(graph: Graph, items: list[Item], slack_aware: bool) -> _StepTables:
@@ -131,6 +132,8 @@ def _expand(
         if count & 4095 == 4095:
             check_time(layer)
         free = full & ~s
+        if tab.glue_next and s in parent and tab.glue_next[parent[s]] >= 0:
+            free = 1 << tab.glue_next[parent[s]]  # a glued chain is open: its next op only
         while free:
             low = free & -free
             i = low.bit_length() - 1
@@ -178,6 +181,7 @@ def run_dp(
     timer: Timer,
     slack_aware: bool = False,
     background: tuple[int, int] = (0, 0),
+    glue: Sequence[tuple[str, str]] = (),
 ) -> DPResult:
     """The exact minimum over topological orders of the aligned max-live (module doc), by
     layers of executed-op sets, pruned at `upper` (the peak of `upper_order`, a known order).
@@ -186,6 +190,9 @@ def run_dp(
     `upper_order` is returned (``from_heuristic``). With `slack_aware` each step costs the
     aligned live bytes minus the largest alignment slack among them (`raw_arena_order`),
     plus `background` = (aligned bytes, largest slack) of tensors live throughout.
+
+    With `glue` ((u, v) pairs run back to back: cpsat_order.GLUE) the DP runs over glued
+    orders only, a restriction: its peak is then no bound (solvers/hierarchical.py).
 
     Raises ValueError past `state_limit` states and DPTimeout (with the bound proven so
     far) past `deadline` (seconds on `timer`)."""
@@ -196,6 +203,11 @@ def run_dp(
     if upper <= lower or n == 0:
         return DPResult(list(upper_order), upper, 0, True)
     tab = _step_tables(graph, items, slack_aware)
+    if glue:
+        idx = graph.op_index
+        tab.glue_next = [-1] * n
+        for u, v in glue:
+            tab.glue_next[idx[u]] = idx[v]
     bg = background if slack_aware else None
     layer: dict[int, tuple[int, int]] = {0: (0, tab.carry0)}  # S -> (peak, carry)
     parent: dict[int, int] = {}

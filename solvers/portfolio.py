@@ -7,6 +7,10 @@ shares (`SHARES`), so the time policy can be read, and changed, in one place:
 1. heuristics: every order × every layout, an instant valid answer (the state's start);
 2. relaxation bound: the exact DP on a relaxed graph (solvers/relax.py) may prove the
    heuristic order optimal before any CP-SAT model is built;
+   hierarchical start: on graphs with near-sequential points (NAS cells, random wiring),
+   cells scheduled as units, then inside them (solvers/hierarchical.py);
+   window bounds: exact optima of the DAG windows between those points, with their
+   background (solvers/windows.py), where the forced-live bound stalls;
 3. segments: split at sequential points (solvers/decompose.py); each segment gets the
    CP-SAT order model warm-started from the heuristics (past EXACT_OP_LIMIT ops a
    segment keeps its heuristic order);
@@ -32,6 +36,7 @@ from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.simulate import PlanError, finalize, with_solver
 from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, status_of
+from planner.solvers.bound_cache import cached_bounds, store_bounds
 from planner.solvers.cpsat_joint import solve_joint
 from planner.solvers.cpsat_layout import best_layout, layout_lower_bound, layout_order
 from planner.solvers.cpsat_order import optimal_order
@@ -39,9 +44,11 @@ from planner.solvers.decompose import Segment, decompose_order, segment_subgraph
 from planner.solvers.dp import raw_arena_bound
 from planner.solvers.heuristic import HeuristicStart, heuristic_start
 from planner.solvers.heuristics.beam import beam_search
+from planner.solvers.hierarchical import hierarchical_order, near_sequential_points
 from planner.solvers.items import forced_live_bounds
 from planner.solvers.lifetimes import restore_stages, rewrite
 from planner.solvers.lowering import live_intervals, live_profile, lower, max_live
+from planner.solvers.reach import Reach
 from planner.solvers.registry import SOLVERS
 from planner.solvers.relax import relaxed_order_bound
 from planner.solvers.storage import (
@@ -53,6 +60,7 @@ from planner.solvers.storage import (
     unshared,
     with_sharing,
 )
+from planner.solvers.windows import critical_window_bound
 from planner.target import Target
 
 # Past this many ops in one segment the monolithic order model rarely closes its gap in a
@@ -64,6 +72,8 @@ SEGMENT_RELAX_MIN_OPS = 30  # below this CP-SAT closes segments in a blink
 RAW_BOUND_MAX_OPS = 60  # the slack-aware DP is cheap on segments up to about this size
 JOINT_BOUND_MAX_OPS = 60  # cpsat-joint proves small segments in seconds
 SEARCH_MAX_OPS = 3000  # beam search and LNS are skipped on larger graphs
+HIERARCHY_MIN_OPS = 60  # smaller graphs are solved whole in a blink
+HIERARCHY_MAX_OPS = 4000
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,13 @@ class Shares:
     relax: float = 0.25  # relaxation bound, first (may prove the heuristic order) ...
     relax_floor_s: float = 5.0  # ... but at least min(this, relax_floor_share of the limit)
     relax_floor_share: float = 0.5
+    hierarchical_end: float = 0.35  # the hierarchical start ends at this share ...
+    hierarchical_min: float = 0.25  # ... but gets at least this share, unless that runs past
+    hierarchical_latest: float = 0.6  # ... this one (slow heuristics on a loaded machine),
+    hierarchical_max_s: float = 8.0  # ... or takes more seconds than this (cells solve in ms)
+    windows_end: float = 0.55  # the window bounds end at this share ...
+    windows_min: float = 0.15  # ... but get at least this share, never past
+    windows_latest: float = 0.7
     order_end: float = 0.55  # the segments end at this share (the relaxation included)
     order_end_proven: float = 0.2  # ... or this one when the relaxation proved the order
     order_min: float = 0.1  # the segments get at least this share
@@ -158,14 +175,56 @@ def max_slack(graph: Graph, target: Target) -> int:
 def phase_relaxation(s: NoSpill) -> None:
     """A bound on every order's aligned max-live from the exact DP on relaxed graphs."""
     lb = working_set_bound(s.graph, s.target)
-    if s.ops <= 1 or s.clock.limit <= 0.2 or s.peak <= lb:
+    if s.ops <= 1 or s.clock.limit <= 0.2 or s.peak <= lb or s.proven:
         return
     seconds = max(SHARES.relax * s.clock.limit, min(SHARES.relax_floor_s, SHARES.relax_floor_share * s.clock.limit))
     sb = relaxed_order_bound(s.graph, s.target, s.peak, time_limit=seconds)
-    s.strong = sb.aligned
-    s.facts.update(strong_bound=sb.aligned, strong_bound_how=sb.how)
+    if sb.aligned >= s.strong:  # a cached bound may be stronger
+        s.strong = sb.aligned
+        s.facts.update(strong_bound=sb.aligned, strong_bound_how=sb.how)
     s.bound = max(s.bound, s.strong - max_slack(s.graph, s.target))
     s.proven = s.peak <= s.strong
+
+
+def phase_hierarchical(s: NoSpill) -> None:
+    """A hierarchical order (cells, then inside them) as one more start, when it is lower."""
+    if s.proven or not HIERARCHY_MIN_OPS <= s.ops <= HIERARCHY_MAX_OPS:
+        return
+    seconds = max(s.clock.until(SHARES.hierarchical_end), SHARES.hierarchical_min * s.clock.limit)
+    seconds = min(seconds, s.clock.until(SHARES.hierarchical_latest), SHARES.hierarchical_max_s)
+    if seconds < 0.3:
+        return
+    t0 = s.clock.elapsed
+    res = hierarchical_order(s.graph, s.target, s.order, seconds, s.options)
+    if res is None:
+        return
+    s.facts.update(hierarchical_peak=res.peak, hierarchical_cells=res.cells, hierarchical_reused=res.reused)
+    s.facts["hierarchical_s"] = round(s.clock.elapsed - t0, 3)
+    s.adopt(res.order, res.peak)
+    s.proven = s.peak <= s.strong
+    s.report(f"hierarchical order peak {res.peak}", s.peak)
+
+
+def phase_windows(s: NoSpill) -> None:
+    """Window bounds (solvers/windows.py) between the near-sequential points."""
+    if s.proven or not HIERARCHY_MIN_OPS <= s.ops <= HIERARCHY_MAX_OPS or s.clock.limit <= 0.2:
+        return
+    seconds = max(s.clock.until(SHARES.windows_end), SHARES.windows_min * s.clock.limit)
+    seconds = min(seconds, s.clock.until(SHARES.windows_latest))
+    if seconds < 0.2:
+        return
+    points = near_sequential_points(s.graph, Reach(s.graph))
+    if len(points) < 2:
+        return
+    o = s.options
+    wb = critical_window_bound(s.graph, s.target, s.order, points, max(s.strong, s.bound), seconds, o.workers, o.seed)
+    s.facts.update(windows=wb.windows, windows_solved=wb.solved)
+    if wb.aligned > s.strong:
+        s.strong = wb.aligned
+        s.facts.update(strong_bound=wb.aligned, strong_bound_how=f"window{wb.best}")
+    s.bound = max(s.bound, s.strong - max_slack(s.graph, s.target), wb.raw)
+    s.proven = s.peak <= s.strong
+    s.report(f"window bound {wb.aligned}", s.peak)
 
 
 def phase_segments(s: NoSpill) -> None:
@@ -233,6 +292,8 @@ def phase_layout(s: NoSpill) -> None:
 
 NOSPILL_PHASES: tuple[Callable[[NoSpill], None], ...] = (
     phase_relaxation,
+    phase_hierarchical,
+    phase_windows,
     phase_segments,
     phase_search,
     phase_joint_segments,
@@ -241,8 +302,9 @@ NOSPILL_PHASES: tuple[Callable[[NoSpill], None], ...] = (
 
 
 def _margin(s: NoSpill) -> float:
-    """Seconds kept for lowering and simulating the plan (about 2 ms per op)."""
-    return 0.1 + 0.002 * s.ops
+    """Seconds kept for lowering and simulating the plan (measured: 0.05 s for 800 ops,
+    0.08 s for 1,100; kept at 0.5 ms per op for a loaded machine)."""
+    return 0.1 + 0.0005 * s.ops
 
 
 # -- what the phases call -------------------------------------------------------------------------
@@ -258,11 +320,13 @@ class SegmentSolver:
     def __call__(self, g: Graph, target: Target, time_limit: float) -> tuple[list[str], int, int, bool]:
         self.solved += 1
         self.s.facts["segments_solved"] = self.solved
-        if len(g.ops) > EXACT_OP_LIMIT or time_limit < 0.05:
-            order = heuristic_start(g, target).peak_order
-            return order, max_live(g, target, order, aligned=True), working_set_bound(g, target), False
         t0 = self.s.clock.elapsed
-        hint = heuristic_start(g, target)
+        # building the order model alone takes about 2 ms per op: not worth it in less time;
+        # the state's order restricted to the segment then stands (no heuristics either)
+        if len(g.ops) > EXACT_OP_LIMIT or time_limit < max(0.05, 0.002 * len(g.ops)):
+            mine = [o for o in self.s.order if o in g.op_index]
+            return mine, max_live(g, target, mine, aligned=True), working_set_bound(g, target), False
+        hint = self._hint(g, target)
         strong = 0
         if self.whole is not None and len(g.ops) == self.whole[0]:
             strong = self.whole[1]
@@ -282,6 +346,16 @@ class SegmentSolver:
         done = "proven" if ok else "not proven"
         self.s.report(f"segment {self.solved} ({len(g.ops)} ops): order {done}")
         return order, peak, raw, ok
+
+    def _hint(self, g: Graph, target: Target) -> HeuristicStart:
+        """The segment's heuristic start, or the state's order restricted to the segment
+        (a topological order of it) when that is lower (e.g. the hierarchical order)."""
+        hint = heuristic_start(g, target)
+        mine = [o for o in self.s.order if o in g.op_index]
+        mine_peak = max_live(g, target, mine, aligned=True)
+        if mine_peak < hint.peak:
+            hint = replace(hint, peak_order=mine, peak=mine_peak)
+        return hint
 
 
 def _raw_bound(seg: Segment, target: Target, seconds: float) -> int | None:
@@ -373,8 +447,18 @@ def best_nospill(graph: Graph, target: Target, options: SolveOptions, clock: Clo
     s = NoSpill(graph, free, options, clock, start, start.peak_order, start.peak, working_set_bound(graph, free))
     s.facts["heuristic_arena"] = start.arena
     s.report(f"heuristic {start.arena_name}", start.arena)
+    aligned, raw = cached_bounds(graph, free)  # (0, 0) unless PLANNER_BOUND_CACHE is set
+    if aligned or raw:
+        s.strong, s.bound = max(s.strong, min(aligned, s.peak)), max(s.bound, raw)
+        s.proven = s.peak <= s.strong
+        s.facts["cached_bound"] = raw
+    spent: dict[str, float] = {}
     for phase in NOSPILL_PHASES:
+        t0 = clock.elapsed
         phase(s)
+        spent[phase.__name__.removeprefix("phase_")] = round(clock.elapsed - t0, 3)
+    s.facts["phase_s"] = spent
+    store_bounds(graph, free, s.strong, s.bound, str(s.facts.get("strong_bound_how", "")))
     return s
 
 
@@ -483,6 +567,8 @@ def spill_phase(
     failure: DoesNotFit | None = None
     kind_sets = list(dict.fromkeys([sharing_kinds(target), sharing_kinds(target, spills=True)]))
     for spec in sorted((s for s in SOLVERS.values() if s.spills), key=lambda s: s.exact):
+        if best is not None and best.solver.status == "optimal":
+            break  # proven: the next solvers cannot do better, so the plan is returned now
         remaining = clock.left()
         if spec.exact and remaining < SHARES.spill_exact_min_s:
             continue
@@ -499,6 +585,8 @@ def spill_phase(
             hint=best,
         )
         for kinds in sets:
+            if best is not None and best.solver.status == "optimal":
+                break
             p, why = _spill_with(spec.load(), kinds, graph, target, sub)
             if why is not None:
                 failure = why if failure is None or why.needed < failure.needed else failure

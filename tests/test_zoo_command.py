@@ -7,7 +7,7 @@ import json
 import pytest
 
 from planner.cli import main
-from planner.models.zoo import ZOO, is_available, load_model
+from planner.models.zoo import ZOO, irregular_names, is_available, load_model
 from planner.models.zoo_facts import OPS
 
 
@@ -21,6 +21,10 @@ def test_zoo_lists_every_model_with_ops_and_availability(capsys):
         assert r["ops"] == OPS[r["name"]]
         assert r["available"] in ("installed", "bundled") or r["available"].startswith("pip install")
     assert any(g["name"].startswith("sp:") for g in d["generated"])
+    listed = " ".join(g["name"] for g in d["generated"])
+    for name in irregular_names():  # every irregular network's name is shown (RandWire's as a pattern)
+        family = name.rsplit("_", 1)[0]
+        assert name in listed or (family.startswith("randwire") and "randwire_ws{8,16,32}" in listed), name
 
 
 @pytest.mark.parametrize("name", ["resnet8", "sine_float", "alexa", "attacut-c"])

@@ -40,6 +40,11 @@ GENERATED = [
     ("sp:N[:SEED]", "a random series-parallel graph of N ops"),
     ("randwire:N[:SEED]", "a RandWire-style random DAG of N ops"),
     ("random:N[:SEED]", "a random DAG of N ops"),
+    ("nasnet_a_cifar, nasnet_a_imagenet", "NASNet-A (normal and reduction cells, the paper's wiring)"),
+    ("amoebanet_a_cifar, amoebanet_a_imagenet", "AmoebaNet-A cells"),
+    ("darts_v2_cifar, darts_v2_imagenet", "DARTS-V2 cells"),
+    ("pnasnet5_cifar, pnasnet5_imagenet", "PNASNet-5 cells"),
+    ("randwire_ws{8,16,32}_{cifar,imagenet}[:SEED]", "RandWire WS(4, 0.75), 8/16/32 nodes per stage"),
 ]
 
 

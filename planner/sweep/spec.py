@@ -37,7 +37,8 @@ class SpecError(ValueError):
 KEYS: dict[str, tuple[object, str]] = {
     "models": (
         None,
-        "zoo names, files, globs, generated `family:ops:seed`, `zoo` (every zoo model), `FILE.py:FUNC:ARGS`",
+        "zoo names, files, globs, generated `family:ops:seed`, `zoo` (every zoo model), `irregular` (the NAS-cell and RandWire networks), "
+        "`FILE.py:FUNC:ARGS`",
     ),
     "targets": (["unbounded"], "board presets (`all`: every preset)"),
     "budgets": (["board"], "`board` (the preset's L1), `none`, sizes (256KiB) or % of the no-spill arena"),
@@ -321,8 +322,9 @@ def _budget_word(b: object, where: str) -> str:
 
 def expand_models(entries: list, base_dir: Path) -> list[tuple[str, str]]:
     """(name as the store records it, where to load it from) for each model entry: `zoo`,
-    `zoo:onnx` and `zoo:tflite` expand to zoo names, globs to the files they match."""
-    from planner.models.zoo import ZOO
+    `zoo:onnx` and `zoo:tflite` expand to zoo names, `irregular` to the generated NAS-cell and
+    RandWire networks, globs to the files they match."""
+    from planner.models.zoo import IRREGULAR, ZOO, irregular_names
 
     out: list[tuple[str, str]] = []
     for e in entries:
@@ -330,7 +332,9 @@ def expand_models(entries: list, base_dir: Path) -> list[tuple[str, str]]:
         if s in ("zoo", "zoo:onnx", "zoo:tflite"):
             fmt = s.partition(":")[2]
             out += [(n, n) for n, z in ZOO.items() if not fmt or z.format == fmt]
-        elif s in ZOO or GENERATED.fullmatch(s):
+        elif s == "irregular":
+            out += [(n, n) for n in irregular_names()]
+        elif s in ZOO or GENERATED.fullmatch(s) or IRREGULAR.fullmatch(s):
             out.append((s, s))
         elif any(ch in s for ch in "*?["):
             matches = sorted(glob.glob(str(base_dir / s)))
