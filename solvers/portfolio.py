@@ -21,6 +21,8 @@ shares (`SHARES`), so the time policy can be read, and changed, in one place:
 6. layout: heuristics, then CP-SAT layout while fragmentation remains;
 7. spill: below the no-spill arena the spill solvers run and the least traffic wins.
 
+As soon as the order is proven and a layout heuristic meets the proven arena bound, the
+phases left (they only refine bounds) are skipped and the plan goes out at once.
 The plan is lowered and simulated once, on its way out; `optimal` only when its arena
 equals the proven bound (or, for a spill plan, its traffic meets a proven traffic bound).
 """
@@ -148,6 +150,7 @@ class NoSpill:
     offsets: dict[str, int] = field(default_factory=dict)
     arena: int = 0
     facts: dict = field(default_factory=dict)
+    layout_of: tuple[tuple[str, ...], int] | None = None  # (order, its best heuristic arena)
 
     @property
     def ops(self) -> int:
@@ -175,7 +178,9 @@ def max_slack(graph: Graph, target: Target) -> int:
 def phase_relaxation(s: NoSpill) -> None:
     """A bound on every order's aligned max-live from the exact DP on relaxed graphs."""
     lb = working_set_bound(s.graph, s.target)
-    if s.ops <= 1 or s.clock.limit <= 0.2 or s.peak <= lb or s.proven:
+    if s.peak <= lb:  # no order's aligned max-live is below one op's raw working set
+        s.strong, s.proven = max(s.strong, s.peak), True
+    if s.ops <= 1 or s.clock.limit <= 0.2 or s.proven:
         return
     seconds = max(SHARES.relax * s.clock.limit, min(SHARES.relax_floor_s, SHARES.relax_floor_share * s.clock.limit))
     sb = relaxed_order_bound(s.graph, s.target, s.peak, time_limit=seconds)
@@ -219,7 +224,7 @@ def phase_windows(s: NoSpill) -> None:
     o = s.options
     wb = critical_window_bound(s.graph, s.target, s.order, points, max(s.strong, s.bound), seconds, o.workers, o.seed)
     s.facts.update(windows=wb.windows, windows_solved=wb.solved)
-    if wb.aligned > s.strong:
+    if wb.best is not None and wb.aligned > s.strong:  # a window's own optimum raised it
         s.strong = wb.aligned
         s.facts.update(strong_bound=wb.aligned, strong_bound_how=f"window{wb.best}")
     s.bound = max(s.bound, s.strong - max_slack(s.graph, s.target), wb.raw)
@@ -299,6 +304,18 @@ NOSPILL_PHASES: tuple[Callable[[NoSpill], None], ...] = (
     phase_joint_segments,
     phase_layout,
 )
+
+
+def _plan_proven(s: NoSpill) -> bool:
+    """The order is proven and a layout heuristic already meets the proven bound on the raw
+    arena: the plan is optimal now, so the phases that only refine bounds are skipped and it
+    is returned at once (they could spend a fifth of the limit raising a bound that is met)."""
+    if not s.proven:
+        return False
+    key = tuple(s.order)
+    if s.layout_of is None or s.layout_of[0] != key:
+        s.layout_of = (key, best_layout(s.graph, s.target, s.order)[0])
+    return s.layout_of[1] <= s.bound
 
 
 def _margin(s: NoSpill) -> float:
@@ -454,6 +471,9 @@ def best_nospill(graph: Graph, target: Target, options: SolveOptions, clock: Clo
         s.facts["cached_bound"] = raw
     spent: dict[str, float] = {}
     for phase in NOSPILL_PHASES:
+        if phase is not phase_layout and _plan_proven(s):
+            s.facts["proven_after"] = next(reversed(spent), "heuristics")
+            continue  # no later phase can lower the arena: on to the layout, and out
         t0 = clock.elapsed
         phase(s)
         spent[phase.__name__.removeprefix("phase_")] = round(clock.elapsed - t0, 3)

@@ -70,3 +70,15 @@ def test_auto_honours_the_time_limit_and_plans_validly(name: str) -> None:
     sim = simulate(plan.graph, plan.target, plan.stages)
     assert sim.ok and sim.metrics.arena_bytes == plan.metrics.arena_bytes
     assert plan.solver.bound <= plan.metrics.arena_bytes
+
+
+def test_a_proven_no_spill_plan_skips_the_phases_that_only_refine_bounds() -> None:
+    """DARTS-V2 at ImageNet size: its heuristic order already meets one op's working set, so
+    the plan is optimal at once; the segments used to spend a fifth of the limit refining a
+    raw bound the layout already met (12 s of a 60 s limit)."""
+    g = load_model("darts_v2_imagenet")
+    p = get_solver("auto")(g, Target("t", None), SolveOptions(time_limit=60, workers=2, seed=0))
+    phases = p.solver.facts["phase_s"]
+    assert p.solver.status == "optimal" and p.solver.facts["proven_after"] in phases
+    assert "segments" not in phases and "search" not in phases and "layout" in phases
+    assert p.solver.wall_s < 0.25 * 60
