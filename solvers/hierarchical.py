@@ -282,12 +282,13 @@ def _merge_pairs(graph: Graph, target: Target, orders: list[list[str]], value: l
 
 
 def hierarchical_order(
-    graph: Graph, target: Target, base: Sequence[str], time_limit: float, options
+    graph: Graph, target: Target, base: Sequence[str], time_limit: float, options, stop_at: int = 0
 ) -> HierarchicalResult | None:
     """The best hierarchical order over the mixed, ASAP and ALAP cell assignments (module
     doc; the first gets most of the time) started from `base` (a topological order: the
     order inside a cell before it is solved), or None when the graph has too few
-    near-sequential points to form cells. `options`: workers and seed for CP-SAT."""
+    near-sequential points to form cells. `options`: workers and seed for CP-SAT. Stops as
+    soon as an assignment's order reaches `stop_at` (a proven bound: nothing is lower)."""
     timer = Timer()
     reach = Reach(graph)
     points = near_sequential_points(graph, reach)
@@ -309,6 +310,8 @@ def hierarchical_order(
         peak = max_live(graph, target, new, aligned=True)
         if best is None or peak < best.peak:
             best = HierarchicalResult(new, peak, len(bounds), solved, reused, {"cells": how})
+        if peak <= stop_at:
+            break
     if best is None:
         return None
     best.facts.update(points=len(points), seconds=round(timer.elapsed, 3))

@@ -200,7 +200,7 @@ def phase_hierarchical(s: NoSpill) -> None:
     if seconds < 0.3:
         return
     t0 = s.clock.elapsed
-    res = hierarchical_order(s.graph, s.target, s.order, seconds, s.options)
+    res = hierarchical_order(s.graph, s.target, s.order, seconds, s.options, stop_at=s.strong)
     if res is None:
         return
     s.facts.update(hierarchical_peak=res.peak, hierarchical_cells=res.cells, hierarchical_reused=res.reused)
@@ -236,6 +236,8 @@ def phase_segments(s: NoSpill) -> None:
     """Split at sequential points; the CP-SAT order model (or the relaxation) per segment."""
     if s.ops <= 1 or s.clock.limit <= 0.2:
         return
+    if s.proven and s.bound >= max_live(s.graph, s.target, s.order):
+        return  # the raw bound the segments would refine already meets this order's max-live
     # when the relaxation already proved the order, the segments only refine the raw bound
     end = SHARES.order_end if s.peak > s.strong else SHARES.order_end_proven
     seconds = max(s.clock.until(end), SHARES.order_min * s.clock.limit)
