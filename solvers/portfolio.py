@@ -236,8 +236,8 @@ def phase_segments(s: NoSpill) -> None:
     """Split at sequential points; the CP-SAT order model (or the relaxation) per segment."""
     if s.ops <= 1 or s.clock.limit <= 0.2:
         return
-    if s.proven and s.bound >= max_live(s.graph, s.target, s.order):
-        return  # the raw bound the segments would refine already meets this order's max-live
+    if s.proven and s.bound >= s.peak:
+        return  # the arena bound the segments would refine already meets this order's aligned max-live
     # when the relaxation already proved the order, the segments only refine the raw bound
     end = SHARES.order_end if s.peak > s.strong else SHARES.order_end_proven
     seconds = max(s.clock.until(end), SHARES.order_min * s.clock.limit)
