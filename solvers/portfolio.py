@@ -455,11 +455,30 @@ def best_nospill(graph: Graph, target: Target, options: SolveOptions, clock: Clo
     spent: dict[str, float] = {}
     for phase in NOSPILL_PHASES:
         t0 = clock.elapsed
-        phase(s)
-        spent[phase.__name__.removeprefix("phase_")] = round(clock.elapsed - t0, 3)
+        try:
+            phase(s)
+        except KeyboardInterrupt:  # Ctrl-C: finish with the best order so far
+            finish_interrupted(s)
+            break
+        finally:
+            spent[phase.__name__.removeprefix("phase_")] = round(clock.elapsed - t0, 3)
     s.facts["phase_s"] = spent
     store_bounds(graph, free, s.strong, s.bound, str(s.facts.get("strong_bound_how", "")))
     return s
+
+
+def finish_interrupted(s: NoSpill) -> None:
+    """Ctrl-C stopped a phase: a user who interrupts wants the best plan so far, now. Every
+    phase changes the state only with complete orders and proven bounds, so the state's order
+    stands; it gets the layout heuristics (fast, never worse than the heuristic start) instead
+    of what the phases had left, and the fact ``interrupted`` (status stays what is proven)."""
+    s.facts["interrupted"] = True
+    s.peak = max_live(s.graph, s.target, s.order, aligned=True)
+    s.proven = s.peak <= s.strong
+    arena, method, offs = best_layout(s.graph, s.target, s.order)
+    order, offs, arena, method, src = s.start.never_worse(s.order, offs, arena, method, "auto-order")
+    s.order, s.offsets, s.arena = order, offs, arena
+    s.facts.update(layout=method, source=src, order_proven=s.proven)
 
 
 # -- auto ---------------------------------------------------------------------------------------
@@ -481,6 +500,10 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
         clock.limit = options.time_limit * (1 - SHARES.spill_reserve)
     s = best_nospill(work, unshared(target), options, clock, start)
     clock.limit = options.time_limit
+    if s.facts.get("interrupted"):  # Ctrl-C: the no-spill plan so far, if it fits; no spill search
+        if budget is None or s.arena <= budget:
+            return _nospill_plan(graph, target, s, st)
+        raise KeyboardInterrupt
     if peak_first and floor < s.arena:
         # --objective peak: the smallest arena any plan reaches, with the least traffic there
         try:

@@ -35,3 +35,139 @@ def test_export_dash_o_writes_to_stdout(capsys, tmp_path):
     cap = capsys.readouterr()
     assert cap.out.startswith("/* Memory plan for chain12")
     assert "wrote stdout" in cap.err
+
+
+def _plan_file(tmp_path, model: str, name: str = "p.json"):
+    out = tmp_path / name
+    assert main(["plan", model, "--quiet", "--time-limit", "2", "-o", str(out)]) == 0
+    return out
+
+
+def test_plan_file_records_the_model_as_given_and_read_plan_accepts_it(tmp_path, capsys):
+    from planner.plan import read_plan
+
+    p = _plan_file(tmp_path, "resnet8")
+    assert json.loads(p.read_text())["model"]["path"] == "resnet8"
+    assert read_plan(p).graph.source.given == "resnet8"
+    d = json.loads(p.read_text())
+    d["model"]["path"] = 7  # the strict reader still refuses a wrong type
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    assert main(["show", str(tmp_path / "bad.json")]) == 2
+    assert "model: 'path' must be" in capsys.readouterr().err
+
+
+def test_run_with_only_a_plan_finds_the_zoo_model(tmp_path, capsys):
+    p = _plan_file(tmp_path, "resnet8")
+    capsys.readouterr()
+    assert main(["run", str(p), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_path"].endswith("resnet8_cifar10.onnx")
+
+
+def test_run_with_only_a_plan_finds_a_path_next_to_the_plan_and_checks_its_sha(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from planner.models.zoo import locate
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(locate("resnet8"), work / "m.onnx")
+    monkeypatch.chdir(work)
+    _plan_file(work, "m.onnx")
+    monkeypatch.chdir(tmp_path)  # the recorded relative path is found from the plan's folder
+    capsys.readouterr()
+    assert main(["run", "work/p.json"]) == 0
+    with open(work / "m.onnx", "ab") as f:
+        f.write(b"changed")
+    assert main(["run", "work/p.json"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot find the model of plan work/p.json" in err and "m.onnx" in err and "sha256" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_run_without_a_recorded_model_names_what_it_looked_for(tmp_path, capsys):
+    p = _plan_file(tmp_path, "chain:8")
+    capsys.readouterr()
+    assert main(["run", str(p)]) == 2
+    assert "cannot find the model of plan" in capsys.readouterr().err
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------------
+def _interrupt(*args, delay: float):
+    """Run `planner ARGS` and send it SIGINT after `delay` seconds: (code, stdout, stderr, seconds
+    from the signal to the exit)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "planner", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    t0 = time.perf_counter()
+    out, err = p.communicate(timeout=120)
+    return p.returncode, out, err, time.perf_counter() - t0
+
+
+def test_ctrl_c_in_plan_writes_the_best_plan_so_far_checked(tmp_path):
+    out = tmp_path / "p.json"
+    for delay in (10, 20):  # the heuristic start must exist: later on a slow machine
+        code, _, err, after = _interrupt(
+            "plan", "sp:2000", "--time-limit", "60", "--quiet", "-o", str(out), delay=delay
+        )
+        if "no plan yet" not in err:
+            break
+    assert code == 130, err
+    assert f"interrupted: best plan so far written to {out}" in err
+    assert after < 15, f"{after:.1f} s from Ctrl-C to the exit"  # not the time limit
+    d = json.loads(out.read_text())
+    assert d["solver"]["facts"]["interrupted"] is True
+    assert d["solver"]["wall_s"] < 50
+    assert main(["show", str(out)]) == 0  # re-checked by the simulator
+
+
+def test_ctrl_c_in_compare_keeps_the_rows_finished(tmp_path):
+    code, out, err, _ = _interrupt(
+        "compare", "sp:2000", "--solvers", "greedy,auto,dfs", "--time-limit", "60", "--quiet", "--json", delay=14
+    )
+    assert code == 130, err
+    rows = json.loads(out)["rows"]
+    assert rows[0]["solver"] == "greedy" and rows[0]["arena_bytes"] > 0
+    assert "dfs" not in [r["solver"] for r in rows]  # the loop stopped
+    assert "interrupted:" in err and "of 3 rows finished" in err
+
+
+def test_interrupted_phase_finishes_with_the_state_so_far(monkeypatch):
+    from planner.models.generators import series_parallel
+    from planner.simulate import simulate
+    from planner.solvers import portfolio
+    from planner.solvers.base import SolveOptions
+    from planner.target import get_target
+
+    def ctrl_c(s):
+        raise KeyboardInterrupt
+
+    phases = portfolio.NOSPILL_PHASES
+    monkeypatch.setattr(portfolio, "NOSPILL_PHASES", (phases[0], ctrl_c, *phases[1:]))
+    plan = portfolio.solve_auto(series_parallel(200, seed=1), get_target("unbounded"), SolveOptions(time_limit=20))
+    assert plan.solver.facts["interrupted"] is True
+    assert "segments" not in plan.solver.facts.get("phase_s", {})  # no phase ran after Ctrl-C
+    assert plan.solver.wall_s < 10
+    assert not simulate(plan.graph, plan.target, plan.stages).violations
+    # under a budget the no-spill plan does not meet, there is no plan so far: Ctrl-C stands
+    tight = get_target("unbounded", str(plan.metrics.arena_bytes - 64))
+    with __import__("pytest").raises(KeyboardInterrupt):
+        portfolio.solve_auto(series_parallel(200, seed=1), tight, SolveOptions(time_limit=20))
+
+
+def test_ctrl_c_before_any_plan_says_so(monkeypatch, capsys):
+    import planner.commands.plan as plan_cmd
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan_cmd, "solve_for_target", ctrl_c)
+    assert main(["plan", "chain:5", "--quiet", "-o", "-"]) == 130
+    cap = capsys.readouterr()
+    assert "interrupted: no plan yet" in cap.err and cap.out == ""

@@ -58,12 +58,20 @@ def run(args) -> int:
     gaps = tflm_gaps(graph)
     for gap in gaps:
         note(f"warning: {gap}")
-    with live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
+    from planner.solvers.cpsat import interruptible
+
+    with interruptible(), live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
         opts = SolveOptions(
             time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
         )
-        plan = solve_for_target(args.solver, graph, target, opts)
+        try:
+            plan = solve_for_target(args.solver, graph, target, opts)
+        except KeyboardInterrupt:
+            print("planner: interrupted: no plan yet (Ctrl-C came before the first plan was made)", file=sys.stderr)
+            return INTERRUPTED
     out = write_plan(plan, args.output or f"{graph.name}.plan.json")
+    if plan.solver.facts.get("interrupted"):  # after the output, last on stderr (cli.main prints notes)
+        note(f"interrupted: best plan so far written to {'stdout' if out == STDOUT else out}")
     # with `-o -` stdout carries the plan alone, so that it can be piped; the summary goes to stderr
     to_stdout = out == STDOUT
     where = "stdout" if to_stdout else str(Path(out))
@@ -81,10 +89,11 @@ def run(args) -> int:
         record = fusion_of(graph)
         if record is not None:
             con.print(record.summary(), highlight=False, soft_wrap=True)
-    return 0
+    return INTERRUPTED if plan.solver.facts.get("interrupted") else 0
 
 
 STDOUT = "-"
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
 
 def write_plan(plan, out: str) -> str:
