@@ -119,7 +119,7 @@ class Reporter(cp_model.CpSolverSolutionCallback):
         progress: Callable[[Progress], None] | None,
         timer: Timer,
         scale: Callable[[float], int] = round,
-        phase: str = "solution",
+        phase: str = "better plan found",
     ) -> None:
         super().__init__()
         self.name, self.progress, self.timer, self.scale, self.phase = name, progress, timer, scale, phase
@@ -138,7 +138,9 @@ class Reporter(cp_model.CpSolverSolutionCallback):
         """CP-SAT proved a better bound: report it."""
         with self.lock:
             if self.progress is not None:
-                self.progress(Progress(self.name, self.incumbent, self.scale(bound), self.timer.elapsed, "bound"))
+                self.progress(
+                    Progress(self.name, self.incumbent, self.scale(bound), self.timer.elapsed, "better bound proven")
+                )
 
     def attach(self, solver: cp_model.CpSolver) -> Reporter:
         """Also report bound improvements of `solver` (when there is someone to tell)."""

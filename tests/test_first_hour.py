@@ -171,3 +171,73 @@ def test_ctrl_c_before_any_plan_says_so(monkeypatch, capsys):
     assert main(["plan", "chain:5", "--quiet", "-o", "-"]) == 130
     cap = capsys.readouterr()
     assert "interrupted: no plan yet" in cap.err and cap.out == ""
+
+
+# -- the summary tells the story ------------------------------------------------------------------
+def test_plan_records_the_tflm_baseline_and_show_prints_it_with_the_boards(tmp_path, capsys):
+    from planner.html_report import baseline_plan
+    from planner.plan import read_plan
+    from planner.target import PRESETS
+
+    p = _plan_file(tmp_path, "resnet8")
+    plan = read_plan(p)
+    base = plan.solver.facts["tflm_baseline_arena"]
+    assert base == baseline_plan(plan).metrics.arena_bytes  # given-firstfit, share none, same target
+    capsys.readouterr()
+    assert main(["show", str(p)]) == 0
+    out = capsys.readouterr().out
+    arena = plan.metrics.arena_bytes
+    assert "the model's own order with TFLite Micro's first-fit needs" in out
+    assert f"(−{(base - arena) / base:.1%})" in out or base == arena
+    fits = sorted(
+        (t.budget, n) for n, t in PRESETS.items() if t.budget and t.weights == "in_place" and t.budget >= arena
+    )
+    assert f"the smallest: {fits[0][1]}" in out
+
+
+def test_boards_text_names_the_smallest_preset_that_holds_the_arena():
+    from dataclasses import replace
+
+    from planner.models.generators import chain
+    from planner.plan import read_plan  # noqa: F401 - the plan type below comes from a solve
+    from planner.report import boards_text
+    from planner.solvers.base import SolveOptions
+    from planner.solvers.registry import get_solver
+    from planner.target import KiB, get_target
+
+    plan = get_solver("greedy")(chain(6), get_target("unbounded"), SolveOptions(time_limit=1))
+    big = replace(plan, metrics=replace(plan.metrics, arena_bytes=300 * KiB))
+    assert boards_text(big).endswith("the smallest: stm32f746")  # 320 KiB; 256 and 264 KiB are too small
+    huge = replace(plan, metrics=replace(plan.metrics, arena_bytes=4096 * KiB))
+    assert boards_text(huge).startswith("fits none of the board presets")
+
+
+def test_compare_plot_defaults_to_the_plan_against_tflm(tmp_path, monkeypatch):
+    import planner.plots as plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "compare_figure", lambda plans, best, path, lower: drawn.append([n for n, _ in plans]))
+    assert main(["compare", "chain:20", "--quiet", "--time-limit", "2", "--plot", str(tmp_path / "a.png")]) == 0
+    assert len(drawn[0]) == 2 and drawn[0][1].startswith("TFLM")
+    args = ["--solvers", "greedy,dfs", "--plot", str(tmp_path / "b.png")]
+    assert main(["compare", "chain:20", "--quiet", "--time-limit", "2", *args]) == 0
+    assert sorted(drawn[1]) == ["dfs", "greedy"]  # other solvers on request
+
+
+# -- progress in words ----------------------------------------------------------------------------
+def test_progress_notes_are_words_not_internals():
+    import re
+
+    from planner.models.zoo import load_model
+    from planner.solvers.base import SolveOptions
+    from planner.solvers.portfolio import solve_auto
+    from planner.target import get_target
+
+    notes = []
+    opts = SolveOptions(time_limit=6, progress=lambda p: notes.append(p.note))
+    solve_auto(load_model("randwire:200"), get_target("unbounded"), opts)
+    assert notes[0].startswith("heuristic start")
+    assert any(re.fullmatch(r"ordering segment \d+/\d+ \(\d+ ops\): .+", n) for n in notes), notes
+    assert "layout: placing tensors in the arena" in notes
+    internals = re.compile(r"\bLNS\b|^order peak \d|^window bound \d|^segment \d|^hint$|^heuristic [a-z-]+\+")
+    assert not [n for n in notes if internals.search(n)]

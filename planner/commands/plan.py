@@ -69,6 +69,7 @@ def run(args) -> int:
         except KeyboardInterrupt:
             print("planner: interrupted: no plan yet (Ctrl-C came before the first plan was made)", file=sys.stderr)
             return INTERRUPTED
+    plan = with_tflm_baseline(plan)
     out = write_plan(plan, args.output or f"{graph.name}.plan.json")
     if plan.solver.facts.get("interrupted"):  # after the output, last on stderr (cli.main prints notes)
         note(f"interrupted: best plan so far written to {'stdout' if out == STDOUT else out}")
@@ -90,6 +91,24 @@ def run(args) -> int:
         if record is not None:
             con.print(record.summary(), highlight=False, soft_wrap=True)
     return INTERRUPTED if plan.solver.facts.get("interrupted") else 0
+
+
+def with_tflm_baseline(plan):
+    """The plan with the fact `tflm_baseline_arena`: the arena of the model's own order with
+    TensorFlow Lite Micro's first-fit and no shared bytes (`given-firstfit`, `--share none`) on
+    the same target, the number a user compares with first. A heuristic: cheap next to the
+    solve; recorded so that `show` prints it without planning again."""
+    from dataclasses import replace
+
+    from planner.html_report import baseline_plan
+    from planner.report import BASELINE_FACT
+    from planner.simulate import with_solver
+
+    base = baseline_plan(plan)
+    if base is None:
+        return plan
+    facts = {**plan.solver.facts, BASELINE_FACT: base.metrics.arena_bytes}
+    return with_solver(plan, replace(plan.solver, facts=facts))
 
 
 STDOUT = "-"
