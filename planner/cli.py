@@ -81,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv); the exit status."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports every command: Ctrl-C lands here often
+    except KeyboardInterrupt:
+        print("planner: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         args = parser.parse_args(argv)  # --help writes to stdout too
     except BrokenPipeError:

@@ -275,3 +275,14 @@ def test_startup_report_marks_a_command_over_the_limit():
     assert "| `planner zoo` | 0.600 | 0.500–2.000 | 6.0 | yes |" in text
     assert "| `slow` | 1.500 | 1.500–1.500 | 15.0 | **no** |" in text
     assert "Load average (1 min) before: 1.00, after: 2.00" in text
+
+
+def test_ctrl_c_while_the_commands_are_imported_is_one_line(monkeypatch, capsys):
+    import planner.cli as cli
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", ctrl_c)
+    assert cli.main(["zoo"]) == 130
+    assert capsys.readouterr().err == "planner: interrupted\n"
