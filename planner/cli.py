@@ -6,7 +6,7 @@ Each subcommand lives in `planner/commands/<name>.py` and exposes
 Exit codes (:data:`EXIT_CODES`, also in ``planner --help`` and the README): 0 ok, 1
 planning failed (does not fit, outputs or metrics differ, an invalid plan in `show`), 2 bad
 input (unreadable or corrupt files, bad options, a model or plan the planner cannot use),
-3 internal error (a bug: rerun with ``--debug`` for the traceback). Every error is one line
+3 internal error (a bug: rerun with ``--debug`` for the traceback), 130 stopped by Ctrl-C. Every error is one line
 on stderr, argparse's own included (:class:`Parser`); `--debug` shows the traceback. A
 closed stdout (`planner ... | head`) is not an error: the command stops quietly with status 0.
 """
@@ -23,12 +23,13 @@ import sys
 from planner.suggest import did_you_mean
 
 COMMANDS = ["plan", "show", "solvers", "compare", "run", "export", "report", "sweep", "zoo"]
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = {
     EXIT_OK: "ok",
     EXIT_FAILED: "planning failed: the model does not fit, outputs or metrics differ, `show` found an invalid plan",
     EXIT_BAD_INPUT: "bad input: unreadable or corrupt file, bad option value, a model or plan the planner cannot use",
     EXIT_INTERNAL: "internal error (a bug): rerun with --debug for the traceback",
+    EXIT_INTERRUPTED: "stopped by Ctrl-C (`plan` writes the best plan so far, `compare` prints the rows finished)",
 }
 EPILOG = "exit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
 
@@ -80,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv); the exit status."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports every command: Ctrl-C lands here often
+    except KeyboardInterrupt:
+        print("planner: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         args = parser.parse_args(argv)  # --help writes to stdout too
     except BrokenPipeError:
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except KeyboardInterrupt:
         print("planner: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - every error becomes one clear line
         if args.debug:
             raise

@@ -83,6 +83,9 @@ class ModelSource:
 
     `notes` are one-line remarks of the importer a user should see (shapes it settled by
     measuring where the model's declared and inferred shapes disagree, ops a runtime lacks).
+
+    `given` is the MODEL as the user named it (a zoo name, or the file path as typed): the
+    plan file records it (``model.path``) so that `planner run PLAN` finds the model again.
     """
 
     format: str  # onnx | tflite | generated | plan
@@ -94,6 +97,7 @@ class ModelSource:
     details: Any = field(default=None, repr=False)
     transforms: tuple[Any, ...] = ()
     notes: tuple[str, ...] = ()
+    given: str | None = None
 
 
 def model_sha256(data: bytes) -> str:

@@ -181,7 +181,7 @@ class Plan:
         return {
             "format": FORMAT,
             "version": VERSION if v2 or transforms else 1,
-            "model": {"name": g.name, "sha256": self.model_sha256},
+            "model": self.model_entry(),
             **({"transforms": transforms} if transforms else {}),
             "target": self.target.to_dict(),
             "tensors": [_tensor_dict(g, t) for t in g.tensors.values()],
@@ -190,6 +190,12 @@ class Plan:
             "metrics": asdict(self.metrics),
             "solver": self.solver.to_dict(),
         }
+
+    def model_entry(self) -> dict:
+        """The plan file's ``model``: name, sha256 and, when known, ``path``: the model as the
+        user named it (a zoo name or a file path), which `planner run PLAN` looks up."""
+        given = getattr(self.graph.source, "given", None)
+        return {"name": self.graph.name, "sha256": self.model_sha256, **({"path": given} if given else {})}
 
     def to_json(self) -> str:
         """The plan file's text."""
@@ -330,11 +336,13 @@ def plan_from_dict(d: dict) -> Plan:
         model = _need(d, "model", dict, "plan")
         name = _typed(model.get("name", ""), str, "model: 'name'")
         sha = _typed(model.get("sha256", "") or "", str, "model: 'sha256'")
+        given = model.get("path")
+        given = _typed(given, str, "model: 'path'") or None if given is not None else None
         target = Target.from_dict(_need(d, "target", dict, "plan"))
         tensors = [_read_tensor(t, f"tensors[{i}]") for i, t in enumerate(_need(d, "tensors", list, "plan"))]
         ops = [_read_op(o, f"ops[{i}]", v2) for i, o in enumerate(_need(d, "ops", list, "plan"))]
         transforms = _read_transforms(d) if v2 else ()
-        source = ModelSource("plan", sha256=sha, transforms=transforms)
+        source = ModelSource("plan", sha256=sha, transforms=transforms, given=given)
         graph = Graph(name, tensors, ops, source)
         stages = [_read_stage(x, f"stages[{i}]", v2) for i, x in enumerate(_need(d, "stages", list, "plan"))]
         metrics = _read_metrics(d)

@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from planner.plan import Plan
-from planner.target import format_bytes
+from planner.target import PRESETS, format_bytes
 
 
 def console() -> Console:
@@ -94,12 +94,56 @@ def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan")
         ("solver", f"{s.name}  ({s.status}; " + solver_bound(plan) + ")"),
         ("time", f"{s.wall_s:.2f} s"),
     ]
+    rows += story_rows(plan)
     if plan_path:
         rows.append(("written", plan_path))
     rows += [("note", n) for n in plan_notes(plan)]
     for k, v in rows:
         t.add_row(k, v)
     return t
+
+
+BASELINE_FACT = "tflm_baseline_arena"  # the plan's solver fact `planner plan` records
+
+
+def story_rows(plan: Plan) -> list[tuple[str, str]]:
+    """What the numbers mean to a user: the plan against what TensorFlow Lite Micro does with
+    the model (its own order, first-fit, no shared bytes: the fact `planner plan` records, so
+    `show` prints it without planning again), and, planned without a board, which board
+    presets the arena fits."""
+    rows = []
+    arena, base = plan.metrics.arena_bytes, plan.solver.facts.get(BASELINE_FACT)
+    if isinstance(base, int) and not isinstance(base, bool) and base > 0:
+        change = "the same" if arena == base else f"{'−' if arena < base else '+'}{abs(arena - base) / base:.1%}"
+        rows.append(
+            (
+                "vs TFLM",
+                f"the model's own order with TFLite Micro's first-fit needs {format_bytes(base)}; "
+                f"this plan needs {format_bytes(arena)} ({change})",
+            )
+        )
+    if plan.target.budget is None:
+        rows.append(("boards", boards_text(plan)))
+    return rows
+
+
+def boards_text(plan: Plan) -> str:
+    """The board presets whose L1 holds this plan's arena (those that place weights as the
+    plan's target does: a board that loads weights into L1 needs room for them too)."""
+    arena, weights = plan.metrics.arena_bytes, plan.target.weights
+    boards = sorted(
+        (t for t in PRESETS.values() if t.budget is not None and t.weights == weights),
+        key=lambda t: (t.budget, t.name),
+    )
+    fits = [t for t in boards if t.budget >= arena]
+    if not fits:
+        return (
+            f"fits none of the board presets with weights {weights} (the largest L1 is {format_bytes(boards[-1].budget)})"
+            if boards
+            else "no board preset to compare with"
+        )
+    names = ", ".join(f"{t.name} ({format_bytes(t.budget)})" for t in fits)
+    return f"the arena fits {names}; the smallest: {fits[0].name}"
 
 
 def rows_table(title: str, rows: list[dict]) -> Table:

@@ -14,19 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Literal, get_args
 
 from planner.bounds import working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo, Status
 from planner.simulate import finalize
 from planner.solvers.lowering import Interval, live_intervals, lower
+from planner.solvers.objectives import OBJECTIVES, Objective  # noqa: F401 - re-exported
 from planner.target import Target, format_bytes
-
-# traffic: least spill traffic that fits the budget, then the smallest arena (spill only
-# when no plan without spills fits); peak: the smallest arena, spills allowed, then traffic
-Objective = Literal["traffic", "peak"]
-OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
 @dataclass

@@ -8,9 +8,13 @@ that may sit a hair below an integer optimum, so it is rounded up with a toleran
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 
 from ortools.sat.python import cp_model
 
@@ -38,10 +42,54 @@ def make_solver(time_limit: float, workers: int, seed: int, deterministic: bool 
     p.max_time_in_seconds = max(MIN_TIME_S, float(time_limit))
     p.num_workers = max(1, int(workers))
     p.random_seed = int(seed)
+    # Ctrl-C is Python's (KeyboardInterrupt where the user can be answered); `interruptible`
+    # stops the running searches so that it is raised at once, not at the time limit
+    p.catch_sigint_signal = False
+    _SOLVERS.add(solver)
     if deterministic:
         p.interleave_search = True
         p.max_deterministic_time = max(MIN_TIME_S, float(time_limit))
     return solver
+
+
+_SOLVERS: weakref.WeakSet = weakref.WeakSet()  # every CP-SAT solver made (they stop on Ctrl-C)
+
+
+def stop_searches() -> None:
+    """Stop every CP-SAT search now (each returns its best solution so far)."""
+    for solver in list(_SOLVERS):
+        solver.stop_search()
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """While active, Ctrl-C (SIGINT) raises KeyboardInterrupt in the main thread at once, even
+    while CP-SAT is searching: Python's handler only runs when the main thread is back in
+    Python, so a watcher thread woken by the signal (`signal.set_wakeup_fd`) stops the
+    searches first. Outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def watch() -> None:
+        while data := os.read(r, 64):
+            if signal.SIGINT in data:
+                stop_searches()
+
+    watcher = threading.Thread(target=watch, name="planner-sigint", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        signal.signal(signal.SIGINT, old_handler)
+        os.close(w)  # the watcher reads end-of-file and ends
+        watcher.join(timeout=1.0)
+        os.close(r)
 
 
 def ceil_bound(value: float) -> int:
@@ -71,7 +119,7 @@ class Reporter(cp_model.CpSolverSolutionCallback):
         progress: Callable[[Progress], None] | None,
         timer: Timer,
         scale: Callable[[float], int] = round,
-        phase: str = "solution",
+        phase: str = "better plan found",
     ) -> None:
         super().__init__()
         self.name, self.progress, self.timer, self.scale, self.phase = name, progress, timer, scale, phase
@@ -90,7 +138,9 @@ class Reporter(cp_model.CpSolverSolutionCallback):
         """CP-SAT proved a better bound: report it."""
         with self.lock:
             if self.progress is not None:
-                self.progress(Progress(self.name, self.incumbent, self.scale(bound), self.timer.elapsed, "bound"))
+                self.progress(
+                    Progress(self.name, self.incumbent, self.scale(bound), self.timer.elapsed, "better bound proven")
+                )
 
     def attach(self, solver: cp_model.CpSolver) -> Reporter:
         """Also report bound improvements of `solver` (when there is someone to tell)."""

@@ -195,7 +195,7 @@ def optimal_order(
         return result(hint, hint_peak, lb, "not run (hint meets the bound)" if hint_peak <= lb else "no time")
     m.minimize(om.capacity)
     if progress is not None:
-        progress(Progress("cpsat-order", hint_peak, lb, timer.elapsed, "hint"))
+        progress(Progress("cpsat-order", hint_peak, lb, timer.elapsed, "starting from the heuristic order"))
     rep = cpsat.Reporter("cpsat-order", progress, timer)
     st, solver = cpsat.solve(m, time_limit - timer.elapsed, workers, seed, deterministic, rep)
     cp_status = solver.status_name(st)

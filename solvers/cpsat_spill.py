@@ -279,7 +279,8 @@ class _Search:
             self.best, self.best_order, self.exact = r.plan, order, r.exact
             self.raw_bound = r.raw.bound if r.raw else None
             self.how = f"fixed-order cp-sat (eval {self.evals})"
-            self.options.report(Progress(NAME, self.traffic, None, self.timer.elapsed, self.how))
+            note = f"spill search: {self.evals} orders tried"
+            self.options.report(Progress(NAME, self.traffic, None, self.timer.elapsed, note))
         elif r.plan is not None and self.best_order is None and order == _order_of(self.best):
             self.best_order, self.exact = order, r.exact
         return r

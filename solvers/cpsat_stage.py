@@ -636,7 +636,7 @@ def solve_stage_model(
     res = StageModelResult(None, mode, T)
     first, second = (model.P, model.traffic) if mode == "peak" else (model.traffic, model.P)
     left = time_limit - (timer.elapsed - t0)
-    status, solver = _solve(model, first, SHARES.phase1 * left, options, timer, f"{mode}: phase 1")
+    status, solver = _solve(model, first, SHARES.phase1 * left, options, timer, f"timestep model: least {mode}")
     if status not in cpsat.SOLVED:
         res.notes.append(f"phase 1: {solver.status_name(status)}")
         return res
@@ -646,7 +646,14 @@ def solve_stage_model(
     model.hint_from_solver(solver)
     model.m.add(first <= v1)
     left = time_limit - (timer.elapsed - t0)
-    status2, solver2 = _solve(model, second * (T + 1) + model.steps, left, options, timer, f"{mode}: phase 2")
+    status2, solver2 = _solve(
+        model,
+        second * (T + 1) + model.steps,
+        left,
+        options,
+        timer,
+        f"timestep model: then least {'traffic' if mode == 'peak' else 'peak'}",
+    )
     if status2 in cpsat.SOLVED:
         res.schedule = model.extract(solver2)
         solver = solver2

@@ -155,6 +155,8 @@ def decompose_order(
         cuts.append(len(order))
     cuts = sorted(set(cuts))
     spans = [(a, b) for a, b in pairwise(cuts) if b > a]
+    if hasattr(solve_segment, "starting"):  # for the progress line: how many segments to order
+        solve_segment.starting(sum(1 for a, b in spans if b - a > 1))
     big = sum(b - a for a, b in spans if b - a > 1) or 1
     new_order: list[str] = []
     bound = 0

@@ -321,7 +321,15 @@ def solve_dp(graph: Graph, target: Target, options: SolveOptions | None = None) 
         order, peak_bound, exact = start.peak_order, e.bound, False
         notes["states"] = e.states
         notes["timeout"] = True
-    options.report(Progress("dp", None, peak_bound, timer.elapsed, "order done" if exact else "timeout"))
+    options.report(
+        Progress(
+            "dp",
+            None,
+            peak_bound,
+            timer.elapsed,
+            "exact order found" if exact else "time limit reached: best order so far",
+        )
+    )
     raw_bound = max(raw_lb, peak_bound - max_slack)
     margin = 0.05 + 0.001 * len(graph.ops)
     arena, offs, method, _ = layout_order(

@@ -63,7 +63,7 @@ from planner.solvers.storage import (
     with_sharing,
 )
 from planner.solvers.windows import critical_window_bound
-from planner.target import Target
+from planner.target import Target, format_bytes
 
 # Past this many ops in one segment the monolithic order model rarely closes its gap in a
 # minute: such segments keep their heuristic order and are improved by LNS windows instead.
@@ -207,7 +207,7 @@ def phase_hierarchical(s: NoSpill) -> None:
     s.facts["hierarchical_s"] = round(s.clock.elapsed - t0, 3)
     s.adopt(res.order, res.peak)
     s.proven = s.peak <= s.strong
-    s.report(f"hierarchical order peak {res.peak}", s.peak)
+    s.report(f"hierarchical start: cells ordered, peak {format_bytes(res.peak)}", s.peak)
 
 
 def phase_windows(s: NoSpill) -> None:
@@ -229,7 +229,7 @@ def phase_windows(s: NoSpill) -> None:
         s.facts.update(strong_bound=wb.aligned, strong_bound_how=f"window{wb.best}")
     s.bound = max(s.bound, s.strong - max_slack(s.graph, s.target), wb.raw)
     s.proven = s.peak <= s.strong
-    s.report(f"window bound {wb.aligned}", s.peak)
+    s.report(f"window bounds: {wb.solved} of {wb.windows} windows solved", s.peak)
 
 
 def phase_segments(s: NoSpill) -> None:
@@ -264,7 +264,7 @@ def phase_search(s: NoSpill) -> None:
             if b_peak < s.peak:
                 s.order, s.peak = b_order, b_peak
         _lns(s, max(s.bound + s.target.alignment - 1, s.strong))
-    s.report(f"order peak {s.peak}")
+    s.report(f"order search: best peak {format_bytes(s.peak)}")
 
 
 def phase_joint_segments(s: NoSpill) -> None:
@@ -320,6 +320,18 @@ def _plan_proven(s: NoSpill) -> bool:
     return s.layout_of[1] <= s.bound
 
 
+# what the progress line says while a phase runs: words a user understands
+PHASE_WORDS = {
+    "phase_relaxation": "lower bound: relaxed graph",
+    "phase_hierarchical": "hierarchical start: ordering cells",
+    "phase_windows": "window bounds",
+    "phase_segments": "ordering segments",
+    "phase_search": "order search",
+    "phase_joint_segments": "layout-aware bounds on critical segments",
+    "phase_layout": "layout: placing tensors in the arena",
+}
+
+
 def _margin(s: NoSpill) -> float:
     """Seconds kept for lowering and simulating the plan (measured: 0.05 s for 800 ops,
     0.08 s for 1,100; kept at 0.5 ms per op for a loaded machine)."""
@@ -335,6 +347,12 @@ class SegmentSolver:
 
     def __init__(self, state: NoSpill, whole: tuple[int, int] | None) -> None:
         self.s, self.whole, self.solved = state, whole, 0
+        self.total = 0  # segments that need solving (decompose_order tells it first)
+
+    def starting(self, total: int) -> None:
+        """How many segments there are to order (for the progress line: "segment 3/7")."""
+        self.total = total
+        self.s.report(f"ordering {total} segment{'s' if total != 1 else ''}")
 
     def __call__(self, g: Graph, target: Target, time_limit: float) -> tuple[list[str], int, int, bool]:
         self.solved += 1
@@ -362,8 +380,8 @@ class SegmentSolver:
             res = optimal_order(g, target, left, o.workers, o.seed, hint=hint.peak_order, progress=None)
             order, peak, raw = res.order, res.peak, max(res.raw_bound, strong - slack)
             ok = res.status == "optimal" or peak <= strong
-        done = "proven" if ok else "not proven"
-        self.s.report(f"segment {self.solved} ({len(g.ops)} ops): order {done}")
+        done = "proven optimal" if ok else "best order so far"
+        self.s.report(f"ordering segment {self.solved}/{self.total} ({len(g.ops)} ops): {done}")
         return order, peak, raw, ok
 
     def _hint(self, g: Graph, target: Target) -> HeuristicStart:
@@ -407,7 +425,15 @@ def _lns(s: NoSpill, bound: int) -> None:
         cand = s.order[:lo] + res.order + s.order[lo + k :]
         cpeak = max_live(s.graph, s.target, cand, aligned=True)
         if cpeak < s.peak:
-            s.options.report(Progress("auto", None, bound, s.clock.elapsed, f"LNS peak {cpeak}"))
+            s.options.report(
+                Progress(
+                    "auto",
+                    None,
+                    bound,
+                    s.clock.elapsed,
+                    f"order search: re-ordering around the peak, {format_bytes(cpeak)}",
+                )
+            )
         s.adopt(cand, cpeak)
 
 
@@ -465,7 +491,7 @@ def best_nospill(graph: Graph, target: Target, options: SolveOptions, clock: Clo
     free = target.with_budget(None)
     s = NoSpill(graph, free, options, clock, start, start.peak_order, start.peak, working_set_bound(graph, free))
     s.facts["heuristic_arena"] = start.arena
-    s.report(f"heuristic {start.arena_name}", start.arena)
+    s.report("heuristic start: quick orders and layouts", start.arena)
     aligned, raw = cached_bounds(graph, free)  # (0, 0) unless PLANNER_BOUND_CACHE is set
     if aligned or raw:
         s.strong, s.bound = max(s.strong, min(aligned, s.peak)), max(s.bound, raw)
@@ -477,11 +503,31 @@ def best_nospill(graph: Graph, target: Target, options: SolveOptions, clock: Clo
             s.facts["proven_after"] = next(reversed(spent), "heuristics")
             continue  # no later phase can lower the arena: on to the layout, and out
         t0 = clock.elapsed
-        phase(s)
-        spent[phase.__name__.removeprefix("phase_")] = round(clock.elapsed - t0, 3)
+        s.report(PHASE_WORDS.get(phase.__name__, phase.__name__.removeprefix("phase_")))
+        try:
+            phase(s)
+        except KeyboardInterrupt:  # Ctrl-C: finish with the best order so far
+            finish_interrupted(s)
+            break
+        finally:
+            spent[phase.__name__.removeprefix("phase_")] = round(clock.elapsed - t0, 3)
     s.facts["phase_s"] = spent
     store_bounds(graph, free, s.strong, s.bound, str(s.facts.get("strong_bound_how", "")))
     return s
+
+
+def finish_interrupted(s: NoSpill) -> None:
+    """Ctrl-C stopped a phase: a user who interrupts wants the best plan so far, now. Every
+    phase changes the state only with complete orders and proven bounds, so the state's order
+    stands; it gets the layout heuristics (fast, never worse than the heuristic start) instead
+    of what the phases had left, and the fact ``interrupted`` (status stays what is proven)."""
+    s.facts["interrupted"] = True
+    s.peak = max_live(s.graph, s.target, s.order, aligned=True)
+    s.proven = s.peak <= s.strong
+    arena, method, offs = best_layout(s.graph, s.target, s.order)
+    order, offs, arena, method, src = s.start.never_worse(s.order, offs, arena, method, "auto-order")
+    s.order, s.offsets, s.arena = order, offs, arena
+    s.facts.update(layout=method, source=src, order_proven=s.proven)
 
 
 # -- auto ---------------------------------------------------------------------------------------
@@ -503,6 +549,10 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
         clock.limit = options.time_limit * (1 - SHARES.spill_reserve)
     s = best_nospill(work, unshared(target), options, clock, start)
     clock.limit = options.time_limit
+    if s.facts.get("interrupted"):  # Ctrl-C: the no-spill plan so far, if it fits; no spill search
+        if budget is None or s.arena <= budget:
+            return _nospill_plan(graph, target, s, st)
+        raise KeyboardInterrupt
     if peak_first and floor < s.arena:
         # --objective peak: the smallest arena any plan reaches, with the least traffic there
         try:

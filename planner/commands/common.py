@@ -7,10 +7,10 @@ import math
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from planner.graph import Graph
 from planner.models.fuse import FUSE_METHODS
-from planner.solvers.base import OBJECTIVES
+from planner.solvers.objectives import OBJECTIVES
 from planner.target import (
     DEFAULT_TARGET,
     LIFETIMES,
@@ -20,6 +20,9 @@ from planner.target import (
     TargetError,
     get_target,
 )
+
+if TYPE_CHECKING:  # the graph module imports networkx: not for `planner --help`
+    from planner.graph import Graph
 
 DEFAULT_MODEL = "resnet8"
 

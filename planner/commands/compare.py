@@ -41,6 +41,11 @@ class Row:
     wall_s: float
     note: str = ""
 
+    @property
+    def interrupted(self) -> bool:
+        """The solver was stopped by Ctrl-C and gave its best plan so far."""
+        return self.plan is not None and bool(self.plan.solver.facts.get("interrupted"))
+
     def as_dict(self, lower: int, best: int | None) -> dict:
         """The row as the table, CSV and --json show it."""
         m = self.plan.metrics if self.plan else None
@@ -53,7 +58,9 @@ class Row:
             "spill_traffic_bytes": m.spill_traffic_bytes if m else None,
             "vs_lower_bound": round(m.arena_bytes / lower, 4) if m and lower else None,
             "vs_best": round(m.arena_bytes / best, 4) if m and best else None,
-            "status": self.plan.solver.status if self.plan else self.note,
+            "status": (self.plan.solver.status + (" (interrupted)" if self.interrupted else ""))
+            if self.plan
+            else self.note,
             "bound": self.plan.solver.bound if self.plan else None,
             "wall_s": round(self.wall_s, 3),
         }
@@ -68,7 +75,12 @@ def register(sub) -> None:
     p.add_argument("--budgets", help="comma-separated L1 budgets to sweep (spill traffic vs budget)")
     add_solver_args(p)
     p.add_argument("--csv", help="write the table as CSV")
-    p.add_argument("--plot", help="write a PNG figure (memory over time + best layout, or the budget sweep)")
+    p.add_argument(
+        "--plot",
+        help="write a PNG figure: memory over time of the best plan against the model's own order with TFLite "
+        "Micro's first-fit (given-firstfit, --share none; with --solvers: of the solvers asked) + the best "
+        "plan's layout, or with --budgets the budget sweep",
+    )
     p.add_argument("--json", action="store_true", help="print rows as JSON")
     p.add_argument("--quiet", action="store_true", help="no live progress")
     p.set_defaults(func=run)
@@ -101,12 +113,15 @@ def run(args) -> int:
     base_target = make_target(args)
     graph = load_graph(args, base_target)
     names, targets = _solvers_and_targets(args, base_target)
-    rows: list[Row] = []
-    with live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
-        for target in targets:
-            for n in names:
-                rows.append(_run_one(n, graph, target, args, cb))
-    extra = _tflm_row(args, graph) if not args.budgets else None
+    from planner.solvers.cpsat import interruptible
+
+    with interruptible(), live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
+        rows, interrupted = _run_all(names, targets, graph, args, cb)
+    if interrupted:  # Ctrl-C: the rows already finished, then exit 130
+        print(f"planner: interrupted: {len(rows)} of {len(names) * len(targets)} rows finished", file=sys.stderr)
+        if not rows:
+            return INTERRUPTED
+    extra = _tflm_row(args, graph) if not (args.budgets or interrupted) else None
     lower = _lower_bound(graph, base_target, names, rows)
     dicts = _dicts(rows, lower, extra)
     try:
@@ -116,9 +131,27 @@ def run(args) -> int:
     if args.json:
         json.dump({"model": graph.name, "lower_bound_bytes": lower, "rows": dicts}, sys.stdout)
         sys.stdout.write("\n")
-        return 0
-    _print_table(args, graph, dicts, lower)
-    return 0
+    else:
+        _print_table(args, graph, dicts, lower)
+    return INTERRUPTED if interrupted else 0
+
+
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+
+
+def _run_all(names: list[str], targets: list, graph, args, cb) -> tuple[list[Row], bool]:
+    """Every solver at every target: (rows, interrupted). Ctrl-C keeps the rows finished (and
+    the row of a solver that stopped with its best plan so far, `auto`) and ends the loop."""
+    rows: list[Row] = []
+    try:
+        for target in targets:
+            for n in names:
+                rows.append(_run_one(n, graph, target, args, cb))
+                if rows[-1].plan is not None and rows[-1].plan.solver.facts.get("interrupted"):
+                    return rows, True
+    except KeyboardInterrupt:
+        return rows, True
+    return rows, False
 
 
 def _solvers_and_targets(args, base_target) -> tuple[list[str], list]:
@@ -195,7 +228,20 @@ def _write_files(args, graph, rows: list[Row], dicts: list[dict], lower: int) ->
             ok = [(r.solver, r.plan) for r in rows if r.plan]
             if ok:
                 best = min(ok, key=lambda x: (x[1].metrics.arena_bytes, x[1].metrics.traffic_bytes))
-                compare_figure(ok, best, args.plot, lower)
+                compare_figure(ok if args.solvers else _against_tflm(best), best, args.plot, lower)
+
+
+TFLM_BASELINE = "TFLM: own order, first-fit"
+
+
+def _against_tflm(best: tuple[str, Plan]) -> list[tuple[str, Plan]]:
+    """The default figure's plans: the best one against what TensorFlow Lite Micro does with
+    the same graph (the model's own order, first-fit, no shared bytes: `given-firstfit` with
+    `--share none`), the comparison a user asks first; `--solvers` draws the solvers asked."""
+    from planner.html_report import baseline_plan
+
+    base = baseline_plan(best[1])
+    return [best] + ([(TFLM_BASELINE, base)] if base is not None else [])
 
 
 def _print_table(args, graph, dicts: list[dict], lower: int) -> None:

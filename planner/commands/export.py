@@ -3,6 +3,7 @@ over the exporter registry (`planner.export.EXPORTERS`)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from planner.commands.common import CliError, check_writable, model_path, note
@@ -22,7 +23,9 @@ def register(sub) -> None:
     p.add_argument(
         "--model", help="the original .tflite (path or zoo name) the plan was made for (needed for --format tflite)"
     )
-    p.add_argument("-o", "--output", required=True, help="output file")
+    p.add_argument(
+        "-o", "--output", required=True, help="output file; `-o -` writes it to stdout (the summary line to stderr)"
+    )
     p.add_argument("--no-names", action="store_true", help="C header: leave out the tensor/op name tables")
     p.add_argument(
         "--fold-fp16",
@@ -42,11 +45,15 @@ def run(args) -> int:
         raise CliError(f"refusing to export: {e}", 2) from None
     except PlanError as e:
         raise CliError(f"refusing to export an invalid plan: {e}", 2) from None
-    out = Path(args.output)
-    check_writable(args.output, "output")
+    to_stdout = args.output == "-"
+    check_writable(None if to_stdout else args.output, "output")
     opts = _options(args, options(args.format))
     try:
-        rep = export(plan, args.format, out, **opts)
+        if to_stdout:
+            out, rep = Path("-"), _export_to_stdout(plan, args.format, opts)
+        else:
+            out = Path(args.output)
+            rep = export(plan, args.format, out, **opts)
     except CannotExport as e:
         raise CliError(str(e), 2) from None
     except PlanError as e:
@@ -55,8 +62,23 @@ def run(args) -> int:
         raise CliError(f"cannot write {out}: {e.strerror}", 2) from None
     for w in getattr(rep.details, "warnings", None) or []:
         note(f"warning: {w}")
-    print(f"wrote {out} ({rep.summary})")
+    print(f"wrote {'stdout' if to_stdout else out} ({rep.summary})", file=sys.stderr if to_stdout else sys.stdout)
     return 0
+
+
+def _export_to_stdout(plan, fmt: str, opts: dict):
+    """Export into a temporary file and copy its bytes to stdout (`-o -`: every exporter
+    writes a path; a .tflite is binary, so the bytes go to stdout's buffer unchanged)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="planner-export-") as tmp:
+        path = Path(tmp) / f"out.{fmt}"
+        rep = export(plan, fmt, path, **opts)
+        data = path.read_bytes()
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    return rep
 
 
 def _options(args, takes: dict[str, bool]) -> dict:

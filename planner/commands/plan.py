@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from rich.console import Console
+
 from planner.commands.common import (
     CliError,
     add_model_args,
@@ -34,8 +36,13 @@ def register(sub) -> None:
     add_target_args(p)
     p.add_argument("--solver", default="auto", help="solver name (see `planner solvers`; default auto)")
     add_solver_args(p)
-    p.add_argument("-o", "--output", help="plan file to write (default: <model>.plan.json)")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="plan file to write (default: <model>.plan.json); `-o -` writes the plan JSON to stdout and the "
+        "summary (with --json: the summary JSON) to stderr",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object (on stderr with `-o -`)")
     p.add_argument("--quiet", action="store_true", help="no live progress")
     p.set_defaults(func=run)
 
@@ -51,28 +58,72 @@ def run(args) -> int:
     gaps = tflm_gaps(graph)
     for gap in gaps:
         note(f"warning: {gap}")
-    with live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
+    from planner.solvers.cpsat import interruptible
+
+    with interruptible(), live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
         opts = SolveOptions(
             time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
         )
-        plan = solve_for_target(args.solver, graph, target, opts)
-    out = args.output or f"{graph.name}.plan.json"
+        try:
+            plan = solve_for_target(args.solver, graph, target, opts)
+        except KeyboardInterrupt:
+            print("planner: interrupted: no plan yet (Ctrl-C came before the first plan was made)", file=sys.stderr)
+            return INTERRUPTED
+    plan = with_tflm_baseline(plan)
+    out = write_plan(plan, args.output or f"{graph.name}.plan.json")
+    if plan.solver.facts.get("interrupted"):  # after the output, last on stderr (cli.main prints notes)
+        note(f"interrupted: best plan so far written to {'stdout' if out == STDOUT else out}")
+    # with `-o -` stdout carries the plan alone, so that it can be piped; the summary goes to stderr
+    to_stdout = out == STDOUT
+    where = "stdout" if to_stdout else str(Path(out))
+    if args.json:
+        d = summary_dict(plan, where)
+        d["transforms"] = plan.transforms
+        fused = fusion_note(graph)
+        d["notes"] = d["notes"] + graph_notes(graph) + ([fused] if fused else []) + gaps
+        stream = sys.stderr if to_stdout else sys.stdout
+        json.dump(d, stream)
+        stream.write("\n")
+    else:
+        con = Console(stderr=True, width=None if sys.stderr.isatty() else 140) if to_stdout else console()
+        con.print(summary_table(plan, where))
+        record = fusion_of(graph)
+        if record is not None:
+            con.print(record.summary(), highlight=False, soft_wrap=True)
+    return INTERRUPTED if plan.solver.facts.get("interrupted") else 0
+
+
+def with_tflm_baseline(plan):
+    """The plan with the fact `tflm_baseline_arena`: the arena of the model's own order with
+    TensorFlow Lite Micro's first-fit and no shared bytes (`given-firstfit`, `--share none`) on
+    the same target, the number a user compares with first. A heuristic: cheap next to the
+    solve; recorded so that `show` prints it without planning again."""
+    from dataclasses import replace
+
+    from planner.html_report import baseline_plan
+    from planner.report import BASELINE_FACT
+    from planner.simulate import with_solver
+
+    base = baseline_plan(plan)
+    if base is None:
+        return plan
+    facts = {**plan.solver.facts, BASELINE_FACT: base.metrics.arena_bytes}
+    return with_solver(plan, replace(plan.solver, facts=facts))
+
+
+STDOUT = "-"
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+
+
+def write_plan(plan, out: str) -> str:
+    """Write the plan file to `out` (``-``: to stdout); the path written."""
+    if out == STDOUT:
+        sys.stdout.write(plan.to_json() + "\n")
+        sys.stdout.flush()
+        return out
     check_writable(out, "plan file")
     try:
         plan.write(out)
     except OSError as e:
         raise CliError(f"cannot write plan file {out}: {e.strerror or e}") from None
-    if args.json:
-        d = summary_dict(plan, str(Path(out)))
-        d["transforms"] = plan.transforms
-        fused = fusion_note(graph)
-        d["notes"] = d["notes"] + graph_notes(graph) + ([fused] if fused else []) + gaps
-        json.dump(d, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        con = console()
-        con.print(summary_table(plan, str(Path(out))))
-        record = fusion_of(graph)
-        if record is not None:
-            con.print(record.summary(), highlight=False, soft_wrap=True)
-    return 0
+    return out

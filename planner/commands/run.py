@@ -49,8 +49,13 @@ def register(sub) -> None:
         "run",
         help="execute a plan and check its outputs: ONNX in a numpy arena vs onnxruntime, TFLite in TFLite Micro vs the original model",
     )
-    p.add_argument("model", help="ONNX file or zoo name the plan was made for")
-    p.add_argument("plan", help="plan file (planner.plan v1 JSON)")
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="ONNX/TFLite file or zoo name the plan was made for (default: the model the plan file records, "
+        "a zoo name or a path whose sha256 matches)",
+    )
+    p.add_argument("plan", help="plan file (planner.plan JSON)")
     p.add_argument(
         "--inputs", metavar="FILE.npz", help="input values (one array per graph input name); default: random by --seed"
     )
@@ -132,6 +137,42 @@ def _model_path(name: str) -> Path:
     return p
 
 
+def find_model(plan, plan_path: str) -> str:
+    """The model a plan file names, for `planner run PLAN`: its recorded ``model.path`` (a zoo
+    name, or a path as given, tried from here and from the plan's folder), else a zoo model
+    whose file has the plan's model name; only one whose sha256 is the plan's. One line
+    (exit 2) naming what was looked for when none is found."""
+    from planner.models.zoo import ZOO, ZooError, locate
+
+    given, sha = plan.graph.source.given, plan.model_sha256
+    looked: list[str] = []
+    candidates: list[tuple[str, Path | None]] = []
+    if given and given in ZOO:
+        candidates.append((given, None))
+    elif given:
+        here = Path(given)
+        candidates += [(str(p), p) for p in dict.fromkeys([here, Path(plan_path).parent / here])]
+    else:
+        stem = plan.graph.name
+        candidates += [(n, None) for n, e in ZOO.items() if Path(e.file).stem == stem]
+    for name, p in candidates:
+        try:
+            p = locate(name) if p is None else p
+        except ZooError as e:
+            looked.append(f"zoo model {name} ({e})")
+            continue
+        if not p.is_file():
+            looked.append(f"{p} (no such file)")
+        elif sha and model_sha256(p.read_bytes()) != sha:
+            looked.append(f"{p} (its sha256 is not the plan's {sha[:12]}…)")
+        else:
+            return name
+    what = "; ".join(looked) or f"a zoo model named {plan.graph.name} (none; the plan records no model path)"
+    raise CliError(
+        f"cannot find the model of plan {plan_path}: looked for {what}; give it: planner run MODEL {plan_path}"
+    )
+
+
 def _plan_fusion(plan) -> str:
     """The --fuse a plan was made with, from its ``transforms`` (none when it has none)."""
     from planner.models.fuse import fusion_of
@@ -171,6 +212,8 @@ def _plan_shape_conflict(vi, shape: tuple[int, ...]) -> str | None:
 def run(args) -> int:
     """Execute a plan (ONNX: numpy arena vs onnxruntime; TFLite: TFLM vs the original)."""
     plan = _read_plan(args)
+    if args.model is None:
+        args.model = find_model(plan, args.plan)
     path = _model_path(args.model)
     mismatch = source_mismatch(plan, ModelSource(path.suffix.lstrip("."), str(path), model_sha256(path.read_bytes())))
     if mismatch:
