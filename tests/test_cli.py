@@ -151,3 +151,11 @@ def test_show_lists_every_tensor_and_op(tmp_path, capsys):
     assert "tensors" in out and "resident" in out and ops and loaded
     for name in ops + loaded:
         assert name in out
+
+
+def test_compare_never_claims_a_figure_it_did_not_write(tmp_path, capsys):
+    """No plan fits a budget below every working set: nothing to draw, and it says so."""
+    fig = tmp_path / "f.png"
+    assert main(["compare", "resnet8", "--budget", "1KiB", "--solvers", "greedy", "--plot", str(fig), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert not fig.exists() and f"written {fig}" not in out and "no figure written" in out

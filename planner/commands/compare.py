@@ -125,14 +125,14 @@ def run(args) -> int:
     lower = _lower_bound(graph, base_target, names, rows)
     dicts = _dicts(rows, lower, extra)
     try:
-        _write_files(args, graph, rows, dicts, lower)
+        written = _write_files(args, graph, rows, dicts, lower)
     except OSError as e:
         raise CliError(f"cannot write {e.filename or args.csv or args.plot}: {e.strerror or e}") from None
     if args.json:
         json.dump({"model": graph.name, "lower_bound_bytes": lower, "rows": dicts}, sys.stdout)
         sys.stdout.write("\n")
     else:
-        _print_table(args, graph, dicts, lower)
+        _print_table(args, graph, dicts, lower, written)
     return INTERRUPTED if interrupted else 0
 
 
@@ -212,23 +212,28 @@ def _dicts(rows: list[Row], lower: int, extra: dict | None) -> list[dict]:
     return dicts
 
 
-def _write_files(args, graph, rows: list[Row], dicts: list[dict], lower: int) -> None:
-    """--csv and --plot."""
+def _write_files(args, graph, rows: list[Row], dicts: list[dict], lower: int) -> list[str]:
+    """--csv and --plot; the paths written (no figure when no plan fits: nothing to draw)."""
+    written = []
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(dicts[0]))
             w.writeheader()
             w.writerows(dicts)
+        written.append(args.csv)
     if args.plot:
         from planner.plots import compare_figure, sweep_figure
 
         if args.budgets:
             sweep_figure(dicts, args.plot, f"{graph.name}: spill traffic vs L1 budget")
+            written.append(args.plot)
         else:
             ok = [(r.solver, r.plan) for r in rows if r.plan]
             if ok:
                 best = min(ok, key=lambda x: (x[1].metrics.arena_bytes, x[1].metrics.traffic_bytes))
                 compare_figure(ok if args.solvers else _against_tflm(best), best, args.plot, lower)
+                written.append(args.plot)
+    return written
 
 
 TFLM_BASELINE = "TFLM: own order, first-fit"
@@ -244,7 +249,7 @@ def _against_tflm(best: tuple[str, Plan]) -> list[tuple[str, Plan]]:
     return [best] + ([(TFLM_BASELINE, base)] if base is not None else [])
 
 
-def _print_table(args, graph, dicts: list[dict], lower: int) -> None:
+def _print_table(args, graph, dicts: list[dict], lower: int, written: list[str]) -> None:
     t = Table(title=f"{graph.name}: {len(graph.ops)} ops, lower bound {format_bytes(lower)} ({lower} B)")
     cols = ["solver", "budget", "arena", "peak", "vs lower bound", "vs best", "traffic", "status", "time"]
     for c in cols:
@@ -266,9 +271,10 @@ def _print_table(args, graph, dicts: list[dict], lower: int) -> None:
     con.print(t)
     for note in notes:
         con.print(note, highlight=False, soft_wrap=True)
-    for path in (args.csv, args.plot):
-        if path:
-            con.print(f"written {path}")
+    for path in written:
+        con.print(f"written {path}")
+    if args.plot and args.plot not in written:
+        con.print(f"no figure written to {args.plot}: no plan fits the budget", highlight=False)
 
 
 NOTE_AFTER = 40  # statuses longer than this keep a short label in the table and a note under it
