@@ -18,6 +18,7 @@ from planner.commands.common import (
     make_target,
     note,
     solve_for_target,
+    time_left,
 )
 from planner.models.fuse import fusion_of
 from planner.models.tflite import tflm_gaps
@@ -53,7 +54,11 @@ def run(args) -> int:
         note(f"warning: {gap}")
     with live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
         opts = SolveOptions(
-            time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
+            time_limit=time_left(args.time_limit),
+            workers=args.workers,
+            seed=args.seed,
+            objective=args.objective,
+            progress=cb,
         )
         plan = solve_for_target(args.solver, graph, target, opts)
     out = args.output or f"{graph.name}.plan.json"

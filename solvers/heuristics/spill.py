@@ -34,11 +34,11 @@ from dataclasses import dataclass, replace
 from planner.bounds import min_budget, working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo, Stage
-from planner.simulate import finalize, with_solver
-from planner.solvers.base import DoesNotFit, SolveOptions, Timer, nospill_plan
+from planner.simulate import with_solver
+from planner.solvers.base import DoesNotFit, SolveOptions, Timer, finalize_within_llb, nospill_plan, spilling_how
 from planner.solvers.heuristic import best_heuristic
 from planner.solvers.heuristics.order import ORDERS
-from planner.target import Target
+from planner.target import Target, format_bytes
 
 POLICIES = ("belady", "largest", "cost")
 INF = math.inf
@@ -51,7 +51,7 @@ def check_fits(graph: Graph, target: Target) -> None:
         return
     need = min_budget(graph, target)
     if need > budget:
-        raise DoesNotFit(budget, need, working_set_bound(graph, target), how="even with spilling")
+        raise DoesNotFit(budget, need, working_set_bound(graph, target), how=spilling_how(target))
 
 
 @dataclass
@@ -252,7 +252,9 @@ def candidate_plans(
 ) -> list[Plan]:
     """Every order heuristic × policy as a spill plan, plus the best no-spill plan if it fits.
 
-    All are finalized (simulated) plans that respect target.budget.
+    All are finalized (simulated) plans that respect target.budget and the target's LLB:
+    a walk whose stored tensors need more LLB than a bounded one holds is dropped (the
+    no-spill plan needs none). DoesNotFit when nothing is left.
     """
     check_fits(graph, target)
     ws = working_set_bound(graph, target)
@@ -268,7 +270,12 @@ def candidate_plans(
         for pol in policies:
             stages = _SpillWalk(graph, target, order, pol, k).run()
             info = SolverInfo(name, "heuristic", ws, facts={"order": oname, "policy": pol, "k": k})
-            plans.append(finalize(Plan(graph, target, stages, info)))
+            plan = finalize_within_llb(Plan(graph, target, stages, info))
+            if plan is not None:
+                plans.append(plan)
+    if not plans:
+        how = f"within the {format_bytes(target.llb_bytes or 0)} LLB of {target.name}"
+        raise DoesNotFit(target.budget, arena, ws, how=how)
     return plans
 
 
