@@ -214,19 +214,19 @@ def decompose_order(
     proven = True
     solved: list[tuple[int, Segment]] = []  # (aligned peak incl. background, segment)
     for (a, b), names in zip(spans, window_tensors(graph, order, spans, pos), strict=True):
-        left = time_limit - (time.perf_counter() - t0)
-        if left <= 0:
+        if time.perf_counter() - t0 >= time_limit:
             new_order += order[a:]  # out of time: the rest as it was
             proven = False
             break
         seg = segment_subgraph(graph, target, order, a, b, pos, names)
+        left = time_limit - (time.perf_counter() - t0)
         if b - a == 1:
             sub_order = list(order[a:b])
             sub_bound = max_live(seg.graph, target, sub_order)
             sub_peak = max_live(seg.graph, target, sub_order, aligned=True)
             ok = True
         else:
-            share = min(time_limit * (b - a) / big, left)
+            share = max(min(time_limit * (b - a) / big, left), 0.0)
             sub_order, sub_peak, sub_bound, ok = solve_segment(seg.graph, target, share)
         new_order += sub_order
         bound = max(bound, sub_bound + (seg.background_raw if seg.exact else 0))
