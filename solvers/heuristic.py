@@ -39,13 +39,23 @@ def best_layout(
 
 
 def best_heuristic(
-    graph: Graph, target: Target, orders: Sequence[str] = tuple(ORDERS), layouts: Sequence[str] = tuple(LAYOUTS)
+    graph: Graph,
+    target: Target,
+    orders: Sequence[str] = tuple(ORDERS),
+    layouts: Sequence[str] = tuple(LAYOUTS),
+    time_limit: float | None = None,
 ) -> tuple[int, list[str], str, str, dict[str, int]]:
-    """Every order heuristic × every layout heuristic: (arena, order, order name, layout name, offsets)."""
+    """Every order heuristic × every layout heuristic: (arena, order, order name, layout name, offsets).
+    With `time_limit` (seconds), nothing more is tried once it has passed (the first order
+    with its first layout always is)."""
+    timer = Timer()
     best = None
     for oname in orders:
+        left = None if time_limit is None else time_limit - timer.elapsed
+        if best is not None and left is not None and left <= 0:
+            break
         order = ORDERS[oname](graph, target)
-        arena, lname, offs = best_layout(graph, target, order, layouts)
+        arena, lname, offs = best_layout(graph, target, order, layouts, left)
         if best is None or arena < best[0]:
             best = (arena, order, oname, lname, offs)
     return best

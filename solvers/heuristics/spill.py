@@ -302,7 +302,7 @@ def candidate_plans(
     check_fits(graph, target)
     ws = working_set_bound(graph, target)
     plans: list[Plan] = []
-    arena, order0, oname0, lname, offs = best_heuristic(graph, target.with_budget(None))
+    arena, order0, oname0, lname, offs = best_heuristic(graph, target.with_budget(None), time_limit=time_limit)
     if target.budget is None or arena <= target.budget:
         info = SolverInfo(name, "heuristic", ws, facts={"order": oname0, "layout": lname, "spill": "none"})
         plans.append(nospill_plan(graph, target, order0, offs, info))
