@@ -565,8 +565,8 @@ def _spill_key(p: Plan) -> tuple:
 
 def spill_time(clock: Clock, margin: float) -> float:
     """Seconds a spill solver may take: what is left of the limit less `margin` (the plan's
-    way out), never more than is left; 0 once the time is gone (the heuristics still
-    answer: they do not look at the clock)."""
+    way out), never more than is left; 0 once the time is gone (a spill heuristic then
+    still makes its first walk: there is always a plan)."""
     return max(clock.left() - margin, 0.0)
 
 
