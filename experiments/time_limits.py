@@ -18,8 +18,9 @@ raised to the smallest budget any plan can use where that is higher), so the spi
     python experiments/time_limits.py --models zoo --limits 2 --append
     python experiments/time_limits.py --models chain:3001,sp:500@spill --limits 2,10 --append
 
-Writes experiments/results/time_limits.{csv,md}; ``--append`` adds rows to the CSV (the
-markdown is rendered from the whole CSV, with every command that made it in its header).
+Writes experiments/results/time_limits.{csv,md}; ``--append`` adds rows to the CSV, a row
+measured again replacing the earlier one (the markdown is rendered from the whole CSV,
+with every command that made it in its header).
 """
 
 from __future__ import annotations
@@ -209,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             for limit in limits:
                 r = row(name, limit, imp, budget, Path(tmp))
                 print(" ".join(f"{k}={r[k]}" for k in ("model", "limit_s", "wall_s", "import_s", "ok", "load1")))
-                rows.append(r)
+                # a row measured again replaces the earlier one (same model and limit)
+                rows = [x for x in rows if (x["model"], float(x["limit_s"])) != (name, limit)] + [r]
                 with csv_path.open("w", newline="") as f:
                     w = csv.DictWriter(f, FIELDS)
                     w.writeheader()
