@@ -288,9 +288,12 @@ def phase_layout(s: NoSpill) -> None:
     """Offsets: layout heuristics, then CP-SAT layout stopping at the proven bound; never
     worse than the best heuristic plan."""
     o = s.options
-    arena, offs, method, _ = layout_order(
-        s.graph, s.target, s.order, s.clock.left() - _margin(s), o.workers, o.seed, None, s.bound
-    )
+    seconds = s.clock.left() - _margin(s)
+    if seconds <= 0:  # out of time: the heuristic start's plan, laid out already, stands
+        s.order, s.offsets, s.arena = s.start.arena_order, s.start.arena_offsets, s.start.arena
+        s.facts.update(layout=s.start.arena_name, source="heuristic (time out)", order_proven=False)
+        return
+    arena, offs, method, _ = layout_order(s.graph, s.target, s.order, seconds, o.workers, o.seed, None, s.bound)
     order, offs, arena, method, src = s.start.never_worse(s.order, offs, arena, method, "auto-order")
     s.order, s.offsets, s.arena = order, offs, arena
     s.facts.update(layout=method, source=src, order_proven=s.proven)

@@ -54,7 +54,7 @@ def run(args) -> int:
         note(f"warning: {gap}")
     with live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
         opts = SolveOptions(
-            time_limit=time_left(args.time_limit),
+            time_limit=time_left(args.time_limit, len(graph.ops)),
             workers=args.workers,
             seed=args.seed,
             objective=args.objective,
