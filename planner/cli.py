@@ -19,6 +19,7 @@ import importlib.metadata as md
 import os
 import re
 import sys
+import time
 
 from planner.suggest import did_you_mean
 
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv); the exit status."""
+    t0 = time.perf_counter()  # --time-limit counts from here (planner.commands.common.start_command)
     argv = sys.argv[1:] if argv is None else argv
     try:
         parser = build_parser()  # imports every command: Ctrl-C lands here often
@@ -96,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         print(f"planner: error: no command given; one of {', '.join(COMMANDS)} (see planner --help)", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from planner.commands.common import NOTES
+    from planner.commands.common import NOTES, start_command
 
     NOTES.clear()
+    start_command(t0)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush

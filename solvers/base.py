@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from planner.bounds import working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo, Status
-from planner.simulate import finalize
+from planner.simulate import PlanError, finalize
 from planner.solvers.lowering import Interval, live_intervals, lower
 from planner.solvers.objectives import OBJECTIVES, Objective  # noqa: F401 - re-exported
 from planner.target import Target, format_bytes
@@ -97,6 +97,32 @@ class DoesNotFit(Exception):
             f"{format_bytes(needed)} ({needed} B); no plan can use less than {lower_bound} B "
             f"(largest op working set). Retry with --budget {needed}"
         )
+
+
+def spilling_how(target: Target, how: str = "even with spilling") -> str:
+    """How a "does not fit" plan was sought: `how` (with spilling) on a target that can
+    spill, "without spilling" and why on one without an LLB (``llb_bytes == 0``): never
+    "even with spilling" where nothing can be spilled."""
+    if target.can_spill:
+        return how
+    return f"without spilling ({target.name} has no LLB: nothing can be spilled)"
+
+
+def over_llb(e: PlanError, target: Target) -> bool:
+    """Whether the simulator refused a plan only because its stored tensors need more LLB
+    than `target` has (a spill candidate to drop, not a bug)."""
+    return bool(target.llb_bytes) and bool(e.violations) and all("LLB needs" in v for v in e.violations)
+
+
+def finalize_within_llb(plan: Plan) -> Plan | None:
+    """The simulated plan, or None when it needs more LLB than its target has (every other
+    broken rule still raises PlanError: that is a bug in the solver)."""
+    try:
+        return finalize(plan)
+    except PlanError as e:
+        if over_llb(e, plan.target):
+            return None
+        raise
 
 
 def aligned_intervals(graph: Graph, target: Target, order: Sequence[str]) -> list[Interval]:

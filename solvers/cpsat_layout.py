@@ -184,7 +184,7 @@ def layout_order(
 
     Returns (raw arena, offsets, method, the order's layout lower bound); `known_bound`, a
     bound valid for every order, stops the search early."""
-    arena, lname, offs = best_layout(graph, target, order)
+    arena, lname, offs = best_layout(graph, target, order, time_limit=max(time_limit, 0.0))
     ivs = live_intervals(graph, target, order)
     lb = max(layout_lower_bound(ivs, target.alignment), known_bound)
     if arena > lb and time_limit > 0.05:

@@ -118,8 +118,10 @@ def solve_order(
 
     def lay_time() -> float:
         # the CP-SAT layout only runs when the layout heuristics overflow B; it needs > 0.5 s
+        # (never more than is left: with less than 0.5 s the layout stays heuristic)
         left = time_limit - timer.elapsed
-        return min(SHARES.order_layout_max_s, max(SHARES.order_layout_min_s, SHARES.order_layout * left))
+        floor = min(SHARES.order_layout_max_s, max(SHARES.order_layout_min_s, SHARES.order_layout * left))
+        return max(min(floor, left), 0.0)
 
     plan, arena = fo.plan(raw.keep, options, lay_time())
     if plan is not None:
@@ -295,7 +297,8 @@ class _Search:
         if joint.status != "INFEASIBLE":
             self.jbound = joint.bound if self.jbound is None else max(self.jbound, joint.bound)
         if joint.order is not None and joint.traffic is not None and joint.traffic < self.traffic:
-            time_s = max(SHARES.joint_order_min_s, min(SHARES.joint_order_max_s, tl - self.timer.elapsed))
+            left = max(tl - self.timer.elapsed, 0.0)
+            time_s = min(max(SHARES.joint_order_min_s, min(SHARES.joint_order_max_s, left)), left)
             self.consider(joint.order, time_s, None)
             if _order_of(self.best) == joint.order:
                 self.how = "joint order+spill cp-sat"

@@ -57,9 +57,9 @@ from planner.bounds import compulsory_traffic, working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.replay import residencies
-from planner.simulate import finalize, simulate, with_solver
+from planner.simulate import simulate, with_solver
 from planner.solvers import cpsat
-from planner.solvers.base import SolveOptions, Timer
+from planner.solvers.base import SolveOptions, Timer, finalize_within_llb
 from planner.solvers.cpsat_layout import layout_stages
 from planner.solvers.cpsat_spill import solve_order
 from planner.solvers.heuristics.spill import candidate_plans, check_fits, plan_key
@@ -756,7 +756,10 @@ def _lay_out(
     if budget is not None and arena > budget:
         res.notes.append(f"layout arena {arena} exceeds budget {budget}; kept heuristic plan")
         return heur, "heuristic (cp-sat found nothing better)"
-    plan = finalize(Plan(graph, target, laid, SolverInfo(NAME, "feasible")))
+    plan = finalize_within_llb(Plan(graph, target, laid, SolverInfo(NAME, "feasible")))
+    if plan is None:  # its stored tensors overflow a bounded LLB
+        res.notes.append("schedule needs more LLB than the target has; kept heuristic plan")
+        return heur, "heuristic (cp-sat found nothing better)"
     if plan_key(plan, mode) < plan_key(heur, mode):
         return plan, f"cp-sat schedule, layout {lname}"
     return heur, "heuristic (cp-sat found nothing better)"

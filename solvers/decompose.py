@@ -11,7 +11,8 @@ whole. The same segment construction re-optimises windows of an order (LNS, belo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -38,20 +39,32 @@ def sequential_points(graph: Graph) -> list[str]:
     return Reach(graph).sequential_points()
 
 
-def segment_subgraph(graph: Graph, target: Target, order: Sequence[str], lo: int, hi: int) -> Segment:
+def segment_subgraph(
+    graph: Graph,
+    target: Target,
+    order: Sequence[str],
+    lo: int,
+    hi: int,
+    pos: dict[str, int] | None = None,
+    candidates: Iterable[str] | None = None,
+) -> Segment:
     """The window order[lo:hi] as a graph of its own, with the rest as fixed context.
 
     Valid when every op before `lo` runs before the window and every op after runs after
     it (true for segments between sequential points and for any window of a fixed order).
+    `pos` (op -> position in `order`) and `candidates` (a superset of the tensors that touch
+    or span the window, see `window_tensors`) save the scans of the whole graph when many
+    windows of one order are cut.
     """
     window = list(order[lo:hi])
     inside = set(window)
-    pos = {o: i for i, o in enumerate(order)}
+    pos = {o: i for i, o in enumerate(order)} if pos is None else pos
     tensors: list[Tensor] = []
     background = background_raw = bg_slack = 0
     exact = True
     dropped: set[str] = set()
-    for t in graph.tensors.values():
+    pool = graph.tensors.values() if candidates is None else [graph.tensors[n] for n in candidates]
+    for t in pool:
         cons = graph.consumers[t.name]
         c_in = any(c in inside for c in cons)
         c_after = any(pos[c] >= hi for c in cons)
@@ -97,6 +110,42 @@ def segment_subgraph(graph: Graph, target: Target, order: Sequence[str], lo: int
         ops.append(Op(o.name, o.type, tuple(i for i in o.inputs if i not in dropped), o.outputs))
     seg_graph = Graph(f"{graph.name}[{lo}:{hi}]", tensors, ops)
     return Segment(seg_graph, background, background_raw, exact, bg_slack, tuple(sorted(dropped)))
+
+
+def _extent(graph: Graph, t: Tensor, pos: dict[str, int], n: int) -> tuple[int, int]:
+    """Positions [first, last] over which tensor `t` can matter to a window of the order:
+    from its producer (or the start, for inputs; its first consumer, for weights) to its
+    last consumer (the end, for graph outputs)."""
+    cons = [pos[c] for c in graph.consumers[t.name]]
+    prod = graph.producer.get(t.name)
+    if t.kind == "weight":
+        first = min(cons, default=n)
+    else:
+        first = -1 if prod is None else pos[prod]
+    last = max(cons, default=first)
+    if t.kind == "output":
+        last = n
+    return first, last
+
+
+def window_tensors(
+    graph: Graph, order: Sequence[str], spans: Sequence[tuple[int, int]], pos: dict[str, int]
+) -> Iterator[list[str]]:
+    """For consecutive windows `spans` of `order` (increasing, disjoint), the tensors each one
+    must look at (those whose extent meets it), in the graph's tensor order: one sweep
+    instead of a scan of every tensor per window."""
+    n = len(order)
+    index = {name: i for i, name in enumerate(graph.tensors)}
+    ext = sorted(((*_extent(graph, t, pos, n), t.name) for t in graph.tensors.values()), key=lambda x: x[0])
+    active: dict[str, int] = {}  # tensor -> last position
+    k = 0
+    for lo, hi in spans:
+        while k < len(ext) and ext[k][0] < hi:
+            active[ext[k][2]] = ext[k][1]
+            k += 1
+        for name in [name for name, last in active.items() if last < lo]:
+            del active[name]
+        yield sorted(active, key=index.__getitem__)
 
 
 def with_background(seg: Segment, graph: Graph) -> Graph:
@@ -147,9 +196,13 @@ def decompose_order(
     `raw_bound(segment, seconds)` may add a bound on the raw arena that already includes the
     segment's background (e.g. the slack-aware DP). Bounds from segments whose model is not
     exact (a loaded weight used on one side only) leave the background out, to stay valid.
+    The time limit holds for the whole call: once it has passed, the segments left keep
+    their order in `base_order` (and nothing is proven about them).
     """
+    t0 = time.perf_counter()
     pts = set(sequential_points(graph))
     order = list(base_order)
+    pos = {o: i for i, o in enumerate(order)}
     cuts = [0] + [i + 1 for i, o in enumerate(order) if o in pts]
     if cuts[-1] != len(order):
         cuts.append(len(order))
@@ -162,15 +215,21 @@ def decompose_order(
     bound = 0
     proven = True
     solved: list[tuple[int, Segment]] = []  # (aligned peak incl. background, segment)
-    for a, b in spans:
-        seg = segment_subgraph(graph, target, order, a, b)
+    for (a, b), names in zip(spans, window_tensors(graph, order, spans, pos), strict=True):
+        if time.perf_counter() - t0 >= time_limit:
+            new_order += order[a:]  # out of time: the rest as it was
+            proven = False
+            break
+        seg = segment_subgraph(graph, target, order, a, b, pos, names)
+        left = time_limit - (time.perf_counter() - t0)
         if b - a == 1:
             sub_order = list(order[a:b])
             sub_bound = max_live(seg.graph, target, sub_order)
             sub_peak = max_live(seg.graph, target, sub_order, aligned=True)
             ok = True
         else:
-            sub_order, sub_peak, sub_bound, ok = solve_segment(seg.graph, target, time_limit * (b - a) / big)
+            share = max(min(time_limit * (b - a) / big, left), 0.0)
+            sub_order, sub_peak, sub_bound, ok = solve_segment(seg.graph, target, share)
         new_order += sub_order
         bound = max(bound, sub_bound + (seg.background_raw if seg.exact else 0))
         proven = proven and ok and seg.exact
@@ -180,9 +239,10 @@ def decompose_order(
         # only segments whose aligned peak exceeds the bound can raise it: the highest first
         critical = sorted((x for x in solved if x[0] > bound), key=lambda x: -x[0])[:8]
         for value, seg in critical:
-            if value <= bound:
+            left = time_limit - (time.perf_counter() - t0)
+            if value <= bound or left <= 0:
                 break
-            extra = raw_bound(seg, time_limit / max(len(critical), 1))
+            extra = raw_bound(seg, min(time_limit / max(len(critical), 1), left))
             if extra is not None:
                 bound = max(bound, extra)
     largest = max((b - a for a, b in spans), default=0)

@@ -16,12 +16,21 @@ from planner.target import Target
 
 
 def best_layout(
-    graph: Graph, target: Target, order: Sequence[str], layouts: Sequence[str] = tuple(LAYOUTS)
+    graph: Graph,
+    target: Target,
+    order: Sequence[str],
+    layouts: Sequence[str] = tuple(LAYOUTS),
+    time_limit: float | None = None,
 ) -> tuple[int, str, dict[str, int]]:
-    """Try each layout heuristic on one order; return (arena, layout name, offsets) of the best."""
+    """Try each layout heuristic on one order; return (arena, layout name, offsets) of the best.
+    With `time_limit` (seconds), no further layout is tried once it has passed (the first
+    always is: a layout is quadratic in the tensors, 0.15 s for 3,000 of them)."""
+    timer = Timer()
     ivs = aligned_intervals(graph, target, order)
     best = None
     for name in layouts:
+        if best is not None and time_limit is not None and timer.elapsed >= time_limit:
+            break
         offs = LAYOUTS[name](ivs)
         arena = arena_of_layout(graph, ivs, offs)
         if best is None or arena < best[0]:
@@ -30,13 +39,23 @@ def best_layout(
 
 
 def best_heuristic(
-    graph: Graph, target: Target, orders: Sequence[str] = tuple(ORDERS), layouts: Sequence[str] = tuple(LAYOUTS)
+    graph: Graph,
+    target: Target,
+    orders: Sequence[str] = tuple(ORDERS),
+    layouts: Sequence[str] = tuple(LAYOUTS),
+    time_limit: float | None = None,
 ) -> tuple[int, list[str], str, str, dict[str, int]]:
-    """Every order heuristic × every layout heuristic: (arena, order, order name, layout name, offsets)."""
+    """Every order heuristic × every layout heuristic: (arena, order, order name, layout name, offsets).
+    With `time_limit` (seconds), nothing more is tried once it has passed (the first order
+    with its first layout always is)."""
+    timer = Timer()
     best = None
     for oname in orders:
+        left = None if time_limit is None else time_limit - timer.elapsed
+        if best is not None and left is not None and left <= 0:
+            break
         order = ORDERS[oname](graph, target)
-        arena, lname, offs = best_layout(graph, target, order, layouts)
+        arena, lname, offs = best_layout(graph, target, order, layouts, left)
         if best is None or arena < best[0]:
             best = (arena, order, oname, lname, offs)
     return best
@@ -63,15 +82,24 @@ class HeuristicStart:
         return order, offsets, arena, method, source
 
 
-def heuristic_start(graph: Graph, target: Target) -> HeuristicStart:
-    """Every order heuristic, each with every layout heuristic (linear-ish, instant)."""
+def heuristic_start(graph: Graph, target: Target, time_limit: float | None = None) -> HeuristicStart:
+    """Every order heuristic, each with every layout heuristic (linear-ish, instant).
+
+    With `time_limit` (seconds), once it has passed no further order or layout is tried: the
+    first order with its first layout always is, so there is always an answer; the rest is
+    what the time allowed (on a few thousand ops the layouts alone take seconds)."""
+    timer = Timer()
     best_p = best_a = None
     for name, fn in ORDERS.items():
+        left = None if time_limit is None else time_limit - timer.elapsed
+        if best_a is not None and left is not None and left <= 0:
+            break
         order = fn(graph, target)
         peak = max_live(graph, target, order, aligned=True)
         if best_p is None or peak < best_p[1]:
             best_p = (order, peak, name)
-        arena, lname, offs = best_layout(graph, target, order)
+        left = None if time_limit is None else time_limit - timer.elapsed
+        arena, lname, offs = best_layout(graph, target, order, time_limit=left)
         if best_a is None or arena < best_a[1]:
             best_a = (order, arena, offs, f"{name}+{lname}")
     return HeuristicStart(*best_p, *best_a)

@@ -46,7 +46,7 @@ import networkx as nx
 from planner.graph import Graph
 from planner.solvers.base import Timer
 from planner.solvers.cpsat_order import optimal_order
-from planner.solvers.decompose import segment_subgraph
+from planner.solvers.decompose import segment_subgraph, window_tensors
 from planner.solvers.dp import DPTimeout, run_dp
 from planner.solvers.heuristic import heuristic_start
 from planner.solvers.lowering import max_live
@@ -221,7 +221,11 @@ def _solve_cells(
     highest is one already solved (no other cell can lower the max) or time is out.
     Returns (order, solved, reused)."""
     timer = Timer()
-    segs = [segment_subgraph(graph, target, order, lo, hi) for lo, hi in bounds]
+    pos = {op: i for i, op in enumerate(order)}  # one sweep for every cell (no scan of the graph per cell)
+    windows = window_tensors(graph, order, bounds, pos)
+    segs = [
+        segment_subgraph(graph, target, order, lo, hi, pos, ts) for (lo, hi), ts in zip(bounds, windows, strict=True)
+    ]
     orders = [list(order[lo:hi]) for lo, hi in bounds]
     value = [max_live(sg.graph, target, w, aligned=True) + sg.background for sg, w in zip(segs, orders, strict=True)]
     done = [hi - lo <= 2 for lo, hi in bounds]

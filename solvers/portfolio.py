@@ -37,7 +37,7 @@ from planner.bounds import min_budget, working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo
 from planner.simulate import PlanError, finalize, with_solver
-from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, status_of
+from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer, spilling_how, status_of
 from planner.solvers.bound_cache import cached_bounds, store_bounds
 from planner.solvers.cpsat_joint import solve_joint
 from planner.solvers.cpsat_layout import best_layout, layout_lower_bound, layout_order
@@ -84,6 +84,7 @@ class Shares:
     unless the name says seconds)."""
 
     spill_reserve: float = 0.5  # kept for the spill phase when spills look needed
+    heuristics: float = 0.3  # the heuristic starts (every order x layout) stop trying more here
     relax: float = 0.25  # relaxation bound, first (may prove the heuristic order) ...
     relax_floor_s: float = 5.0  # ... but at least min(this, relax_floor_share of the limit)
     relax_floor_share: float = 0.5
@@ -183,6 +184,9 @@ def phase_relaxation(s: NoSpill) -> None:
     if s.ops <= 1 or s.clock.limit <= 0.2 or s.proven:
         return
     seconds = max(SHARES.relax * s.clock.limit, min(SHARES.relax_floor_s, SHARES.relax_floor_share * s.clock.limit))
+    seconds = min(seconds, s.clock.left() - _margin(s))
+    if seconds < 0.05:
+        return
     sb = relaxed_order_bound(s.graph, s.target, s.peak, time_limit=seconds)
     if sb.aligned >= s.strong:  # a cached bound may be stronger
         s.strong = sb.aligned
@@ -240,7 +244,9 @@ def phase_segments(s: NoSpill) -> None:
         return  # the arena bound the segments would refine already meets this order's aligned max-live
     # when the relaxation already proved the order, the segments only refine the raw bound
     end = SHARES.order_end if s.peak > s.strong else SHARES.order_end_proven
-    seconds = max(s.clock.until(end), SHARES.order_min * s.clock.limit)
+    seconds = min(max(s.clock.until(end), SHARES.order_min * s.clock.limit), s.clock.left() - _margin(s))
+    if seconds <= 0:
+        return
     whole = (s.ops, s.strong) if s.strong else None
     res = decompose_order(
         s.graph, s.target, SegmentSolver(s, whole), seconds, s.order, lambda seg, sec: _raw_bound(seg, s.target, sec)
@@ -289,9 +295,12 @@ def phase_layout(s: NoSpill) -> None:
     """Offsets: layout heuristics, then CP-SAT layout stopping at the proven bound; never
     worse than the best heuristic plan."""
     o = s.options
-    arena, offs, method, _ = layout_order(
-        s.graph, s.target, s.order, s.clock.left() - _margin(s), o.workers, o.seed, None, s.bound
-    )
+    seconds = s.clock.left() - _margin(s)
+    if seconds <= 0:  # out of time: the heuristic start's plan, laid out already, stands
+        s.order, s.offsets, s.arena = s.start.arena_order, s.start.arena_offsets, s.start.arena
+        s.facts.update(layout=s.start.arena_name, source="heuristic (time out)", order_proven=False)
+        return
+    arena, offs, method, _ = layout_order(s.graph, s.target, s.order, seconds, o.workers, o.seed, None, s.bound)
     order, offs, arena, method, src = s.start.never_worse(s.order, offs, arena, method, "auto-order")
     s.order, s.offsets, s.arena = order, offs, arena
     s.facts.update(layout=method, source=src, order_proven=s.proven)
@@ -540,9 +549,9 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
     budget = target.budget
     need = working_set_bound(graph, target)
     floor = min_budget(graph, target)
-    if budget is not None and need > budget:
-        raise DoesNotFit(budget, floor, need, how="even with spilling")
-    st, work, start = choose_sharing(graph, target)
+    if budget is not None and need > budget and target.can_spill:
+        raise DoesNotFit(budget, floor, need, how=spilling_how(target))
+    st, work, start = choose_sharing(graph, target, SHARES.heuristics * options.time_limit)
     peak_first = options.objective == "peak" and start.arena > floor
     if peak_first or (budget is not None and start.arena > budget):
         # spills will probably be needed (or may shrink the arena): keep time for them
@@ -561,25 +570,35 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
             pass  # no spill solver reached it: the no-spill plan stands
     if budget is None or s.arena <= budget:
         return _nospill_plan(graph, target, s, st)
+    if not target.can_spill:  # no LLB: the no-spill plan is all there is
+        raise DoesNotFit(budget, s.arena, working_set_bound(graph, target), how=spilling_how(target))
     return spill_phase(graph, target, options, clock, s.arena)
 
 
-def choose_sharing(graph: Graph, target: Target) -> tuple[Storage | None, Graph, HeuristicStart]:
+def choose_sharing(
+    graph: Graph, target: Target, time_limit: float | None = None
+) -> tuple[Storage | None, Graph, HeuristicStart]:
     """Which bytes the no-spill phases let tensors share (solvers/storage.py): every relation
     the target allows, only those that never raise memory (views, in-place writes), or none,
     whichever gives the best heuristic plan. Returns (storage, the graph the phases plan:
-    rewritten for minimal lifetimes when the target asks, its heuristic start)."""
+    rewritten for minimal lifetimes when the target asks, its heuristic start).
+    `time_limit`: seconds for all of it, shared by the choices left (each heuristic start
+    stops at its share, see `heuristic_start`; the first choice is always tried)."""
+    timer = Timer()
     kinds = sharing_kinds(target)
-    options = [kinds, kinds & DOMINATING_KINDS, frozenset()] if kinds else [frozenset()]
+    options = list(dict.fromkeys([kinds, kinds & DOMINATING_KINDS, frozenset()] if kinds else [frozenset()]))
     best = None
-    for ks in dict.fromkeys(options):
+    for i, ks in enumerate(options):
+        share = None if time_limit is None else (time_limit - timer.elapsed) / (len(options) - i)
+        if best is not None and share is not None and share <= 0:
+            break
         st = storage_graph(graph, ks, target.alignment) if ks else None
         if ks and st is None:
             continue
         base = st.graph if st is not None else graph
         # no-spill planning runs on the rewritten graph when lifetimes are minimal (solvers/lifetimes.py)
         work = rewrite(base) if target.lifetimes == "minimal" else base
-        start = heuristic_start(work, target.with_budget(None))
+        start = heuristic_start(work, target.with_budget(None), share)
         if best is None or start.arena < best[2].arena:
             best = (st, work, start)
     return best
@@ -619,6 +638,13 @@ def _spill_key(p: Plan) -> tuple:
     return (p.metrics.traffic_bytes, p.metrics.arena_bytes, p.solver.status != "optimal")
 
 
+def spill_time(clock: Clock, margin: float) -> float:
+    """Seconds a spill solver may take: what is left of the limit less `margin` (the plan's
+    way out), never more than is left; 0 once the time is gone (a spill heuristic then
+    still makes its first walk: there is always a plan)."""
+    return max(clock.left() - margin, 0.0)
+
+
 def spill_phase(
     graph: Graph,
     target: Target,
@@ -637,28 +663,28 @@ def spill_phase(
     solvers then use the set whose heuristic plan was valid and best."""
     best: Plan | None = None
     failure: DoesNotFit | None = None
+    margin = 0.1 + 0.0005 * len(graph.ops)  # lowering and simulating the plan on its way out
     kind_sets = list(dict.fromkeys([sharing_kinds(target), sharing_kinds(target, spills=True)]))
     for spec in sorted((s for s in SOLVERS.values() if s.spills), key=lambda s: s.exact):
         if best is not None and best.solver.status == "optimal":
             break  # proven: the next solvers cannot do better, so the plan is returned now
-        remaining = clock.left()
-        if spec.exact and remaining < SHARES.spill_exact_min_s:
+        if spec.exact and clock.left() < SHARES.spill_exact_min_s:
             continue
         if not spec.exact:
             sets = kind_sets
         else:  # exact solvers only with the sharing the heuristics found valid and best
             sets = [frozenset(best.solver.facts["share_kinds"])] if best is not None else kind_sets[-1:]
-        sub = SolveOptions(
-            time_limit=max(remaining, 0.1),
-            workers=options.workers,
-            seed=options.seed,
-            objective="traffic",
-            progress=options.progress,
-            hint=best,
-        )
         for kinds in sets:
-            if best is not None and best.solver.status == "optimal":
-                break
+            if best is not None and (best.solver.status == "optimal" or clock.left() <= margin):
+                break  # proven, or out of time with a plan in hand
+            sub = SolveOptions(
+                time_limit=spill_time(clock, margin),
+                workers=options.workers,
+                seed=options.seed,
+                objective="traffic",
+                progress=options.progress,
+                hint=best,
+            )
             p, why = _spill_with(spec.load(), kinds, graph, target, sub)
             if why is not None:
                 failure = why if failure is None or why.needed < failure.needed else failure
@@ -666,7 +692,12 @@ def spill_phase(
                 best = p
     if best is None:
         needed = min(nospill_arena, failure.needed) if failure is not None else nospill_arena
-        raise DoesNotFit(target.budget, needed, working_set_bound(graph, target), how="with or without spilling")
+        raise DoesNotFit(
+            target.budget,
+            needed,
+            working_set_bound(graph, target),
+            how=spilling_how(target, "with or without spilling"),
+        )
     facts = {**best.solver.facts, "inner": best.solver.name, "nospill_arena": nospill_arena}
     info = SolverInfo(
         "auto", best.solver.status, best.solver.bound, clock.elapsed, options.params(), facts, best.solver.objective

@@ -29,9 +29,8 @@ from ortools.sat.python import cp_model
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo, Stage
 from planner.replay import resident_before_runs
-from planner.simulate import finalize
 from planner.solvers import cpsat
-from planner.solvers.base import SolveOptions
+from planner.solvers.base import SolveOptions, finalize_within_llb
 from planner.solvers.cpsat_layout import layout_stages
 from planner.solvers.schedule import Schedule
 from planner.target import Target
@@ -222,4 +221,5 @@ class FixedOrder:
         if self.tg.budget is not None and arena > self.tg.budget:
             return None, arena
         info = SolverInfo(NAME, "feasible", 0, 0.0, {"layout": lname})
-        return finalize(Plan(self.g, self.tg, laid, info)), arena
+        # None also when its stored tensors overflow a bounded LLB: the caller keeps its best
+        return finalize_within_llb(Plan(self.g, self.tg, laid, info)), arena

@@ -178,7 +178,13 @@ def critical_window_bound(
         at[reach.idx[o]] = prof[i]
 
     def heat(mask: int) -> int:
-        return max(at[i] for i in range(reach.n) if mask >> i & 1)
+        # over the window's own ops (a few dozen set bits), not every op of the graph
+        best = 0
+        while mask:
+            low = mask & -mask
+            best = max(best, at[low.bit_length() - 1])
+            mask ^= low
+        return best
 
     wins = sorted(((heat(m), a, b) for a, b, m in candidate_windows(reach, points)), reverse=True)
     best = WindowBound(bound, len(wins), 0)

@@ -279,7 +279,7 @@ def test_c_header_holds_values_past_2_32(tmp_path):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["plan", "--time-limit", "abc"], "--time-limit: invalid float value"),
+        (["plan", "--time-limit", "abc"], "--time-limit: expected a number of seconds"),
         (["plan", "--workers", "1.5"], "--workers"),
         (["bogus"], "invalid choice: 'bogus'"),
         (["export", "p.json", "-f", "bogus", "-o", "x"], "invalid choice: 'bogus'"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,6 +79,50 @@ def finite_float(lo: float = 0.0):
 
     parse.__name__ = "number"
     return parse
+
+
+MIN_TIME_LIMIT = 0.1  # seconds: less cannot even run the heuristics on a small model
+MAX_TIME_LIMIT = 86400.0  # a day: longer is a typo (and CP-SAT's own limit stays sane)
+
+
+def time_limit(text: str) -> float:
+    """An argparse type: --time-limit in seconds, finite and within
+    [MIN_TIME_LIMIT, MAX_TIME_LIMIT] (nan, inf, 0 and negatives are refused)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(v) or not MIN_TIME_LIMIT <= v <= MAX_TIME_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds between {MIN_TIME_LIMIT:g} and {MAX_TIME_LIMIT:g}, got {text!r}"
+        )
+    return v
+
+
+time_limit.__name__ = "seconds"
+
+# when the running command started (`planner.cli.main` sets it): --time-limit counts from here
+COMMAND_START: list[float] = [time.perf_counter()]
+MIN_SOLVE_S = 0.05  # a solve always gets this much: the heuristics' instant answer
+
+
+def start_command(t0: float | None = None) -> None:
+    """Start the command's clock (at `t0`, a `time.perf_counter()` reading, or now)."""
+    COMMAND_START[0] = time.perf_counter() if t0 is None else t0
+
+
+def command_elapsed() -> float:
+    """Seconds since the running command started."""
+    return time.perf_counter() - COMMAND_START[0]
+
+
+def time_left(limit: float, ops: int = 0) -> float:
+    """Seconds of the command's time `limit` a solve may still use: what the import, the
+    fusion choice and the rest of the command so far have not, less a reserve for writing
+    the plan and the summary (5 % of the limit, at most 1 s, plus 0.15 ms per op of the
+    graph: a 5,000-op plan file takes half a second to write); never below MIN_SOLVE_S."""
+    reserve = min(0.05 * limit, 1.0) + 0.00015 * ops
+    return max(limit - command_elapsed() - reserve, MIN_SOLVE_S)
 
 
 MAX_WORKERS = 256  # CP-SAT threads: more than any machine this runs on
@@ -156,9 +201,21 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_solver_args(p: argparse.ArgumentParser) -> None:
-    """The options every solver takes (SolveOptions' common part)."""
-    p.add_argument("--time-limit", type=float, default=30.0, help="seconds for exact solvers (default 30)")
+def add_solver_args(p: argparse.ArgumentParser, whole_command: bool = True) -> None:
+    """The options every solver takes (SolveOptions' common part). `whole_command`: the time
+    limit bounds the whole command (`plan`), else each solve (`compare`, one per solver)."""
+    what = (
+        "the whole command: import, fusion choice, solve, layout, spills, lowering and simulation; "
+        "the best plan found so far is returned when it runs out"
+        if whole_command
+        else "each solver's solve (the command runs several)"
+    )
+    p.add_argument(
+        "--time-limit",
+        type=time_limit,
+        default=30.0,
+        help=f"seconds for {what}; {MIN_TIME_LIMIT:g}..{MAX_TIME_LIMIT:g} (default 30)",
+    )
     p.add_argument(
         "--workers", type=int_in(1, MAX_WORKERS), default=2, help=f"CP-SAT worker threads, 1..{MAX_WORKERS} (default 2)"
     )
@@ -245,13 +302,18 @@ def load_graph(args: argparse.Namespace, target: Target | None = None) -> Graph:
 
         fused = load_model(model, **kw, fuse="onnxruntime")
         graphs = [fused] if fusion_note(fused) else [fused, load_model(model, **kw)]
-        graph = choose_graph(graphs, target or make_target(args))
+        limit = getattr(args, "time_limit", None)  # the heuristics' choice: a share of what is left
+        seconds = None if limit is None else CHOICE_SHARE * time_left(limit)
+        graph = choose_graph(graphs, target or make_target(args), seconds)
     else:
         graph = load_model(model, **kw, fuse=fuse)
     for text in [*graph_notes(graph), fusion_note(graph)]:
         if text:
             note(f"note: {text}")
     return graph
+
+
+CHOICE_SHARE = 0.2  # of the time left, for `--fuse auto` to choose between the fused and the written graph
 
 
 def graph_notes(graph: Graph) -> list[str]:

@@ -73,7 +73,7 @@ def register(sub) -> None:
     add_target_args(p)
     p.add_argument("--solvers", help="comma-separated solver names (default: all that plan without spilling)")
     p.add_argument("--budgets", help="comma-separated L1 budgets to sweep (spill traffic vs budget)")
-    add_solver_args(p)
+    add_solver_args(p, whole_command=False)
     p.add_argument("--csv", help="write the table as CSV")
     p.add_argument(
         "--plot",

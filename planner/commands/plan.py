@@ -20,6 +20,7 @@ from planner.commands.common import (
     make_target,
     note,
     solve_for_target,
+    time_left,
 )
 from planner.models.fuse import fusion_of
 from planner.models.tflite import tflm_gaps
@@ -62,7 +63,11 @@ def run(args) -> int:
 
     with interruptible(), live_progress(not (args.quiet or args.json), time_limit=args.time_limit) as cb:
         opts = SolveOptions(
-            time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
+            time_limit=time_left(args.time_limit, len(graph.ops)),
+            workers=args.workers,
+            seed=args.seed,
+            objective=args.objective,
+            progress=cb,
         )
         try:
             plan = solve_for_target(args.solver, graph, target, opts)

@@ -34,11 +34,11 @@ from dataclasses import dataclass, replace
 from planner.bounds import min_budget, working_set_bound
 from planner.graph import Graph
 from planner.plan import Plan, SolverInfo, Stage
-from planner.simulate import finalize, with_solver
-from planner.solvers.base import DoesNotFit, SolveOptions, Timer, nospill_plan
+from planner.simulate import with_solver
+from planner.solvers.base import DoesNotFit, SolveOptions, Timer, finalize_within_llb, nospill_plan, spilling_how
 from planner.solvers.heuristic import best_heuristic
 from planner.solvers.heuristics.order import ORDERS
-from planner.target import Target
+from planner.target import Target, format_bytes
 
 POLICIES = ("belady", "largest", "cost")
 INF = math.inf
@@ -51,13 +51,47 @@ def check_fits(graph: Graph, target: Target) -> None:
         return
     need = min_budget(graph, target)
     if need > budget:
-        raise DoesNotFit(budget, need, working_set_bound(graph, target), how="even with spilling")
+        raise DoesNotFit(budget, need, working_set_bound(graph, target), how=spilling_how(target))
 
 
 @dataclass
 class _Block:
     off: int
     asize: int  # aligned size (occupancy)
+
+
+class _Blocks:
+    """The resident blocks of a walk (those with bytes) sorted by offset, for the window
+    queries of one placement: which blocks a range overlaps, and the free span around it,
+    in O(log n + overlaps) instead of a scan of every block per candidate window."""
+
+    def __init__(self, blocks: dict[str, _Block]) -> None:
+        self.rank = {t: i for i, t in enumerate(blocks)}  # the walk's own order, kept for victims
+        items = sorted((b.off, b.off + b.asize, t) for t, b in blocks.items() if b.asize)
+        self.offs = [x[0] for x in items]
+        self.names = [x[2] for x in items]
+        self.ends_by_off = [x[1] for x in items]
+        self.ends = sorted(self.ends_by_off)
+        self.widest = max((e - o for o, e, _ in items), default=0)
+        self.nxt: dict[str, float] = {}  # next use of each block's tensor (the walk fills it in)
+        self.size: dict[str, int] = {}  # raw bytes of each block's tensor
+
+    def overlapping(self, start: int, end: int) -> list[str]:
+        """Blocks with bytes in [start, end)."""
+        lo = bisect.bisect_left(self.offs, start - self.widest)
+        hi = bisect.bisect_left(self.offs, end)
+        found = [self.names[i] for i in range(lo, hi) if self.ends_by_off[i] > start]
+        return sorted(found, key=self.rank.__getitem__)
+
+    def last_end(self, start: int) -> int:
+        """The highest block end at or below `start` (0 when none)."""
+        i = bisect.bisect_right(self.ends, start)
+        return self.ends[i - 1] if i else 0
+
+    def next_start(self, end: int, cap: int) -> int:
+        """The lowest block offset at or above `end` (`cap` when none)."""
+        i = bisect.bisect_left(self.offs, end)
+        return self.offs[i] if i < len(self.offs) else cap
 
 
 class _SpillWalk:
@@ -97,32 +131,30 @@ class _SpillWalk:
         del self.blocks[t]
 
     # -- allocation --------------------------------------------------------------------
-    def _window_key(self, start: int, asize: int, raw: int, pinned: set[str]):
+    def _window_key(self, start: int, asize: int, raw: int, pinned: set[str], at: _Blocks):
         end = start + asize
-        victims = [t for t, b in self.blocks.items() if b.asize and b.off < end and start < b.off + b.asize]
+        victims = at.overlapping(start, end)
         if any(v in pinned for v in victims):
             return None
         if not victims:
-            lo = max((b.off + b.asize for b in self.blocks.values() if b.asize and b.off + b.asize <= start), default=0)
-            hi = min((b.off for b in self.blocks.values() if b.asize and b.off >= end), default=self.cap)
-            return ((0, hi - lo, start), victims)
-        nxt = [self.next_use(v, self.p) for v in victims]
+            return ((0, at.next_start(end, self.cap) - at.last_end(start), start), victims)
+        nxt = [at.nxt[v] for v in victims]
         soonest = min(nxt)
-        dirty = sum(self.g.size(v) for v, n in zip(victims, nxt, strict=True) if v not in self.llb and n < INF)
-        freed = sum(self.g.size(v) for v in victims)
+        dirty = sum(at.size[v] for v, n in zip(victims, nxt, strict=True) if v not in self.llb and n < INF)
+        freed = sum(at.size[v] for v in victims)
         belady = (-soonest, dirty, freed, start)
         if self.policy == "cost":
             # what evicting costs (reload, plus the store when there is no LLB copy yet),
             # discounted by how far away the reload is: cheap, far-needed victims first
             cost = sum(
-                (1 if v in self.llb else 2) * self.g.size(v) / (n - self.p)
+                (1 if v in self.llb else 2) * at.size[v] / (n - self.p)
                 for v, n in zip(victims, nxt, strict=True)
                 if n < INF
             )
             return ((1, cost, *belady), victims)
         if self.policy == "largest":
             near = soonest <= self.p + self.k
-            largest = 0 if near else -max(self.g.size(v) for v in victims)
+            largest = 0 if near else -max(at.size[v] for v in victims)
             return ((1, int(near), largest, *belady), victims)
         return ((1, *belady), victims)
 
@@ -137,10 +169,13 @@ class _SpillWalk:
                 starts.add(b.off + b.asize)
                 starts.add(b.off - asize)
         best = None
+        at = _Blocks(self.blocks)
+        at.nxt = {v: self.next_use(v, self.p) for v in at.names}  # the same for every window
+        at.size = {v: self.g.size(v) for v in at.names}
         for s in starts:
             if s < 0 or s + raw > self.cap:
                 continue
-            kv = self._window_key(s, asize, raw, pinned)
+            kv = self._window_key(s, asize, raw, pinned, at)
             if kv is not None and (best is None or kv[0] < best[0]):
                 best = (kv[0], s, kv[1])
         if best is None:
@@ -248,16 +283,26 @@ def plan_key(plan: Plan, objective: str) -> tuple[int, int, int]:
 
 
 def candidate_plans(
-    graph: Graph, target: Target, policies: Sequence[str] = POLICIES, k: int = 3, name: str = "spill"
+    graph: Graph,
+    target: Target,
+    policies: Sequence[str] = POLICIES,
+    k: int = 3,
+    name: str = "spill",
+    time_limit: float | None = None,
 ) -> list[Plan]:
     """Every order heuristic × policy as a spill plan, plus the best no-spill plan if it fits.
 
-    All are finalized (simulated) plans that respect target.budget.
+    All are finalized (simulated) plans that respect target.budget and the target's LLB:
+    a walk whose stored tensors need more LLB than a bounded one holds is dropped (the
+    no-spill plan needs none). DoesNotFit when nothing is left. With `time_limit`
+    (seconds), no further walk starts once it has passed and a plan is in hand (a walk
+    takes about a second on 500 ops under a tight budget).
     """
+    timer = Timer()
     check_fits(graph, target)
     ws = working_set_bound(graph, target)
     plans: list[Plan] = []
-    arena, order0, oname0, lname, offs = best_heuristic(graph, target.with_budget(None))
+    arena, order0, oname0, lname, offs = best_heuristic(graph, target.with_budget(None), time_limit=time_limit)
     if target.budget is None or arena <= target.budget:
         info = SolverInfo(name, "heuristic", ws, facts={"order": oname0, "layout": lname, "spill": "none"})
         plans.append(nospill_plan(graph, target, order0, offs, info))
@@ -266,9 +311,16 @@ def candidate_plans(
         orders.setdefault(tuple(fn(graph, target)), oname)
     for order, oname in orders.items():
         for pol in policies:
+            if plans and time_limit is not None and timer.elapsed >= time_limit:
+                break
             stages = _SpillWalk(graph, target, order, pol, k).run()
             info = SolverInfo(name, "heuristic", ws, facts={"order": oname, "policy": pol, "k": k})
-            plans.append(finalize(Plan(graph, target, stages, info)))
+            plan = finalize_within_llb(Plan(graph, target, stages, info))
+            if plan is not None:
+                plans.append(plan)
+    if not plans:
+        how = f"within the {format_bytes(target.llb_bytes or 0)} LLB of {target.name}"
+        raise DoesNotFit(target.budget, arena, ws, how=how)
     return plans
 
 
@@ -279,11 +331,13 @@ def best_spill_plan(
     policies: Sequence[str] = POLICIES,
     k: int = 3,
     name: str = "spill",
+    time_limit: float | None = None,
 ) -> Plan:
-    """The best candidate plan; objective defaults to traffic when a budget is set, else peak."""
+    """The best candidate plan; objective defaults to traffic when a budget is set, else peak.
+    `time_limit`: see `candidate_plans`."""
     if objective is None:
         objective = "traffic" if target.budget is not None else "peak"
-    plans = candidate_plans(graph, target, policies, k, name)
+    plans = candidate_plans(graph, target, policies, k, name, time_limit)
     return min(plans, key=lambda pl: plan_key(pl, objective))
 
 
@@ -292,7 +346,7 @@ def _solver(name: str, policy: str):
         options = options or SolveOptions()
         timer = Timer()
         objective = "traffic" if target.budget is not None else "peak"
-        plan = best_spill_plan(graph, target, objective, (policy,), options.lookahead, name)
+        plan = best_spill_plan(graph, target, objective, (policy,), options.lookahead, name, options.time_limit)
         return with_solver(plan, replace(plan.solver, wall_s=timer.elapsed, params=options.params()))
 
     solve.__name__ = f"solve_{name.replace('-', '_')}"
