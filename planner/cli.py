@@ -153,9 +153,10 @@ def _user_errors() -> tuple[type, ...]:
     from planner.graph import GraphError
     from planner.models.errors import ModelError
     from planner.plan import PlanFormatError
+    from planner.sweep.spec import SpecError
     from planner.target import TargetError
 
-    return (ModelError, PlanFormatError, TargetError, GraphError, CannotExport)
+    return (ModelError, PlanFormatError, TargetError, GraphError, CannotExport, SpecError)
 
 
 def classify(e: BaseException) -> tuple[int, str]:

@@ -676,6 +676,8 @@ def spill_phase(
             sets = kind_sets
         else:  # exact solvers only with the sharing the heuristics found valid and best
             sets = [frozenset(best.solver.facts["share_kinds"])] if best is not None else kind_sets[-1:]
+        if best is not None and best.solver.facts.get("interrupted"):
+            break
         for kinds in sets:
             if best is not None and (best.solver.status == "optimal" or clock.left() <= margin):
                 break  # proven, or out of time with a plan in hand
@@ -687,7 +689,13 @@ def spill_phase(
                 progress=options.progress,
                 hint=best,
             )
-            p, why = _spill_with(spec.load(), kinds, graph, target, sub)
+            try:
+                p, why = _spill_with(spec.load(), kinds, graph, target, sub)
+            except KeyboardInterrupt:  # Ctrl-C: the best spill plan so far, if there is one
+                if best is None:
+                    raise
+                best = with_solver(best, replace(best.solver, facts={**best.solver.facts, "interrupted": True}))
+                break
             if why is not None:
                 failure = why if failure is None or why.needed < failure.needed else failure
             elif p is not None and (best is None or _spill_key(p) < _spill_key(best)):

@@ -286,3 +286,28 @@ def test_ctrl_c_while_the_commands_are_imported_is_one_line(monkeypatch, capsys)
     monkeypatch.setattr(cli, "build_parser", ctrl_c)
     assert cli.main(["zoo"]) == 130
     assert capsys.readouterr().err == "planner: interrupted\n"
+
+
+def test_ctrl_c_in_the_spill_search_returns_the_best_spill_plan_so_far(monkeypatch):
+    from planner.models.generators import series_parallel
+    from planner.simulate import simulate
+    from planner.solvers import portfolio
+    from planner.solvers.base import SolveOptions
+    from planner.target import get_target
+
+    g = series_parallel(60, seed=1)
+    free = portfolio.solve_auto(g, get_target("unbounded"), SolveOptions(time_limit=5))
+    tight = get_target("unbounded", str(int(free.metrics.arena_bytes * 0.85)))
+    real, calls = portfolio._spill_with, []
+
+    def second_is_ctrl_c(*a, **k):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(portfolio, "_spill_with", second_is_ctrl_c)
+    plan = portfolio.solve_auto(g, tight, SolveOptions(time_limit=20))
+    assert plan.solver.facts["interrupted"] is True and len(calls) == 2
+    assert plan.metrics.peak_l1_bytes <= tight.budget
+    assert not simulate(plan.graph, plan.target, plan.stages).violations

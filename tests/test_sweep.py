@@ -272,3 +272,14 @@ def test_engines_run_their_jobs_in_threads_of_their_own_driver(tmp_path):
     t.start()
     t.join(120)
     assert result["s"].done == 1 and result["s"].plans == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e308", "-1", "abc"])
+def test_a_bad_sweep_time_limit_is_bad_input_in_one_line(tmp_path, capsys, value):
+    """`planner sweep --time-limit` is refused like `plan`'s: exit 2, one line (it was an
+    'internal error', exit 3, and nan or inf would have run unbounded)."""
+    from planner.cli import main
+
+    assert main(["sweep", "--models", "chain:5", "--time-limit", value, "-o", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "time limit" in err and "internal error" not in err and len(err.splitlines()) == 1

@@ -21,12 +21,15 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from planner.target import LIFETIMES, PRESETS, SHARE_LEVELS, WEIGHT_PLACEMENTS, TargetError, parse_size
+
+MAX_TIME_LIMIT = 86400.0  # a day, as `planner plan --time-limit`
 
 
 class SpecError(ValueError):
@@ -258,6 +261,9 @@ def _normalise(g: dict, where: str) -> dict:
     _one_of([g["reference"]], SOLVERS, "reference solver", where)
     g["budgets"] = [_budget_word(b, where) for b in g["budgets"]]
     g["time_limits"] = [_number(t, "time limit", where) for t in g["time_limits"]]
+    for t in g["time_limits"]:
+        if t > MAX_TIME_LIMIT:  # 0 stays legal: heuristics only (the baselines' cells)
+            raise SpecError(f"{where}: time limit must be at most {MAX_TIME_LIMIT:g} s, got {t:g}")
     g["seeds"] = [int(_number(s, "seed", where)) for s in g["seeds"]]
     g["workers"] = int(_number(g["workers"], "workers", where))
     g["retries"] = int(_number(g["retries"], "retries", where))
@@ -295,8 +301,8 @@ def _number(v: object, what: str, where: str) -> float:
         x = float(v)
     except (TypeError, ValueError):
         raise SpecError(f"{where}: {what} must be a number, got {v!r}") from None
-    if x < 0:
-        raise SpecError(f"{where}: {what} must not be negative, got {v!r}")
+    if not math.isfinite(x) or x < 0:
+        raise SpecError(f"{where}: {what} must be a finite number, not negative, got {v!r}")
     return x
 
 
