@@ -302,6 +302,13 @@ def test_spilled_slices_and_views_are_named_again_and_run_like_onnxruntime(tmp_p
     assert any(s.kind == "L" and any(x.kind == "slice" for x in s.shares) for s in plan.stages)
     assert_runs_like_onnxruntime(plan, path)
     assert execute(plan, path).traffic_bytes == plan.metrics.traffic_bytes  # the alias loads move nothing
+    # the C header marks them 'A' (name the bytes, copy nothing), the real loads 'L'
+    from planner.export.c_header import export_c_header
+
+    header = export_c_header(plan)
+    aliases = sum(1 for s in plan.stages if s.kind == "L" and s.shares)
+    loads = sum(1 for s in plan.stages if s.kind == "L" and not s.shares)
+    assert header.count("{'A', ") == aliases and header.count("{'L', ") == loads
 
 
 # -- illegal sharing: refused by the simulator, garbage when run anyway ------------------------

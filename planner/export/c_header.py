@@ -66,9 +66,10 @@ def shared_types(bits: int = 32) -> tuple[str, ...]:
     return (
         f"#ifndef PLANNER_STEP{sfx}_DEFINED",
         f"#define PLANNER_STEP{sfx}_DEFINED",
-        "/* One stage: 'L' load, 'R' run op, 'S' store, 'F' free (see the planner docs). */",
+        "/* One stage: 'L' load, 'R' run op, 'S' store, 'F' free; 'A' names bytes already in the",
+        " * arena (a view, slice or concat slot of a reloaded tensor): no copy, no traffic. */",
         f"typedef struct planner_step{sfx} {{",
-        "  char stage;             /* 'L', 'R', 'S' or 'F' */",
+        "  char stage;             /* 'L', 'A', 'R', 'S' or 'F' */",
         "  int32_t index;          /* op index for 'R', tensor index otherwise */",
         f"  {u} offset;        /* byte offset in the arena */",
         f"  {u} bytes;         /* tensor size in bytes */",
@@ -164,7 +165,10 @@ def _step_table(plan: Plan) -> tuple[list[Step], list[tuple[int, int, int]]]:
             steps.append(("R", g.op_index[s.name], offs[o0], g.size(o0), first, len(op.outputs)))
         elif s.kind == "L":
             resident[s.name] = int(s.offset)
-            steps.append(("L", tindex[s.name], int(s.offset), g.size(s.name), 0, 0))
+            # an alias load moves no byte: a runtime copying it would read an LLB copy that
+            # does not exist (the bytes came back with their parent)
+            kind = "A" if s.shares else "L"
+            steps.append((kind, tindex[s.name], int(s.offset), g.size(s.name), 0, 0))
         else:
             off = resident.get(s.name, 0)
             if s.kind == "F":
