@@ -295,8 +295,9 @@ def candidate_plans(
     All are finalized (simulated) plans that respect target.budget and the target's LLB:
     a walk whose stored tensors need more LLB than a bounded one holds is dropped (the
     no-spill plan needs none). DoesNotFit when nothing is left. With `time_limit`
-    (seconds), no further walk starts once it has passed and a plan is in hand (a walk
-    takes about a second on 500 ops under a tight budget).
+    (seconds), no further walk starts, once a plan is in hand, that would end past it
+    (judged by the longest walk so far: a walk takes about a second on 500 ops under a tight
+    budget).
     """
     timer = Timer()
     check_fits(graph, target)
@@ -309,11 +310,14 @@ def candidate_plans(
     orders: dict[tuple[str, ...], str] = {tuple(order0): oname0}
     for oname, fn in ORDERS.items():
         orders.setdefault(tuple(fn(graph, target)), oname)
+    longest = 0.0  # the longest walk so far: one that cannot finish in the time left is not started
     for order, oname in orders.items():
         for pol in policies:
-            if plans and time_limit is not None and timer.elapsed >= time_limit:
+            if plans and time_limit is not None and timer.elapsed + longest >= time_limit:
                 break
+            t0 = timer.elapsed
             stages = _SpillWalk(graph, target, order, pol, k).run()
+            longest = max(longest, timer.elapsed - t0)
             info = SolverInfo(name, "heuristic", ws, facts={"order": oname, "policy": pol, "k": k})
             plan = finalize_within_llb(Plan(graph, target, stages, info))
             if plan is not None:
