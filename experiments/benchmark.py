@@ -18,13 +18,14 @@ simulator.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from planner.sweep.summary import write_csv  # one CSV writer for the summary and every table
 
 RESULTS = Path(__file__).parent / "results"
 FAMILIES = {
@@ -135,18 +136,6 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"OR-Tools {ortools.__version__}, {time.strftime('%Y-%m-%d')}"
     )
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    """Every field of every row (the union of their keys, in first-seen order), one CSV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
 
 
 def write_outputs(rows: list[dict], time_limits: list[float], out: Path, args_line: str) -> None:

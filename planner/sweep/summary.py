@@ -271,12 +271,15 @@ def write(s: Summary, out_dir: str | Path) -> list[Path]:
         ("solvers", s.solvers),
     ):
         p = out / ("cells.csv" if name == "cells" else f"summary_{name}.csv")
-        _csv(rows, p)
+        write_csv(rows, p)
         paths.append(p)
     return paths + figures(s, out)
 
 
-def _csv(rows: list[dict], path: Path) -> None:
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Every field of every row (the union of their keys, in first-seen order), one CSV: the
+    summary's tables and the benchmark scripts' (experiments/)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
