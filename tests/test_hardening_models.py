@@ -11,22 +11,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from test_hardening import cli, one_line  # the same helpers as the other hardening tests
 
 from planner.cli import main
 
 F = TensorProto.FLOAT
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("planner: error: "), err
-    return lines[0]
 
 
 def save(tmp_path: Path, graph, name: str, opset: int = 18) -> Path:

@@ -67,7 +67,6 @@ KEYS: dict[str, tuple[object, str]] = {
     "grid": ([], "sub-grids, each merged over the top-level keys"),
 }
 LIST_KEYS = ("models", "targets", "budgets", "solvers", "time_limits", "seeds")
-GENERATED = re.compile(r"(chain|sp|randwire|random):\d+(:\d+)?")
 PERCENT = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*%\s*")
 KNOB_EXCLUDED = ("time_limit", "workers", "seed", "objective", "progress", "hint")
 
@@ -330,7 +329,7 @@ def expand_models(entries: list, base_dir: Path) -> list[tuple[str, str]]:
     """(name as the store records it, where to load it from) for each model entry: `zoo`,
     `zoo:onnx` and `zoo:tflite` expand to zoo names, `irregular` to the generated NAS-cell and
     RandWire networks, globs to the files they match."""
-    from planner.models.zoo import IRREGULAR, ZOO, irregular_names
+    from planner.models.zoo import GENERATED, IRREGULAR, ZOO, irregular_names
 
     out: list[tuple[str, str]] = []
     for e in entries:
