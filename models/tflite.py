@@ -111,6 +111,58 @@ def read_model(path: str | Path):
     return model, data
 
 
+METADATA_NAME = "OfflineMemoryAllocation"  # the metadata entry of TFLM's offline memory plan
+BUFFER_ALIGN = 16  # TFLite's schema asks for 16-byte aligned buffer data
+
+
+def _aligned_buffer_class(s):
+    """BufferT whose data vector is 16-byte aligned (the generated Pack aligns to 1)."""
+
+    class AlignedBufferT(s.BufferT):
+        def Pack(self, builder):  # noqa: N802 - flatbuffers naming
+            import numpy as np
+
+            data = None
+            if self.data is not None:
+                raw = bytes(np.asarray(self.data, dtype=np.uint8).tobytes())
+                builder.StartVector(1, len(raw), BUFFER_ALIGN)
+                builder.head = builder.head - len(raw)
+                builder.Bytes[builder.head : builder.head + len(raw)] = raw
+                data = builder.EndVector()
+            s.BufferStart(builder)
+            if data is not None:
+                s.BufferAddData(builder, data)
+            if self.offset:
+                s.BufferAddOffset(builder, self.offset)
+            if self.size:
+                s.BufferAddSize(builder, self.size)
+            return s.BufferEnd(builder)
+
+    return AlignedBufferT
+
+
+def pack_model(model) -> bytes:
+    """The .tflite bytes of a ModelT, constant buffers 16-byte aligned (the exporter's and
+    the transformations' one writer)."""
+    import flatbuffers
+
+    s = schema()
+    cls = _aligned_buffer_class(s)
+    for b in model.buffers or []:
+        b.__class__ = cls
+    builder = flatbuffers.Builder(1024)
+    root = model.Pack(builder)
+    builder.Finish(root, file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def without_offline_plan(model) -> None:
+    """Drop a ModelT's offline memory plan (in place): after its tensors change it no longer holds."""
+    model.metadata = [
+        m for m in (model.metadata or []) if (m.name or b"") not in (METADATA_NAME, METADATA_NAME.encode())
+    ]
+
+
 def op_type_name(model, op) -> str:
     """Builtin operator name (e.g. CONV_2D) or the custom op's code."""
     s = schema()

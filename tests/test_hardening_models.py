@@ -79,8 +79,9 @@ def test_fold_fp16_makes_tflm_run_the_model_with_the_same_outputs(tmp_path, caps
     need_tflm()
     from tflite_models import fp16_fc_model
 
-    from planner.export.tflm import _pack, read_offline_plan
+    from planner.export.tflm import read_offline_plan
     from planner.models.tflite import fold_fp16_dequantize, read_model
+    from planner.models.tflite import pack_model as _pack
     from planner.tflm_runtime import TflmError, tflm_run_full
 
     model, w, b = fp16_fc_model(tmp_path / "fp16.tflite")

@@ -36,9 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from planner.models.tflite import (
+    METADATA_NAME,
     TfliteModelError,
     fold_fp16_dequantize,
     load_tflite,
+    pack_model,
     read_model,
     schema,
     tflm_allocates,
@@ -47,8 +49,6 @@ from planner.models.tflite import (
 from planner.plan import Plan, Stage, plan_mismatch
 from planner.simulate import Simulation, check
 
-METADATA_NAME = "OfflineMemoryAllocation"
-BUFFER_ALIGN = 16  # TFLite's schema asks for 16-byte aligned buffer data
 MAX_OFFLINE = (1 << 31) - 1  # OfflineMemoryAllocation entries are int32
 
 
@@ -178,43 +178,6 @@ def _fix_local_index_aliasing(model, flat: list[int], index_name: dict[int, str]
             report.renumbered[k] = len(perm) // 2
 
 
-def _aligned_buffer_class(s):
-    """BufferT whose data vector is 16-byte aligned (the generated Pack aligns to 1)."""
-
-    class AlignedBufferT(s.BufferT):
-        def Pack(self, builder):  # noqa: N802 - flatbuffers naming
-            data = None
-            if self.data is not None:
-                raw = bytes(np.asarray(self.data, dtype=np.uint8).tobytes())
-                builder.StartVector(1, len(raw), BUFFER_ALIGN)
-                builder.head = builder.head - len(raw)
-                builder.Bytes[builder.head : builder.head + len(raw)] = raw
-                data = builder.EndVector()
-            s.BufferStart(builder)
-            if data is not None:
-                s.BufferAddData(builder, data)
-            if self.offset:
-                s.BufferAddOffset(builder, self.offset)
-            if self.size:
-                s.BufferAddSize(builder, self.size)
-            return s.BufferEnd(builder)
-
-    return AlignedBufferT
-
-
-def _pack(model) -> bytes:
-    import flatbuffers
-
-    s = schema()
-    cls = _aligned_buffer_class(s)
-    for b in model.buffers or []:
-        b.__class__ = cls
-    builder = flatbuffers.Builder(1024)
-    root = model.Pack(builder)
-    builder.Finish(root, file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path, fold_fp16: bool = False) -> TfliteExport:
     """Write `model_in` with the plan's op order and offline offsets to `model_out`.
 
@@ -228,8 +191,7 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path, fold_
             "the plan spills activations (L/S of activations); TFLite Micro cannot express "
             "spills — plan without spilling (a no-spill solver or a larger budget)"
         )
-    model, _ = read_model(model_in)
-    graph = _import(model_in)
+    model, graph = _model_for(plan, model_in)
     mismatch = plan_mismatch(plan, graph)
     if mismatch:
         raise ExportError(mismatch)
@@ -255,6 +217,23 @@ def export_tflite(plan: Plan, model_in: str | Path, model_out: str | Path, fold_
 
     _write(model, info.subgraph, [info.op_index[name] for name in plan.order], flat, model_out)
     return report
+
+
+def _model_for(plan: Plan, model_in: str | Path):
+    """(ModelT, Graph) of the model the plan was made for: the file itself, or, for a plan
+    of a split model (its ``transforms`` say how), the file split again the same way: the
+    plan's offsets go into the transformed model, which TFLM then runs."""
+    from planner.models.split import SplitError, load_split, recorded_splits
+
+    graph = _import(model_in)
+    splits = recorded_splits(plan.graph)
+    if not splits:
+        return read_model(model_in)[0], graph
+    try:
+        graph = load_split(graph, splits)
+    except SplitError as e:
+        raise ExportError(str(e)) from e
+    return schema().ModelT.InitFromPackedBuf(graph.source.transforms[-1].model, 0), graph
 
 
 def _import(path: str | Path):
@@ -310,7 +289,7 @@ def _fold(plan: Plan, original, model, out: Path) -> tuple[Plan, object, Simulat
         raise ExportError("--fold-fp16: the model has no DEQUANTIZE of float16 weights to fold")
     with tempfile.TemporaryDirectory(prefix="planner-fold-") as tmp:
         tmp_model = Path(tmp) / out.name
-        tmp_model.write_bytes(_pack(model))
+        tmp_model.write_bytes(pack_model(model))
         graph = _import(tmp_model)
     gone = {t for t, x in graph.tensors.items() if x.kind == "weight"} & {
         t for t, x in plan.graph.tensors.items() if x.kind != "weight"
@@ -362,7 +341,7 @@ def _write(model, subgraph: int, order: list[int], flat: list[int], model_out: s
             entry.buffer = md.buffer
         else:
             model.metadata.append(md)
-    Path(model_out).write_bytes(_pack(model))
+    Path(model_out).write_bytes(pack_model(model))
 
 
 def write_unchecked(model_in: str | Path, model_out: str | Path, order: list[int], flat: list[int]) -> None:

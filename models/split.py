@@ -1,0 +1,679 @@
+"""Row-stripe splitting of TFLite models (DESIGN §7): a region of spatial operators is
+computed in k horizontal stripes of its output, so that its intermediate tensors exist one
+stripe at a time instead of whole.
+
+Why: no plan can use less memory than the largest working set of one operator (its inputs
+and outputs resident together). Splitting changes the graph so that the big intermediates
+of a region (e.g. the expanded tensor of an inverted residual) are never whole: stripe s
+of the region's output needs a range of rows of each tensor inside, the range grows by the
+kernel's halo at every convolution on the way back to the region's input, and the
+overlapping rows of neighbouring stripes are computed twice (the MAC overhead, counted
+exactly by `planner.macs`).
+
+The transformed model is a real TFLite model that an unchanged TFLite Micro runs:
+
+- the region's input X is cut with STRIDED_SLICE (rows only: a contiguous byte range in
+  NHWC at batch 1, so the planner keeps it as a view of X, planner/sharing.py ``slice``);
+- every operator of the region runs once per stripe on the rows it needs; a convolution
+  or pooling with SAME padding becomes VALID behind an explicit PAD that adds exactly the
+  zeros SAME would (the width padding always, the top rows in the first stripe, the
+  bottom rows in the last). For int8, PAD fills with the zero point, the value a SAME
+  convolution's reference kernel treats out-of-bounds input as; max pooling pads with
+  the type's lowest value through PADV2, which a maximum never picks over a real input.
+  AVERAGE_POOL_2D with padding is refused (its divisor counts only real inputs);
+- a tensor read at a smaller range than it was computed over (a residual ADD reading its
+  skip input, whose stripe carries the halo of the convolution it also feeds) is cut to
+  the rows read with another STRIDED_SLICE (again a view);
+- the output stripes are joined by CONCATENATION along the rows into the region's output
+  tensor, each stripe produced straight into its slot (the ``concat`` relation).
+
+Every stripe tensor keeps the quantisation of the tensor it is a stripe of, so the
+arithmetic of every output element is the one of the original model: outputs are
+bit-identical (the proof runs both models in TFLM, planner/tflm_check.py).
+
+A region is a run of consecutive operators (in the model's order) with one input tensor
+from outside (constants aside) and one output tensor used outside; `regions` lists the
+candidates of a model, `split_model` applies a list of `StripeSplit`s and returns the new
+flatbuffer, `SplitRecord` says what was done (the plan file's ``transforms`` entry), and
+`load_split` imports the transformed model as a Graph whose source is still the user's
+file (path and sha256), the way fusion does.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from planner.graph import Graph
+
+from .errors import ModelError
+
+__all__ = [
+    "SPLIT_METHODS",
+    "Region",
+    "StripeSplit",
+    "SplitRecord",
+    "SplitError",
+    "regions",
+    "region_problem",
+    "split_model",
+    "load_split",
+    "split_of",
+    "recorded_splits",
+]
+
+SPLIT_METHODS = ("auto", "none")  # what --split accepts
+# operators whose output row r depends on a window of input rows (kernel, stride, dilation)
+WINDOW_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"})
+PAD_OPS = frozenset({"PAD", "PADV2"})
+# operators whose output row r depends on row r of each activation input only
+ROWWISE_OPS = frozenset(
+    {
+        "ADD",
+        "SUB",
+        "MUL",
+        "MAXIMUM",
+        "MINIMUM",
+        "RELU",
+        "RELU6",
+        "RELU_N1_TO_1",
+        "LOGISTIC",
+        "TANH",
+        "HARD_SWISH",
+        "LEAKY_RELU",
+        "PRELU",
+        "QUANTIZE",
+        "DEQUANTIZE",
+        "CONCATENATION",
+    }
+)
+SPLITTABLE_OPS = WINDOW_OPS | PAD_OPS | ROWWISE_OPS
+
+
+class SplitError(ModelError):
+    """A split cannot be applied to this model (one line saying which region and why)."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """Consecutive operators (flatbuffer indices of subgraph 0, in order) computed as one
+    unit: `input` is the one activation they read from outside, `output` the one they
+    leave for the rest of the model (tensor indices)."""
+
+    ops: tuple[int, ...]
+    input: int
+    output: int
+
+
+@dataclass(frozen=True)
+class StripeSplit:
+    """A region computed in `stripes` row stripes of its output."""
+
+    region: Region
+    stripes: int
+
+
+@dataclass(frozen=True, eq=False)
+class SplitRecord:
+    """What splitting did to a model: the splits (empty when none was applied), the MACs
+    before and after (`planner.macs`), and the transformed flatbuffer (for the exporter and
+    TFLM). ``to_dict`` is the plan file's ``transforms`` entry, from which `split_model`
+    makes the same model again."""
+
+    splits: tuple[StripeSplit, ...]
+    tensor_names: tuple[tuple[str, str], ...] = ()  # per split: (input name, output name)
+    macs_before: int = 0
+    macs_after: int = 0
+    model: bytes = field(default=b"", repr=False)
+    kind: str = "split"
+
+    @property
+    def applied(self) -> bool:
+        """Whether any region was split."""
+        return bool(self.splits)
+
+    @property
+    def mac_overhead(self) -> float:
+        """Extra MACs of the split model, as a fraction of the original's."""
+        return (self.macs_after - self.macs_before) / self.macs_before if self.macs_before else 0.0
+
+    def to_dict(self) -> dict:
+        """The plan file's ``transforms`` entry."""
+        return {
+            "kind": "split",
+            "method": "row-stripes",
+            "splits": [
+                {
+                    "ops": list(s.region.ops),
+                    "input_tensor": s.region.input,
+                    "output_tensor": s.region.output,
+                    "input": names[0],
+                    "output": names[1],
+                    "stripes": s.stripes,
+                }
+                for s, names in zip(self.splits, self.tensor_names, strict=True)
+            ],
+            "macs": {"before": self.macs_before, "after": self.macs_after},
+        }
+
+
+def splits_from_dict(entry: dict) -> tuple[StripeSplit, ...]:
+    """The splits of a plan file's ``transforms`` entry (``SplitError`` when malformed)."""
+    try:
+        return tuple(
+            StripeSplit(
+                Region(tuple(int(o) for o in s["ops"]), int(s["input_tensor"]), int(s["output_tensor"])),
+                int(s["stripes"]),
+            )
+            for s in entry["splits"]
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise SplitError(f"plan file: malformed split entry ({type(e).__name__}: {e})") from None
+
+
+def split_of(graph: Graph) -> SplitRecord | dict | None:
+    """The split record (or, for a graph read from a plan file, its dict) of a graph, or None."""
+    src = graph.source
+    for t in getattr(src, "transforms", ()) or ():
+        kind = t.get("kind") if isinstance(t, dict) else getattr(t, "kind", None)
+        if kind == "split":
+            return t
+    return None
+
+
+def recorded_splits(graph: Graph) -> tuple[StripeSplit, ...]:
+    """The splits a graph (imported, or read from a plan file) records having had; () if none."""
+    rec = split_of(graph)
+    if rec is None:
+        return ()
+    return rec.splits if isinstance(rec, SplitRecord) else splits_from_dict(rec)
+
+
+# -- the model's structure --------------------------------------------------------------------
+class _Model:
+    """Subgraph 0 of a ModelT with the facts splitting needs (types, producers, consumers)."""
+
+    def __init__(self, model):
+        from .tflite import constant_ints, is_constant, op_type_name
+
+        self.model = model
+        self.sg = model.subgraphs[0]
+        self.ops = list(self.sg.operators or [])
+        self.tens = list(self.sg.tensors or [])
+        self.types = [op_type_name(model, o) for o in self.ops]
+        self.const = [is_constant(model, t) for t in self.tens]
+        self._ints = lambda i: constant_ints(model, self.tens[i])
+        self.graph_io = {int(i) for i in list(self.sg.inputs if self.sg.inputs is not None else [])}
+        self.graph_out = {int(i) for i in list(self.sg.outputs if self.sg.outputs is not None else [])}
+        self.producer: dict[int, int] = {}
+        self.consumers: dict[int, list[int]] = {}
+        for k, o in enumerate(self.ops):
+            for i in _ints(o.inputs):
+                if i >= 0:
+                    self.consumers.setdefault(i, []).append(k)
+            for i in _ints(o.outputs):
+                self.producer[i] = k
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        t = self.tens[i]
+        return tuple(int(d) for d in (t.shape if t.shape is not None else []))
+
+    def acts(self, k: int) -> list[int]:
+        """Activation (non-constant) inputs of op k, in order, without repeats."""
+        return list(dict.fromkeys(i for i in _ints(self.ops[k].inputs) if i >= 0 and not self.const[i]))
+
+    def out(self, k: int) -> int:
+        return int(_ints(self.ops[k].outputs)[0])
+
+
+def _ints(v) -> list[int]:
+    return [] if v is None else [int(x) for x in v]
+
+
+@dataclass(frozen=True)
+class _RowMap:
+    """How an op's output rows [lo, hi) map to the rows of its activation inputs, and the
+    width padding the op adds (SAME padding, or the PAD op's own)."""
+
+    kernel: int = 1
+    stride: int = 1
+    dilation: int = 1
+    pad_top: int = 0
+    pad_left: int = 0
+    pad_right: int = 0
+
+    def need(self, lo: int, hi: int) -> tuple[int, int]:
+        """Input rows [lo', hi') that output rows [lo, hi) read, before clipping to the tensor."""
+        return lo * self.stride - self.pad_top, (hi - 1) * self.stride - self.pad_top + (
+            self.kernel - 1
+        ) * self.dilation + 1
+
+
+def _same_pads(n_in: int, n_out: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TFLite's SAME padding along one axis: (before, after) (kernels/padding.h)."""
+    total = max((n_out - 1) * stride + (kernel - 1) * dilation + 1 - n_in, 0)
+    return total // 2, total - total // 2
+
+
+def _row_map(m: _Model, k: int) -> _RowMap | str:
+    """The op's row map, or why its rows cannot be split."""
+    kind, op = m.types[k], m.ops[k]
+    acts = m.acts(k)
+    if not acts:
+        return f"op {k} ({kind}) reads no activation"
+    x, y = m.shape(acts[0]), m.shape(m.out(k))
+    if len(x) != 4 or len(y) != 4 or x[0] != 1 or y[0] != 1:
+        return f"op {k} ({kind}) is not on 1xHxWxC tensors"
+    if kind in ROWWISE_OPS:
+        if kind == "CONCATENATION" and int(op.builtinOptions.axis) not in (3, -1):
+            return f"op {k} (CONCATENATION) joins along axis {op.builtinOptions.axis}, not channels"
+        for i in _ints(op.inputs):
+            s = m.shape(i) if i >= 0 else ()
+            if i >= 0 and not m.const[i] and s[:3] != y[:3] and kind != "CONCATENATION":
+                return f"op {k} ({kind}) broadcasts an activation"
+            if i >= 0 and m.const[i] and len(s) >= 3 and s[-3] != 1:
+                return f"op {k} ({kind}) has a constant that varies along the rows"
+        if kind == "CONCATENATION" and any(m.shape(i)[:3] != y[:3] for i in acts):
+            return f"op {k} (CONCATENATION) joins tensors of different heights"
+        return _RowMap()
+    if kind in PAD_OPS:
+        pads = m._ints(int(_ints(op.inputs)[1]))
+        if pads is None or len(pads) != 8 or pads[0] or pads[1] or pads[6] or pads[7]:
+            return f"op {k} ({kind}) pads other than rows and columns"
+        return _RowMap(pad_top=pads[2], pad_left=pads[4], pad_right=pads[5])
+    if kind not in WINDOW_OPS:
+        return f"op {k} ({kind}) is not an operator rows can be split through"
+    o = op.builtinOptions
+    if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        w = m.shape(int(_ints(op.inputs)[1]))
+        kh, kw = w[1], w[2]
+        dh, dw = int(o.dilationHFactor or 1), int(o.dilationWFactor or 1)
+    else:
+        kh, kw, dh, dw = int(o.filterHeight), int(o.filterWidth), 1, 1
+    sh, sw = int(o.strideH), int(o.strideW)
+    if int(o.padding) == 0:  # SAME
+        top, _ = _same_pads(x[1], y[1], kh, sh, dh)
+        left, right = _same_pads(x[2], y[2], kw, sw, dw)
+    else:
+        top = left = right = 0
+    if kind == "AVERAGE_POOL_2D" and (top or left or right or _same_pads(x[1], y[1], kh, sh, dh)[1]):
+        return f"op {k} (AVERAGE_POOL_2D) pads, and its average counts only real inputs"
+    return _RowMap(kh, sh, dh, top, left, right)
+
+
+def region_problem(model, region: Region, stripes: int = 2) -> str | None:
+    """Why `region` cannot be split into `stripes` stripes of `model` (a ModelT), or None."""
+    m = model if isinstance(model, _Model) else _Model(model)
+    ops = list(region.ops)
+    if not ops or ops != list(range(ops[0], ops[-1] + 1)):
+        return "a region is a run of consecutive operators"
+    inside = set(ops)
+    made = {m.out(k) for k in ops}
+    for k in ops:
+        if m.types[k] not in SPLITTABLE_OPS:
+            return f"op {k} ({m.types[k]}) is not an operator rows can be split through"
+        if len(_ints(m.ops[k].outputs)) != 1:
+            return f"op {k} ({m.types[k]}) has several outputs"
+        rm = _row_map(m, k)
+        if isinstance(rm, str):
+            return rm
+        for i in m.acts(k):
+            if i not in made and i != region.input:
+                return f"op {k} reads tensor {i} from outside the region besides its input"
+    if region.output not in made or m.producer.get(region.input, -1) in inside:
+        return "the region's input and output must be its boundary tensors"
+    for t in made - {region.output}:
+        if t in m.graph_out or any(c not in inside for c in m.consumers.get(t, [])):
+            return f"tensor {t} is used outside the region"
+    h = m.shape(region.output)
+    if len(h) != 4 or not 2 <= stripes <= h[1]:
+        return f"the output has {h[1] if len(h) == 4 else '?'} rows, cannot make {stripes} stripes"
+    return None
+
+
+def regions(model, max_ops: int = 64) -> list[Region]:
+    """Every region of a ModelT's subgraph 0 that can be split (at most `max_ops` operators):
+    runs of consecutive splittable operators between two tensors that are each the only
+    activation crossing their point of the model's order."""
+    m = model if isinstance(model, _Model) else _Model(model)
+    cut = _cut_tensors(m)
+    out = []
+    for a, x in cut.items():
+        for b, y in cut.items():
+            if a < b <= a + max_ops and m.producer.get(y) == b - 1:
+                r = Region(tuple(range(a, b)), x, y)
+                if region_problem(m, r) is None:
+                    out.append(r)
+    return out
+
+
+def _cut_tensors(m: _Model) -> dict[int, int]:
+    """Point p (before op p) -> the one activation live across it, where there is one."""
+    last_use = {}
+    for k, _ in enumerate(m.ops):
+        for i in m.acts(k):
+            last_use[i] = k
+    live: set[int] = {i for i in m.graph_io if not m.const[i]}
+    cuts = {}
+    for p in range(len(m.ops) + 1):
+        live = {i for i in live if last_use.get(i, -1) >= p or i in m.graph_out}
+        if len(live) == 1:
+            cuts[p] = next(iter(live))
+        if p < len(m.ops):
+            live |= {int(i) for i in _ints(m.ops[p].outputs)}
+    return cuts
+
+
+# -- the transformation -------------------------------------------------------------------
+def _stripe_rows(h: int, k: int) -> list[tuple[int, int]]:
+    bounds = [round(i * h / k) for i in range(k + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(k)]
+
+
+class _Writer:
+    """Appends tensors, buffers, operator codes and operators to a ModelT."""
+
+    def __init__(self, model):
+        from .tflite import schema
+
+        self.s = schema()
+        self.model = model
+        self.sg = model.subgraphs[0]
+
+    def tensor_like(self, src: int, name: str, rows: int | None = None, shape: tuple[int, ...] | None = None) -> int:
+        t = copy.deepcopy(self.sg.tensors[src])
+        if shape is None:
+            shape = tuple(int(d) for d in t.shape)
+            shape = (shape[0], rows, *shape[2:])
+        t.shape = np.array(shape, dtype=np.int32)
+        t.shapeSignature = None
+        t.buffer = 0
+        t.name = name.encode()
+        self.sg.tensors.append(t)
+        return len(self.sg.tensors) - 1
+
+    def constant(self, name: str, values: Sequence[int] | np.ndarray, dtype: str = "int32", shape=None) -> int:
+        s = self.s
+        arr = np.asarray(values, dtype=dtype)
+        b = s.BufferT()
+        b.data = np.frombuffer(arr.tobytes(), dtype=np.uint8)
+        self.model.buffers.append(b)
+        t = s.TensorT()
+        t.name = name.encode()
+        t.shape = np.array(arr.shape if shape is None else shape, dtype=np.int32)
+        t.type = {"int32": s.TensorType.INT32, "int8": s.TensorType.INT8, "float32": s.TensorType.FLOAT32}[dtype]
+        t.buffer = len(self.model.buffers) - 1
+        self.sg.tensors.append(t)
+        return len(self.sg.tensors) - 1
+
+    def opcode(self, name: str) -> int:
+        s = self.s
+        code = getattr(s.BuiltinOperator, name)
+        for i, oc in enumerate(self.model.operatorCodes):
+            if max(oc.builtinCode or 0, oc.deprecatedBuiltinCode or 0) == code:
+                return i
+        oc = s.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+        self.model.operatorCodes.append(oc)
+        return len(self.model.operatorCodes) - 1
+
+    def op(self, name: str, inputs: Sequence[int], outputs: Sequence[int], options=None):
+        o = self.s.OperatorT()
+        o.opcodeIndex = self.opcode(name)
+        o.inputs = np.array(inputs, dtype=np.int32)
+        o.outputs = np.array(outputs, dtype=np.int32)
+        if options is not None:
+            o.builtinOptionsType, o.builtinOptions = options
+        return o
+
+    def slice_rows(self, src: int, lo: int, hi: int, name: str, out: list) -> int:
+        """STRIDED_SLICE of rows [lo, hi) of a 1xHxWxC tensor (a view of its bytes)."""
+        shape = tuple(int(d) for d in self.sg.tensors[src].shape)
+        y = self.tensor_like(src, name, hi - lo)
+        begin = self.constant(f"{name}/begin", [0, lo, 0, 0])
+        end = self.constant(f"{name}/end", [shape[0], hi, shape[2], shape[3]])
+        step = self.constant(f"{name}/strides", [1, 1, 1, 1])
+        opt = self.s.StridedSliceOptionsT()
+        out.append(
+            self.op("STRIDED_SLICE", [src, begin, end, step], [y], (self.s.BuiltinOptions.StridedSliceOptions, opt))
+        )
+        return y
+
+    def pad(
+        self, src: int, pads: tuple[int, int, int, int], name: str, out: list, value: int | None, kind: str = "PAD"
+    ) -> int:
+        """PAD (fill with the zero point) or PADV2 (fill with `value`) of rows and columns."""
+        top, bot, left, right = pads
+        shape = tuple(int(d) for d in self.sg.tensors[src].shape)
+        y = self.tensor_like(src, name, shape=(shape[0], shape[1] + top + bot, shape[2] + left + right, shape[3]))
+        p = self.constant(f"{name}/paddings", [[0, 0], [top, bot], [left, right], [0, 0]])
+        ins = [src, p]
+        if kind == "PADV2":
+            ins.append(value)  # a constant tensor index
+            out.append(self.op("PADV2", ins, [y], (self.s.BuiltinOptions.PadV2Options, self.s.PadV2OptionsT())))
+        else:
+            out.append(self.op("PAD", ins, [y], (self.s.BuiltinOptions.PadOptions, self.s.PadOptionsT())))
+        return y
+
+
+def split_model(data: bytes, splits: Iterable[StripeSplit]) -> bytes:
+    """The flatbuffer of a model (`data`, a .tflite's bytes) with each split applied."""
+    from .tflite import pack_model, schema, without_offline_plan
+
+    s = schema()
+    model = s.ModelT.InitFromPackedBuf(data, 0)
+    splits = sorted(splits, key=lambda sp: sp.region.ops[0])
+    m = _Model(model)
+    for a, b in zip(splits, splits[1:], strict=False):
+        if a.region.ops[-1] >= b.region.ops[0]:
+            raise SplitError(f"regions at ops {a.region.ops[0]} and {b.region.ops[0]} overlap")
+    for sp in splits:
+        why = region_problem(m, sp.region, sp.stripes)
+        if why:
+            raise SplitError(
+                f"cannot split ops {sp.region.ops[0]}..{sp.region.ops[-1]} into {sp.stripes} stripes: {why}"
+            )
+    w = _Writer(model)
+    new_ops, k = [], 0
+    for sp in splits:
+        new_ops += m.ops[k : sp.region.ops[0]]
+        new_ops += _split_region(m, w, sp)
+        k = sp.region.ops[-1] + 1
+    new_ops += m.ops[k:]
+    model.subgraphs[0].operators = new_ops
+    _drop_unused_tensors(model.subgraphs[0])
+    without_offline_plan(model)  # it refers to the old tensors
+    return pack_model(model)
+
+
+def _drop_unused_tensors(sg) -> None:
+    """Remove the tensors no operator and no subgraph input/output refers to any more (the
+    region's old intermediates), renumbering the rest: TFLM allocates every non-constant
+    tensor of a subgraph, used or not."""
+    used = set(_ints(sg.inputs)) | set(_ints(sg.outputs))
+    for o in sg.operators:
+        used |= {i for i in _ints(o.inputs) + _ints(o.outputs) + _ints(o.intermediates) if i >= 0}
+    keep = [i for i in range(len(sg.tensors)) if i in used]
+    new = {old: n for n, old in enumerate(keep)}
+
+    def remap(v):
+        return None if v is None else np.array([new[int(i)] if int(i) >= 0 else int(i) for i in v], dtype=np.int32)
+
+    sg.tensors = [sg.tensors[i] for i in keep]
+    sg.inputs, sg.outputs = remap(sg.inputs), remap(sg.outputs)
+    for o in sg.operators:
+        o.inputs, o.outputs = remap(o.inputs), remap(o.outputs)
+        if o.intermediates is not None:
+            o.intermediates = remap(o.intermediates)
+
+
+def _split_region(m: _Model, w: _Writer, sp: StripeSplit) -> list:
+    """The operators that compute `sp.region` in stripes, ending with the row CONCATENATION."""
+    region, out = sp.region, []
+    maps = {k: _row_map(m, k) for k in region.ops}
+    pieces = []
+    for n, rows in enumerate(_stripe_rows(m.shape(region.output)[1], sp.stripes)):
+        pieces.append(_stripe(m, w, region, maps, n, rows, out))
+    opt = w.s.ConcatenationOptionsT()
+    opt.axis = 1
+    out.append(w.op("CONCATENATION", pieces, [region.output], (w.s.BuiltinOptions.ConcatenationOptions, opt)))
+    return out
+
+
+def _needed_rows(m: _Model, region: Region, maps: dict, rows: tuple[int, int]) -> dict[int, tuple[int, int]]:
+    """Tensor -> the rows of it stripe `rows` of the output needs (clipped to the tensor)."""
+    need: dict[int, tuple[int, int]] = {region.output: rows}
+    for k in reversed(region.ops):
+        y = m.out(k)
+        if y not in need:
+            continue  # not read by this stripe (cannot happen in a region, kept for safety)
+        lo, hi = maps[k].need(*need[y])
+        for i in m.acts(k):
+            h = m.shape(i)[1]
+            a, b = max(lo, 0), min(hi, h)
+            if i in need:
+                a, b = min(a, need[i][0]), max(b, need[i][1])
+            need[i] = (a, b)
+    return need
+
+
+def _stripe(m: _Model, w: _Writer, region: Region, maps: dict, n: int, rows: tuple[int, int], out: list) -> int:
+    """Emit stripe `n` (output rows `rows`); return the tensor holding those output rows."""
+    need = _needed_rows(m, region, maps, rows)
+    name = lambda i, tag: f"{_name(m, i)}/stripe{n}{tag}"  # noqa: E731
+    x = region.input
+    lo, hi = need[x]
+    have: dict[int, tuple[int, tuple[int, int]]] = {}  # tensor -> (stripe tensor, rows it holds)
+    have[x] = (
+        (x, (0, m.shape(x)[1]))
+        if (lo, hi) == (0, m.shape(x)[1])
+        else (w.slice_rows(x, lo, hi, name(x, ""), out), (lo, hi))
+    )
+    for k in region.ops:
+        kind, op, rm = m.types[k], m.ops[k], maps[k]
+        y = m.out(k)
+        ylo, yhi = need[y]
+        nlo, nhi = rm.need(ylo, yhi)
+        ins: dict[int, int] = {}
+        for i in m.acts(k):
+            t, (tlo, thi) = have[i]
+            h = m.shape(i)[1]
+            a, b = max(nlo, 0), min(nhi, h)
+            if (a, b) != (tlo, thi):
+                t = w.slice_rows(t, a - tlo, b - tlo, name(i, f"/for{k}"), out)
+            pads = (a - nlo, nhi - b, rm.pad_left, rm.pad_right)
+            if kind in WINDOW_OPS and any(pads):
+                t = w.pad(t, pads, name(i, f"/pad{k}"), out, *_pad_fill(m, w, kind, i, n))
+            elif kind in PAD_OPS:
+                t = _own_pad(m, w, k, t, pads, name(i, f"/pad{k}"), out)
+            ins[i] = t
+        if kind in PAD_OPS:
+            have[y] = (ins[m.acts(k)[0]], (ylo, yhi))
+            continue
+        yt = w.tensor_like(y, name(y, ""), yhi - ylo)
+        o = copy.deepcopy(op)
+        o.inputs = np.array([ins.get(i, i) if i >= 0 else i for i in _ints(op.inputs)], dtype=np.int32)
+        o.outputs = np.array([yt], dtype=np.int32)
+        if kind in WINDOW_OPS:
+            o.builtinOptions.padding = w.s.Padding.VALID
+        out.append(o)
+        have[y] = (yt, (ylo, yhi))
+    t, (tlo, thi) = have[region.output]
+    if (tlo, thi) != rows:  # cannot happen: the output's range is the stripe's
+        t = w.slice_rows(t, rows[0] - tlo, rows[1] - tlo, name(region.output, "/out"), out)
+    return t
+
+
+def _pad_fill(m: _Model, w: _Writer, kind: str, i: int, n: int) -> tuple[int | None, str]:
+    """(constant tensor, PAD kind): what SAME padding of `kind` treats outside rows as."""
+    if kind != "MAX_POOL_2D":
+        return None, "PAD"  # zero point (int8) or 0.0: a real zero
+    t = m.tens[i]
+    s = w.s
+    if t.type == s.TensorType.INT8:
+        return w.constant(f"{_name(m, i)}/lowest{n}", [-128], "int8", shape=()), "PADV2"
+    if t.type == s.TensorType.FLOAT32:
+        return w.constant(f"{_name(m, i)}/lowest{n}", [np.finfo(np.float32).min], "float32", shape=()), "PADV2"
+    raise SplitError(f"max pooling over {t.type} tensors is not split")
+
+
+def _own_pad(m: _Model, w: _Writer, k: int, t: int, pads: tuple[int, int, int, int], name: str, out: list) -> int:
+    """The model's own PAD/PADV2 op, for one stripe: same fill, rows padded only at the borders."""
+    if not any(pads):
+        return t
+    ins = _ints(m.ops[k].inputs)
+    value = ins[2] if m.types[k] == "PADV2" and len(ins) > 2 else None
+    return w.pad(t, pads, name, out, value, m.types[k] if value is not None else "PAD")
+
+
+def _name(m: _Model, i: int) -> str:
+    raw = m.tens[i].name
+    raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
+    return raw or f"t{i}"
+
+
+# -- the transformed graph --------------------------------------------------------------------
+def cache_dir() -> Path:
+    """Where transformed models are written for TFLM and the exporter: `$PLANNER_CACHE/split`
+    (default ``~/.cache/planner/split``); a file's name is the sha256 of its bytes, so a
+    file is never reused for a different model."""
+    root = os.environ.get("PLANNER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "planner")
+    return Path(root) / "split"
+
+
+def materialise(data: bytes) -> Path:
+    """A file holding the transformed model `data` (written once, atomically)."""
+    from planner.graph import model_sha256
+
+    d = cache_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"{model_sha256(data)}.tflite"
+    if not p.is_file() or p.stat().st_size != len(data):
+        fd, tmp = tempfile.mkstemp(dir=d, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    return p
+
+
+def load_split(graph: Graph, splits: Sequence[StripeSplit]) -> Graph:
+    """`graph` (imported from a .tflite) with `splits` applied: the transformed model
+    imported, its source still the user's file (path, sha256, the name as given) with a
+    `SplitRecord` appended to its transforms. No splits: `graph` itself."""
+    from planner.macs import total_macs
+
+    from .tflite import load_tflite
+
+    src = graph.source
+    if src is None or src.format != "tflite" or not src.path:
+        raise SplitError("row-stripe splitting is for TFLite models")
+    if not splits:
+        return graph
+    data = split_model(Path(src.path).read_bytes(), splits)
+    g = load_tflite(materialise(data))
+    m = _Model(_schema_model(Path(src.path).read_bytes()))
+    names = tuple((_name(m, sp.region.input), _name(m, sp.region.output)) for sp in splits)
+    record = SplitRecord(tuple(splits), names, total_macs(graph), total_macs(g), data)
+    g.source = replace(
+        g.source, path=src.path, sha256=src.sha256, given=src.given, transforms=(*src.transforms, record)
+    )
+    return g
+
+
+def _schema_model(data: bytes):
+    from .tflite import schema
+
+    return schema().ModelT.InitFromPackedBuf(data, 0)
+
+
+def model_regions(graph: Graph, max_ops: int = 64) -> list[Region]:
+    """The splittable regions of a graph imported from a .tflite (see `regions`)."""
+    if graph.source is None or graph.source.format != "tflite" or not graph.source.path:
+        return []
+    return regions(_schema_model(Path(graph.source.path).read_bytes()), max_ops)
