@@ -627,11 +627,12 @@ def cache_dir() -> Path:
     return Path(root) / "split"
 
 
-def materialise(data: bytes) -> Path:
-    """A file holding the transformed model `data` (written once, atomically)."""
+def materialise(data: bytes, where: Path | None = None) -> Path:
+    """A file holding the transformed model `data` (written once, atomically) in `where`
+    (default `cache_dir()`)."""
     from planner.graph import model_sha256
 
-    d = cache_dir()
+    d = cache_dir() if where is None else Path(where)
     d.mkdir(parents=True, exist_ok=True)
     p = d / f"{model_sha256(data)}.tflite"
     if not p.is_file() or p.stat().st_size != len(data):
@@ -642,10 +643,11 @@ def materialise(data: bytes) -> Path:
     return p
 
 
-def load_split(graph: Graph, splits: Sequence[StripeSplit]) -> Graph:
+def load_split(graph: Graph, splits: Sequence[StripeSplit], where: Path | None = None) -> Graph:
     """`graph` (imported from a .tflite) with `splits` applied: the transformed model
     imported, its source still the user's file (path, sha256, the name as given) with a
-    `SplitRecord` appended to its transforms. No splits: `graph` itself."""
+    `SplitRecord` appended to its transforms. No splits: `graph` itself. The transformed
+    file is written into `where` (a folder), by default the cache folder (`materialise`)."""
     from planner.macs import total_macs
 
     from .tflite import load_tflite
@@ -656,7 +658,7 @@ def load_split(graph: Graph, splits: Sequence[StripeSplit]) -> Graph:
     if not splits:
         return graph
     data = split_model(Path(src.path).read_bytes(), splits)
-    g = load_tflite(materialise(data))
+    g = load_tflite(materialise(data, where))
     m = _Model(_schema_model(Path(src.path).read_bytes()))
     names = tuple((_name(m, sp.region.input), _name(m, sp.region.output)) for sp in splits)
     record = SplitRecord(tuple(splits), names, total_macs(graph), total_macs(g), data)

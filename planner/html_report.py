@@ -75,7 +75,9 @@ def blocks(plan: Plan) -> list[Block]:
 
 
 def per_op(plan: Plan) -> list[dict]:
-    """One row per op in the plan's order: resident bytes while it runs and its own tensors."""
+    """One row per op in the plan's order: resident bytes while it runs, its own tensors, its MACs."""
+    from planner.macs import op_macs
+
     sim = simulate(plan.graph, plan.target, plan.stages)
     g = plan.graph
     rows = []
@@ -84,7 +86,16 @@ def per_op(plan: Plan) -> list[dict]:
             continue
         op = g.op(s.name)
         own = sum(g.size(t) for t in dict.fromkeys((*op.inputs, *op.outputs)) if plan.target.occupies_l1(g.tensors[t]))
-        rows.append({"pos": len(rows), "op": op.name, "type": op.type, "resident": sim.resident_bytes[i], "own": own})
+        rows.append(
+            {
+                "pos": len(rows),
+                "op": op.name,
+                "type": op.type,
+                "resident": sim.resident_bytes[i],
+                "own": own,
+                "macs": op_macs(g, op),
+            }
+        )
     return rows
 
 

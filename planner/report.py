@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from planner.macs import total_macs
 from planner.plan import Plan
 from planner.target import PRESETS, format_bytes
 
@@ -37,6 +38,7 @@ def summary_dict(plan: Plan, plan_path: str | None = None) -> dict:
     d["solver"] = asdict(plan.solver)
     d["plan_path"] = plan_path
     d["notes"] = plan_notes(plan)
+    d["macs"] = total_macs(plan.graph)
     return d
 
 
@@ -94,6 +96,7 @@ def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan")
         ("solver", f"{s.name}  ({s.status}; " + solver_bound(plan) + ")"),
         ("time", f"{s.wall_s:.2f} s"),
     ]
+    rows += split_rows(plan)
     rows += story_rows(plan)
     if plan_path:
         rows.append(("written", plan_path))
@@ -104,6 +107,41 @@ def summary_table(plan: Plan, plan_path: str | None = None, title: str = "plan")
 
 
 BASELINE_FACT = "tflm_baseline_arena"  # the plan's solver fact `planner plan` records
+
+
+def split_rows(plan: Plan) -> list[tuple[str, str]]:
+    """The plan's MACs, and for a plan of a split model what was split (regions, stripes),
+    the MAC overhead and the floor (largest working set of one op) before and after."""
+    split = next((t for t in plan.transforms if t.get("kind") == "split"), None)
+    macs = total_macs(plan.graph)
+    if split is None:
+        return [("MACs", f"{macs:,}")] if macs else []
+    rows = []
+    for s in split.get("splits", []):
+        ops = s.get("ops", [])
+        rows.append(
+            (
+                "split",
+                f"ops {ops[0]}–{ops[-1]} of the model ({s.get('input')} → {s.get('output')}) in {s.get('stripes')} "
+                "row stripes",
+            )
+        )
+    before = split.get("macs", {}).get("before", 0)
+    extra = f" (+{(macs - before) / before:.1%} for recomputed halo rows)" if before else ""
+    rows.append(("MACs", f"{macs:,}, the model's {before:,}{extra}"))
+    f = plan.solver.facts.get("split", {})
+    if isinstance(f, dict) and f.get("floor_before"):
+        rows.append(
+            (
+                "floor",
+                f"largest working set of one op {format_bytes(f['floor_before'])} → {format_bytes(f['floor_after'])} "
+                "after splitting",
+            )
+        )
+    unsplit = plan.solver.facts.get("unsplit_arena")
+    if isinstance(unsplit, int) and unsplit:
+        rows.append(("unsplit", f"the model as imported plans to {format_bytes(unsplit)} ({unsplit} B)"))
+    return rows
 
 
 def story_rows(plan: Plan) -> list[tuple[str, str]]:

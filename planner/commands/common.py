@@ -172,6 +172,37 @@ def add_fuse_arg(p: argparse.ArgumentParser, default_help: str | None = None) ->
     )
 
 
+MAX_OVERHEAD_PERCENT = 1000.0  # --max-overhead at most: 11x the MACs
+
+
+def percent(text: str) -> float:
+    """An argparse type: --max-overhead, a finite percentage in [0, MAX_OVERHEAD_PERCENT]."""
+    v = finite_float(0.0)(text)
+    if v > MAX_OVERHEAD_PERCENT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_OVERHEAD_PERCENT:g} (percent), got {text!r}")
+    return v
+
+
+def add_split_args(p: argparse.ArgumentParser) -> None:
+    """--split and --max-overhead: compute TFLite regions in row stripes where that helps."""
+    p.add_argument(
+        "--split",
+        choices=("auto", "none"),
+        default="auto",
+        help="row-stripe splitting of TFLite models (regions of convolutions, pooling and element-wise ops "
+        "computed in stripes of rows, halos recomputed): auto (default) splits only when the objective needs "
+        "it -- a budget the model as imported misses, or --objective peak -- and only when the split plan is "
+        "smaller; none plans the model as imported",
+    )
+    p.add_argument(
+        "--max-overhead",
+        type=percent,
+        default=10.0,
+        metavar="PERCENT",
+        help="extra MACs splitting may cost, in percent of the model's (halo rows recomputed; default 10)",
+    )
+
+
 def add_target_args(p: argparse.ArgumentParser) -> None:
     """--target and the overrides of its budget, weights, alignment and lifetimes."""
     p.add_argument(

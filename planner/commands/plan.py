@@ -12,6 +12,7 @@ from planner.commands.common import (
     CliError,
     add_model_args,
     add_solver_args,
+    add_split_args,
     add_target_args,
     check_writable,
     fusion_note,
@@ -37,6 +38,7 @@ def register(sub) -> None:
     add_target_args(p)
     p.add_argument("--solver", default="auto", help="solver name (see `planner solvers`; default auto)")
     add_solver_args(p)
+    add_split_args(p)
     p.add_argument(
         "-o",
         "--output",
@@ -70,11 +72,20 @@ def run(args) -> int:
             progress=cb,
         )
         try:
-            plan = solve_for_target(args.solver, graph, target, opts)
+            from planner.splitting import plan_split
+
+            plan = plan_split(
+                lambda g, t, o: solve_for_target(args.solver, g, t, o),
+                graph,
+                target,
+                opts,
+                args.split,
+                args.max_overhead / 100,
+            )
         except KeyboardInterrupt:
             print("planner: interrupted: no plan yet (Ctrl-C came before the first plan was made)", file=sys.stderr)
             return INTERRUPTED
-    plan = with_tflm_baseline(plan)
+    plan = with_tflm_baseline(plan, graph)
     out = write_plan(plan, args.output or f"{graph.name}.plan.json")
     if plan.solver.facts.get("interrupted"):  # after the output, last on stderr (cli.main prints notes)
         note(f"interrupted: best plan so far written to {'stdout' if out == STDOUT else out}")
@@ -98,18 +109,19 @@ def run(args) -> int:
     return INTERRUPTED if plan.solver.facts.get("interrupted") else 0
 
 
-def with_tflm_baseline(plan):
+def with_tflm_baseline(plan, graph=None):
     """The plan with the fact `tflm_baseline_arena`: the arena of the model's own order with
     TensorFlow Lite Micro's first-fit and no shared bytes (`given-firstfit`, `--share none`) on
     the same target, the number a user compares with first. A heuristic: cheap next to the
-    solve; recorded so that `show` prints it without planning again."""
+    solve; recorded so that `show` prints it without planning again. `graph`: the model as imported, when the plan is of a
+    transformed (split) graph: the baseline is always TFLM on the user's model."""
     from dataclasses import replace
 
     from planner.html_report import baseline_plan
     from planner.report import BASELINE_FACT
     from planner.simulate import with_solver
 
-    base = baseline_plan(plan)
+    base = baseline_plan(plan if graph is None else replace(plan, graph=graph))
     if base is None:
         return plan
     facts = {**plan.solver.facts, BASELINE_FACT: base.metrics.arena_bytes}

@@ -1,0 +1,108 @@
+"""`--split`: plan a TFLite model computed in row stripes where that lowers what it needs.
+
+The glue between the transformation (planner/models/split.py: which regions can be split,
+the split model) and the search (solvers/split_search.py: which splits to make), which
+the solvers may not import. `plan_split` is what `planner plan` and `planner compare` call
+in place of the solver: with ``--split none``, or for other formats, it is the solver
+itself (today's numbers exactly); with ``auto`` it splits only when the objective needs
+it -- the budget is not met by the model as imported (``--objective traffic``, the
+default: fit without spilling if a split can) or the smallest peak is asked for
+(``--objective peak``) -- and returns the split plan only when it beats the unsplit one
+(both solved, each with a share of the time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from planner.graph import Graph
+from planner.models.split import SPLIT_METHODS, StripeSplit, load_split, model_regions
+from planner.plan import Plan
+from planner.simulate import with_solver
+from planner.solvers.base import Progress, SolveOptions, Timer
+from planner.solvers.portfolio import choose_sharing
+from planner.solvers.split_search import DEFAULT_MAX_OVERHEAD, MAX_REGION_OPS, Split, SplitChoice, choose_split
+from planner.target import Target
+
+__all__ = ["SPLIT_METHODS", "DEFAULT_MAX_OVERHEAD", "plan_split", "split_choice"]
+
+# shares of the time limit: the search, then the split graph's solve; the unsplit solve gets the rest
+SEARCH_SHARE = 0.3
+SPLIT_SOLVE_SHARE = 0.5
+
+
+def needs_split(graph: Graph, target: Target, objective: str) -> bool:
+    """Whether the objective asks for less than the model as imported gives: the smallest
+    peak, or a budget its no-spill heuristic plan misses (TFLite graphs only)."""
+    src = graph.source
+    if src is None or src.format != "tflite" or not src.path:
+        return False
+    if objective == "peak":
+        return True
+    return target.budget is not None and choose_sharing(graph, target.with_budget(None), None)[2].arena > target.budget
+
+
+def split_choice(
+    graph: Graph,
+    target: Target,
+    objective: str,
+    max_overhead: float = DEFAULT_MAX_OVERHEAD,
+    time_limit: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SplitChoice:
+    """The splits the search keeps for `graph` (none when the objective does not need any)."""
+
+    def apply(splits: Sequence[Split], where: Path | None) -> Graph:
+        return load_split(graph, [StripeSplit(s.region, s.stripes) for s in splits], where)
+
+    goal = target.budget if objective != "peak" else None
+    if not needs_split(graph, target, objective):
+        return SplitChoice(graph, (), 0, 0, 0, 0, 0.0)
+    regions = model_regions(graph, MAX_REGION_OPS)
+    return choose_split(
+        graph, target, regions, apply, max_overhead=max_overhead, goal=goal, time_limit=time_limit, progress=progress
+    )
+
+
+def plan_split(
+    solve: Callable[[Graph, Target, SolveOptions], Plan],
+    graph: Graph,
+    target: Target,
+    options: SolveOptions,
+    method: str = "auto",
+    max_overhead: float = DEFAULT_MAX_OVERHEAD,
+) -> Plan:
+    """`solve(graph, target, options)`, or with ``method="auto"`` the better of that and the
+    plan of the split graph the search chose (module docstring); a split plan's facts carry
+    ``split`` (the search's figures)."""
+    if method == "none" or not needs_split(graph, target, options.objective):
+        return solve(graph, target, options)
+    timer, limit = Timer(), options.time_limit
+
+    def share(fraction: float) -> SolveOptions:
+        if limit is None:
+            return options
+        return replace(options, time_limit=max(fraction * (limit - timer.elapsed), 0.1))
+
+    report = _reporter(options, timer)
+    choice = split_choice(
+        graph, target, options.objective, max_overhead, None if limit is None else SEARCH_SHARE * limit, report
+    )
+    if not choice.splits:
+        return solve(graph, target, options)
+    split_plan = solve(choice.graph, target, share(SPLIT_SOLVE_SHARE / (1 - SEARCH_SHARE)))
+    plain = solve(graph, target, share(1.0))
+    if plain.metrics.arena_bytes <= split_plan.metrics.arena_bytes:
+        return plain
+    facts = {**split_plan.solver.facts, "split": choice.facts(), "unsplit_arena": plain.metrics.arena_bytes}
+    return with_solver(split_plan, replace(split_plan.solver, facts=facts))
+
+
+def _reporter(options: SolveOptions, timer: Timer) -> Callable[[str], None] | None:
+    """Progress lines of the search, through the solver's progress callback when it has one."""
+    cb = options.progress
+    if cb is None:
+        return None
+    return lambda text: cb(Progress("split", None, None, timer.elapsed, text))

@@ -1,0 +1,202 @@
+"""Which regions of a TFLite model to compute in row stripes, and into how many (issue 13).
+
+Splitting (planner/models/split.py) lowers the floor that no order or layout can go under
+-- the largest working set of one operator -- at the price of recomputed halo rows. Where
+to split is a search over a finite candidate set: the regions of consecutive splittable
+operators between two single-tensor cuts of the model, each into k stripes for k in
+`STRIPES`. It is greedy and says so (the plan's fact ``split.search: greedy``): each round
+takes, among the candidates that keep the total MAC overhead within `max_overhead` and
+contain an operator whose working set is at or above the current plan's arena, the one
+whose heuristic plan (solvers/portfolio.py `choose_sharing`, instant) has the smallest
+arena, and stops when no candidate lowers it, when the arena fits `goal`, or when its time
+is up. Candidates are screened by their working-set floor first (cheap), so only those
+that could beat the incumbent are planned. The solver then plans the chosen graph as it
+plans any graph, so ``optimal`` there means optimal for the split chosen, never over all
+splits.
+
+The search knows regions only as objects with the operator indices they cover (`.ops`)
+and is given `apply`, which makes the split graph of a set of `Split`s (raising ValueError
+when a split cannot be made): the transformation lives with the importers
+(planner/models/split.py), which the solvers do not import.
+
+Never worse than not splitting: a split is kept only when its heuristic arena is strictly
+below the unsplit one's, and `plan_split` falls back to the unsplit plan when the solved
+split plan is not smaller.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from planner.bounds import working_set, working_set_bound
+from planner.graph import Graph
+from planner.macs import total_macs
+from planner.solvers.base import Timer
+from planner.solvers.portfolio import choose_sharing
+from planner.target import Target
+
+STRIPES = (2, 3, 4, 6, 8, 12, 16)  # stripe counts tried for every region
+SCREEN = 6  # candidates planned per round (the best by floor)
+MAX_REGION_OPS = 48  # operators in one region at most
+DEFAULT_MAX_OVERHEAD = 0.10  # --max-overhead 10 (percent)
+
+
+class RegionLike(Protocol):
+    """A region of the model: the indices (in the model's order) of the operators it covers."""
+
+    ops: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Split:
+    """A region computed in `stripes` row stripes."""
+
+    region: Any  # a RegionLike
+    stripes: int
+
+
+Apply = Callable[[Sequence[Split], Path | None], Graph]
+
+
+@dataclass
+class SplitChoice:
+    """What the search chose: the graph to plan (the original when no split helped), the
+    splits, and the figures it went by (arenas of heuristic plans, working-set floors)."""
+
+    graph: Graph
+    splits: tuple[Split, ...]
+    floor_before: int
+    floor_after: int
+    arena_before: int
+    arena_after: int
+    mac_overhead: float
+    candidates: int = 0
+    rounds: list[str] = field(default_factory=list)
+
+    def facts(self) -> dict:
+        """The plan's ``split`` fact."""
+        return {
+            "search": "greedy",
+            "splits": len(self.splits),
+            "floor_before": self.floor_before,
+            "floor_after": self.floor_after,
+            "heuristic_arena_before": self.arena_before,
+            "heuristic_arena_after": self.arena_after,
+            "mac_overhead": round(self.mac_overhead, 6),
+            "candidates_planned": self.candidates,
+        }
+
+
+def _arena(graph: Graph, target: Target, time_limit: float | None) -> int:
+    return choose_sharing(graph, target, time_limit)[2].arena
+
+
+def choose_split(
+    graph: Graph,
+    target: Target,
+    regions: Sequence[RegionLike],
+    apply: Apply,
+    *,
+    max_overhead: float = DEFAULT_MAX_OVERHEAD,
+    goal: int | None = None,
+    time_limit: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SplitChoice:
+    """The splits of `graph` the greedy search keeps (module docstring); `regions` are the
+    candidates, `apply(splits, folder)` makes a split graph (its model file in `folder`,
+    or where the exporter finds it when `folder` is None)."""
+    timer = Timer()
+    target = target.with_budget(None)
+    base_arena = _arena(graph, target, None)
+    base_floor = working_set_bound(graph, target)
+    choice = SplitChoice(graph, (), base_floor, base_floor, base_arena, base_arena, 0.0)
+    if goal is not None and base_arena <= goal:
+        return choice
+    ws = {graph.op_index[o.name]: working_set(graph, target, o.name) for o in graph.ops}
+    search = _Search(graph, target, list(regions), apply, ws, total_macs(graph) or 1, max_overhead, timer, time_limit)
+    with tempfile.TemporaryDirectory(prefix="planner-split-") as tmp:
+        while not search.out_of_time():
+            best = search.round(choice, Path(tmp))
+            if best is None:
+                break
+            choice = best
+            if progress is not None:
+                progress(choice.rounds[-1])
+            if goal is not None and choice.arena_after <= goal:
+                break
+    if choice.splits:  # the chosen graph again, written where the exporter and TFLM find it
+        choice.graph = apply(choice.splits, None)
+    return choice
+
+
+@dataclass
+class _Search:
+    graph: Graph
+    target: Target
+    regions: list
+    apply: Apply
+    ws: dict[int, int]
+    base_macs: int
+    max_overhead: float
+    timer: Timer
+    time_limit: float | None
+
+    def out_of_time(self) -> bool:
+        return self.time_limit is not None and self.timer.elapsed >= self.time_limit
+
+    def candidates(self, choice: SplitChoice) -> list[tuple[Split, ...]]:
+        """Split sets one step from `choice`: one more region (disjoint from the chosen ones)
+        or a chosen region replaced by one that contains it, at every stripe count; only
+        regions growing a chosen one or holding an unsplit operator with the largest working
+        set (or one reaching the current arena): without splitting that one, the floor stays."""
+        out = []
+        done = {k for s in choice.splits for k in s.region.ops}
+        level = min(choice.arena_after, max((w for k, w in self.ws.items() if k not in done), default=0))
+        for r in self.regions:
+            ops = set(r.ops)
+            grows = [s for s in choice.splits if set(s.region.ops) <= ops]
+            if not grows and not any(self.ws.get(k, 0) >= level for k in r.ops):
+                continue
+            kept = [s for s in choice.splits if s not in grows]
+            if any(set(s.region.ops) & ops for s in kept):
+                continue
+            out += [tuple(sorted((*kept, Split(r, k)), key=lambda s: s.region.ops[0])) for k in STRIPES]
+        return out
+
+    def round(self, choice: SplitChoice, tmp: Path) -> SplitChoice | None:
+        """The best split set one step from `choice`, or None when none lowers its arena."""
+        screened = []
+        for splits in self.candidates(choice):
+            if self.out_of_time():
+                break
+            try:
+                g = self.apply(splits, tmp)
+            except ValueError:
+                continue  # e.g. more stripes than the region's output has rows
+            overhead = total_macs(g) / self.base_macs - 1
+            if overhead > self.max_overhead + 1e-12:
+                continue
+            floor = working_set_bound(g, self.target)
+            if floor < choice.arena_after:
+                screened.append((floor, overhead, splits, g))
+        screened.sort(key=lambda c: (c[0], c[1]))
+        best = None
+        for floor, overhead, splits, g in screened[:SCREEN]:
+            left = None if self.time_limit is None else max(self.time_limit - self.timer.elapsed, 0.0) / SCREEN
+            arena = _arena(g, self.target, left)
+            choice.candidates += 1
+            if arena < (best.arena_after if best else choice.arena_after):
+                rounds = [*choice.rounds, _describe(splits, arena, floor, overhead)]
+                best = replace(
+                    choice, splits=splits, floor_after=floor, arena_after=arena, mac_overhead=overhead, rounds=rounds
+                )
+        return best
+
+
+def _describe(splits: Sequence[Split], arena: int, floor: int, overhead: float) -> str:
+    parts = ", ".join(f"ops {s.region.ops[0]}-{s.region.ops[-1]} in {s.stripes}" for s in splits)
+    return f"split {parts}: heuristic arena {arena} B, floor {floor} B, +{overhead:.1%} MACs"
