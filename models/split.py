@@ -662,6 +662,7 @@ def load_split(graph: Graph, splits: Sequence[StripeSplit], where: Path | None =
     m = _Model(_schema_model(Path(src.path).read_bytes()))
     names = tuple((_name(m, sp.region.input), _name(m, sp.region.output)) for sp in splits)
     record = SplitRecord(tuple(splits), names, total_macs(graph), total_macs(g), data)
+    g.name = graph.name  # the model's name, not the transformed file's
     g.source = replace(
         g.source, path=src.path, sha256=src.sha256, given=src.given, transforms=(*src.transforms, record)
     )

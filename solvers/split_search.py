@@ -6,9 +6,8 @@ to split is a search over a finite candidate set: the regions of consecutive spl
 operators between two single-tensor cuts of the model, each into k stripes for k in
 `STRIPES`. It is greedy and says so (the plan's fact ``split.search: greedy``): each round
 takes, among the candidates that keep the total MAC overhead within `max_overhead` and
-contain an operator whose working set is at or above the current plan's arena, the one
-whose heuristic plan (solvers/portfolio.py `choose_sharing`, instant) has the smallest
-arena, and stops when no candidate lowers it, when the arena fits `goal`, or when its time
+contain the unsplit operator with the largest working set, the one whose short `auto`
+solve (`EVAL_SECONDS`) has the smallest arena, and stops when no candidate lowers it, when the arena fits `goal`, or when its time
 is up. Candidates are screened by their working-set floor first (cheap), so only those
 that could beat the incumbent are planned. The solver then plans the chosen graph as it
 plans any graph, so ``optimal`` there means optimal for the split chosen, never over all
@@ -35,13 +34,13 @@ from typing import Any, Protocol
 from planner.bounds import working_set, working_set_bound
 from planner.graph import Graph
 from planner.macs import total_macs
-from planner.solvers.base import Timer
-from planner.solvers.portfolio import choose_sharing
+from planner.solvers.base import SolveOptions, Timer
 from planner.target import Target
 
-STRIPES = (2, 3, 4, 6, 8, 12, 16)  # stripe counts tried for every region
-SCREEN = 6  # candidates planned per round (the best by floor)
-MAX_REGION_OPS = 48  # operators in one region at most
+STRIPES = (2, 3, 4, 6, 8, 12)  # stripe counts tried for every region
+SCREEN = 6  # candidates planned per round: the best by floor, one per set of regions
+MAX_REGION_OPS = 16  # operators in one region at most
+EVAL_SECONDS = 2.0  # the short solve each screened candidate gets
 DEFAULT_MAX_OVERHEAD = 0.10  # --max-overhead 10 (percent)
 
 
@@ -92,7 +91,12 @@ class SplitChoice:
 
 
 def _arena(graph: Graph, target: Target, time_limit: float | None) -> int:
-    return choose_sharing(graph, target, time_limit)[2].arena
+    """The arena of a short `auto` solve (heuristic starts, then CP-SAT on the layout and the
+    order while `time_limit` lasts): the heuristics alone misjudge stripe graphs badly."""
+    from planner.solvers.portfolio import solve_auto
+
+    limit = EVAL_SECONDS if time_limit is None else max(min(EVAL_SECONDS, time_limit), 0.2)
+    return solve_auto(graph, target, SolveOptions(time_limit=limit, workers=1)).metrics.arena_bytes
 
 
 def choose_split(
@@ -184,8 +188,15 @@ class _Search:
             if floor < choice.arena_after:
                 screened.append((floor, overhead, splits, g))
         screened.sort(key=lambda c: (c[0], c[1]))
+        seen: set[tuple] = set()  # one stripe count per region set: the lowest floor
+        diverse = []
+        for c in screened:
+            key = tuple(s.region.ops for s in c[2])
+            if key not in seen:
+                seen.add(key)
+                diverse.append(c)
         best = None
-        for floor, overhead, splits, g in screened[:SCREEN]:
+        for floor, overhead, splits, g in diverse[:SCREEN]:
             left = None if self.time_limit is None else max(self.time_limit - self.timer.elapsed, 0.0) / SCREEN
             arena = _arena(g, self.target, left)
             choice.candidates += 1

@@ -140,3 +140,70 @@ def fp16_fc_model(path: Path, seed: int = 0) -> tuple[Path, np.ndarray, np.ndarr
         Op("ADD", ["h", "h"], ["y"], options=add_options()),
     ]
     return build(path, tensors, ops, ["x"], ["y"]), w16.astype(np.float32), b16.astype(np.float32)
+
+
+def _conv_options(stride: int = 1, padding: str = "SAME", act: int = 0, depthwise: bool = False):
+    s = schema()
+    o = s.DepthwiseConv2DOptionsT() if depthwise else s.Conv2DOptionsT()
+    o.padding = getattr(s.Padding, padding)
+    o.strideH = o.strideW = stride
+    o.fusedActivationFunction = act
+    o.dilationHFactor = o.dilationWFactor = 1
+    if depthwise:
+        o.depthMultiplier = 1
+        return s.BuiltinOptions.DepthwiseConv2DOptions, o
+    return s.BuiltinOptions.Conv2DOptions, o
+
+
+def _pool_options(k: int, stride: int, padding: str):
+    s = schema()
+    o = s.Pool2DOptionsT()
+    o.padding = getattr(s.Padding, padding)
+    o.strideH = o.strideW = stride
+    o.filterHeight = o.filterWidth = k
+    return s.BuiltinOptions.Pool2DOptions, o
+
+
+def stripe_model(path: Path, size: int = 20, seed: int = 0, avg_pool: bool = False) -> Path:
+    """A float32 CNN to split in row stripes: conv 3x3 (ReLU) -> depthwise 3x3 -> residual
+    ADD -> conv 3x3 stride 2 -> max pool 3x3 stride 2 SAME (or average pool, VALID) ->
+    conv 1x1 VALID; SAME padding everywhere else, so every border case of a stripe occurs."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    h = size
+    h2 = -(-h // 2)
+    h4 = -(-h2 // 2)
+    if avg_pool:
+        h4 = (h2 - 3) // 2 + 1
+    ts = [
+        T("x", (1, h, h, 3)),
+        T("w1", (8, 3, 3, 3), data=w(8, 3, 3, 3)),
+        T("b1", (8,), data=w(8)),
+        T("a", (1, h, h, 8)),
+        T("w2", (1, 3, 3, 8), data=w(1, 3, 3, 8)),
+        T("b2", (8,), data=w(8)),
+        T("b", (1, h, h, 8)),
+        T("c", (1, h, h, 8)),
+        T("w3", (8, 3, 3, 8), data=w(8, 3, 3, 8)),
+        T("b3", (8,), data=w(8)),
+        T("d", (1, h2, h2, 8)),
+        T("e", (1, h4, h4, 8)),
+        T("w4", (4, 1, 1, 8), data=w(4, 1, 1, 8)),
+        T("b4", (4,), data=w(4)),
+        T("y", (1, h4, h4, 4)),
+    ]
+    pool = (
+        ("AVERAGE_POOL_2D", _pool_options(3, 2, "VALID")) if avg_pool else ("MAX_POOL_2D", _pool_options(3, 2, "SAME"))
+    )
+    ops = [
+        Op("CONV_2D", ["x", "w1", "b1"], ["a"], options=_conv_options(act=1)),
+        Op("DEPTHWISE_CONV_2D", ["a", "w2", "b2"], ["b"], options=_conv_options(depthwise=True)),
+        Op("ADD", ["a", "b"], ["c"], options=add_options()),
+        Op("CONV_2D", ["c", "w3", "b3"], ["d"], options=_conv_options(stride=2)),
+        Op(pool[0], ["d"], ["e"], options=pool[1]),
+        Op("CONV_2D", ["e", "w4", "b4"], ["y"], options=_conv_options(padding="VALID")),
+    ]
+    return build(path, ts, ops, ["x"], ["y"])
