@@ -66,6 +66,8 @@ __all__ = [
     "load_split",
     "split_of",
     "recorded_splits",
+    "Estimator",
+    "Estimate",
 ]
 
 SPLIT_METHODS = ("auto", "none")  # what --split accepts
@@ -94,6 +96,7 @@ ROWWISE_OPS = frozenset(
     }
 )
 SPLITTABLE_OPS = WINDOW_OPS | PAD_OPS | ROWWISE_OPS
+MAX_STRIPES = 10  # TFLite Micro's CONCATENATION takes at most 10 inputs (kMaxInputNum, concatenation.cc)
 
 
 class SplitError(ModelError):
@@ -331,6 +334,8 @@ def region_problem(model, region: Region, stripes: int = 2) -> str | None:
     for t in made - {region.output}:
         if t in m.graph_out or any(c not in inside for c in m.consumers.get(t, [])):
             return f"tensor {t} is used outside the region"
+    if stripes > MAX_STRIPES:
+        return f"{stripes} stripes: TFLite Micro's CONCATENATION joins at most {MAX_STRIPES} tensors"
     h = m.shape(region.output)
     if len(h) != 4 or not 2 <= stripes <= h[1]:
         return f"the output has {h[1] if len(h) == 4 else '?'} rows, cannot make {stripes} stripes"
@@ -616,6 +621,80 @@ def _name(m: _Model, i: int) -> str:
     raw = m.tens[i].name
     raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
     return raw or f"t{i}"
+
+
+# -- estimates without building the split model ---------------------------------------------
+@dataclass(frozen=True)
+class Estimate:
+    """What a set of splits costs and needs, from the row ranges alone (no model is built):
+    `extra_macs` exactly (a weighted op's MACs are proportional to its output rows), and
+    `region_peak` per split: the region's input and output whole (they are live across the
+    region) plus the most stripe bytes live at once in one stripe (its tensors between
+    their producer and last reader, and the PAD copies an op reads)."""
+
+    extra_macs: int
+    region_peak: tuple[int, ...]
+
+
+class Estimator:
+    """Estimates of splits of one model (parsed once): how the search screens hundreds of
+    candidates before it builds the few it plans."""
+
+    def __init__(self, data: bytes):
+        from .tflite import TYPE_BYTES, tensor_type_name
+
+        self.m = _Model(_schema_model(data))
+        self._item = [TYPE_BYTES.get(tensor_type_name(t), 1) for t in self.m.tens]
+
+    def row_bytes(self, i: int) -> int:
+        """Bytes of one row of a 1xHxWxC tensor."""
+        sh = self.m.shape(i)
+        return sh[2] * sh[3] * self._item[i]
+
+    def op_macs(self, k: int) -> int:
+        """MACs of op k of the model as given (see planner.macs)."""
+        ins = _ints(self.m.ops[k].inputs)
+        if self.m.types[k] not in ("CONV_2D", "DEPTHWISE_CONV_2D") or len(ins) < 2:
+            return 0
+        w, y = self.m.shape(ins[1]), self.m.shape(self.m.out(k))
+        return int(np.prod(y)) * (int(np.prod(w)) // y[-1])
+
+    def estimate(self, splits: Sequence[StripeSplit]) -> Estimate:
+        """The estimate of applying `splits` (each must be valid: see `region_problem`)."""
+        extra, peaks = 0, []
+        for sp in splits:
+            e, p = self._one(sp)
+            extra += e
+            peaks.append(p)
+        return Estimate(extra, tuple(peaks))
+
+    def _one(self, sp: StripeSplit) -> tuple[int, int]:
+        m, region = self.m, sp.region
+        maps = {k: _row_map(m, k) for k in region.ops}
+        last = {}
+        for j, k in enumerate(region.ops):
+            for i in m.acts(k):
+                last[i] = j
+        extra, local = -sum(self.op_macs(k) for k in region.ops), 0
+        for rows in _stripe_rows(m.shape(region.output)[1], sp.stripes):
+            need = _needed_rows(m, region, maps, rows)
+            live: dict[int, int] = {}
+            for j, k in enumerate(region.ops):
+                y, rm = m.out(k), maps[k]
+                extra += self.op_macs(k) * (need[y][1] - need[y][0]) // m.shape(y)[1]
+                pads = 0
+                if m.types[k] in WINDOW_OPS and (rm.pad_left or rm.pad_right or rm.pad_top or rm.kernel > 1):
+                    lo, hi = rm.need(*need[y])
+                    x = m.acts(k)[0]
+                    pads = (hi - lo) * (m.shape(x)[2] + rm.pad_left + rm.pad_right) * m.shape(x)[3] * self._item[x]
+                if y != region.output:
+                    live[y] = (need[y][1] - need[y][0]) * self.row_bytes(y)
+                local = max(local, sum(live.values()) + pads)
+                live = {t: b for t, b in live.items() if last.get(t, -1) > j}
+        whole = m.shape(region.input)[1] * self.row_bytes(region.input) + m.shape(region.output)[1] * self.row_bytes(
+            region.output
+        )
+        return extra, whole + local
 
 
 # -- the transformed graph --------------------------------------------------------------------

@@ -18,7 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from planner.graph import Graph
-from planner.models.split import SPLIT_METHODS, StripeSplit, load_split, model_regions
+from planner.models.split import (
+    SPLIT_METHODS,
+    Estimator,
+    StripeSplit,
+    load_split,
+    model_regions,
+    region_problem,
+)
 from planner.plan import Plan
 from planner.simulate import with_solver
 from planner.solvers.base import Progress, SolveOptions, Timer
@@ -57,12 +64,30 @@ def split_choice(
     def apply(splits: Sequence[Split], where: Path | None) -> Graph:
         return load_split(graph, [StripeSplit(s.region, s.stripes) for s in splits], where)
 
+    def estimate(splits: Sequence[Split]) -> tuple[int, tuple[int, ...]]:
+        ours = [StripeSplit(s.region, s.stripes) for s in splits]
+        for sp in ours:
+            why = region_problem(est.m, sp.region, sp.stripes)
+            if why:
+                raise ValueError(why)
+        e = est.estimate(ours)
+        return e.extra_macs, e.region_peak
+
     goal = target.budget if objective != "peak" else None
     if not needs_split(graph, target, objective):
         return SplitChoice(graph, (), 0, 0, 0, 0, 0.0)
+    est = Estimator(Path(graph.source.path).read_bytes())
     regions = model_regions(graph, MAX_REGION_OPS)
     return choose_split(
-        graph, target, regions, apply, max_overhead=max_overhead, goal=goal, time_limit=time_limit, progress=progress
+        graph,
+        target,
+        regions,
+        apply,
+        estimate,
+        max_overhead=max_overhead,
+        goal=goal,
+        time_limit=time_limit,
+        progress=progress,
     )
 
 

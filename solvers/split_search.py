@@ -8,8 +8,9 @@ operators between two single-tensor cuts of the model, each into k stripes for k
 takes, among the candidates that keep the total MAC overhead within `max_overhead` and
 contain the unsplit operator with the largest working set, the one whose short `auto`
 solve (`EVAL_SECONDS`) has the smallest arena, and stops when no candidate lowers it, when the arena fits `goal`, or when its time
-is up. Candidates are screened by their working-set floor first (cheap), so only those
-that could beat the incumbent are planned. The solver then plans the chosen graph as it
+is up. Candidates are screened first by an estimate from their row ranges (instant: the
+region's input and output whole plus the stripe bytes live at once, and the exact extra
+MACs), so only the few that could beat the incumbent are built and planned. The solver then plans the chosen graph as it
 plans any graph, so ``optimal`` there means optimal for the split chosen, never over all
 splits.
 
@@ -37,7 +38,7 @@ from planner.macs import total_macs
 from planner.solvers.base import SolveOptions, Timer
 from planner.target import Target
 
-STRIPES = (2, 3, 4, 6, 8, 12)  # stripe counts tried for every region
+STRIPES = (2, 3, 4, 6, 8, 10)  # stripe counts tried (TFLite Micro's CONCATENATION joins at most 10)
 SCREEN = 6  # candidates planned per round: the best by floor, one per set of regions
 MAX_REGION_OPS = 16  # operators in one region at most
 EVAL_SECONDS = 2.0  # the short solve each screened candidate gets
@@ -59,6 +60,8 @@ class Split:
 
 
 Apply = Callable[[Sequence[Split], Path | None], Graph]
+# splits -> (extra MACs, an estimate of each region's peak): instant, for screening
+Estimate = Callable[[Sequence[Split]], tuple[int, Sequence[int]]]
 
 
 @dataclass
@@ -104,6 +107,7 @@ def choose_split(
     target: Target,
     regions: Sequence[RegionLike],
     apply: Apply,
+    estimate: Estimate,
     *,
     max_overhead: float = DEFAULT_MAX_OVERHEAD,
     goal: int | None = None,
@@ -112,7 +116,7 @@ def choose_split(
 ) -> SplitChoice:
     """The splits of `graph` the greedy search keeps (module docstring); `regions` are the
     candidates, `apply(splits, folder)` makes a split graph (its model file in `folder`,
-    or where the exporter finds it when `folder` is None)."""
+    or where the exporter finds it when `folder` is None), `estimate(splits)` screens them."""
     timer = Timer()
     target = target.with_budget(None)
     base_arena = _arena(graph, target, None)
@@ -121,7 +125,9 @@ def choose_split(
     if goal is not None and base_arena <= goal:
         return choice
     ws = {graph.op_index[o.name]: working_set(graph, target, o.name) for o in graph.ops}
-    search = _Search(graph, target, list(regions), apply, ws, total_macs(graph) or 1, max_overhead, timer, time_limit)
+    search = _Search(
+        graph, target, list(regions), apply, estimate, ws, total_macs(graph) or 1, max_overhead, timer, time_limit
+    )
     with tempfile.TemporaryDirectory(prefix="planner-split-") as tmp:
         while not search.out_of_time():
             best = search.round(choice, Path(tmp))
@@ -143,6 +149,7 @@ class _Search:
     target: Target
     regions: list
     apply: Apply
+    estimate: Estimate
     ws: dict[int, int]
     base_macs: int
     max_overhead: float
@@ -172,31 +179,33 @@ class _Search:
         return out
 
     def round(self, choice: SplitChoice, tmp: Path) -> SplitChoice | None:
-        """The best split set one step from `choice`, or None when none lowers its arena."""
-        screened = []
+        """The best split set one step from `choice`, or None when none lowers its arena:
+        every candidate estimated (instant), the best `SCREEN` (one per set of regions)
+        built and solved briefly."""
+        scored = []
         for splits in self.candidates(choice):
-            if self.out_of_time():
-                break
             try:
-                g = self.apply(splits, tmp)
+                extra, peaks = self.estimate(splits)
             except ValueError:
                 continue  # e.g. more stripes than the region's output has rows
-            overhead = total_macs(g) / self.base_macs - 1
+            overhead = extra / self.base_macs
             if overhead > self.max_overhead + 1e-12:
                 continue
-            floor = working_set_bound(g, self.target)
-            if floor < choice.arena_after:
-                screened.append((floor, overhead, splits, g))
-        screened.sort(key=lambda c: (c[0], c[1]))
-        seen: set[tuple] = set()  # one stripe count per region set: the lowest floor
-        diverse = []
-        for c in screened:
-            key = tuple(s.region.ops for s in c[2])
-            if key not in seen:
-                seen.add(key)
-                diverse.append(c)
+            done = {k for s in splits for k in s.region.ops}
+            rest = max((w for k, w in self.ws.items() if k not in done), default=0)
+            est = max(rest, *peaks)
+            if est < choice.arena_after:
+                scored.append((est, overhead, splits))
+        scored.sort(key=lambda c: (c[0], c[1]))
+        seen: set[tuple] = set()
         best = None
-        for floor, overhead, splits, g in diverse[:SCREEN]:
+        for _est, overhead, splits in scored:
+            key = tuple(s.region.ops for s in splits)
+            if key in seen or len(seen) >= SCREEN or self.out_of_time():
+                continue
+            seen.add(key)
+            g = self.apply(splits, tmp)
+            floor = working_set_bound(g, self.target)
             left = None if self.time_limit is None else max(self.time_limit - self.timer.elapsed, 0.0) / SCREEN
             arena = _arena(g, self.target, left)
             choice.candidates += 1
@@ -210,4 +219,4 @@ class _Search:
 
 def _describe(splits: Sequence[Split], arena: int, floor: int, overhead: float) -> str:
     parts = ", ".join(f"ops {s.region.ops[0]}-{s.region.ops[-1]} in {s.stripes}" for s in splits)
-    return f"split {parts}: heuristic arena {arena} B, floor {floor} B, +{overhead:.1%} MACs"
+    return f"split {parts}: arena {arena} B (short solve), floor {floor} B, +{overhead:.1%} MACs"
