@@ -8,6 +8,7 @@ stores of activations (spills) are marked, and the L1 budget is drawn when there
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,9 +76,37 @@ def _op_position(plan: Plan) -> list[int]:
     return out
 
 
+STRIPE_RE = re.compile(r"/stripe(\d+)(?:/|$)")  # tensors of stripe n of a split region (models/split.py)
+
+
+def stripe_spans(plan: Plan) -> list[tuple[int, int, int]]:
+    """(first, last op position, stripe) of each run of ops that compute one row stripe of a
+    split region: ops whose outputs are named ``.../stripe<n>`` by the split transformation."""
+    spans: list[tuple[int, int, int]] = []
+    for pos, name in enumerate(plan.order):
+        m = next((m for t in plan.graph.op(name).outputs if (m := STRIPE_RE.search(t))), None)
+        if m is None:
+            continue
+        n = int(m.group(1))
+        if spans and spans[-1][2] == n and spans[-1][1] == pos - 1:
+            spans[-1] = (spans[-1][0], pos, n)
+        else:
+            spans.append((pos, pos, n))
+    return spans
+
+
+def _shade_stripes(ax, plan: Plan) -> None:
+    spans = stripe_spans(plan)
+    for a, b, n in spans:
+        ax.axvspan(a - 0.5, b + 0.5, color="tab:green" if n % 2 else "tab:olive", alpha=0.12, linewidth=0)
+    if spans:
+        ax.plot([], [], "s", color="tab:olive", alpha=0.3, label="shaded: the row stripes of split regions")
+
+
 def memory_axes(ax, plans: Sequence[tuple[str, Plan]], lower_bound: int | None = None) -> None:
     """Memory over time per plan (step lines, the first one thickest), the peak's largest
-    tensors named, spills and reloads marked, the budget and the lower bound drawn."""
+    tensors named, spills and reloads marked, the budget and the lower bound drawn, and the
+    row stripes of the first plan's split regions shaded."""
     styles = ["-", "--", "-.", ":"]
     for k, (name, plan) in enumerate(plans):
         tl = timeline(plan)
@@ -99,6 +128,7 @@ def memory_axes(ax, plans: Sequence[tuple[str, Plan]], lower_bound: int | None =
             ax.plot([p], [y[p]], "o", color=line.get_color(), markersize=6)
             ax.plot([], [], " ", label=f"{name}'s peak at op {p}: {top}")
     first = plans[0][1]
+    _shade_stripes(ax, first)
     if first.target.budget:
         ax.axhline(first.target.budget / KiB, color="r", linestyle="--", linewidth=1, label="L1 budget")
     if lower_bound:

@@ -57,12 +57,15 @@ def test_average_pool_without_padding_splits_and_with_padding_is_refused(tmp_pat
     from planner.models.split import Region, region_problem, regions
     from planner.models.tflite import read_model
 
-    path = stripe_model(tmp_path / "avg.tflite", size=23, avg_pool=True)
-    model, _ = read_model(path)
+    model, _ = read_model(stripe_model(tmp_path / "avg.tflite", size=23, avg_pool="VALID"))
     assert any(4 in r.ops for r in regions(model))  # VALID average pooling: exact per stripe
-    # too many stripes, a run with a gap, an op outside: one line each
-    assert "rows" in region_problem(model, Region((0, 1, 2, 3, 4, 5), 0, 14), 99)
+    # more stripes than rows, more than TFLM's CONCATENATION takes, a run with a gap: one line each
+    assert "rows" in region_problem(model, Region((0, 1, 2, 3, 4, 5), 0, 14), 7)
+    assert "at most 10" in region_problem(model, Region((0, 1, 2, 3, 4, 5), 0, 14), 11)
     assert "consecutive" in region_problem(model, Region((0, 2), 0, 7), 2)
+    model, _ = read_model(stripe_model(tmp_path / "avg_same.tflite", size=20, avg_pool="SAME"))
+    assert not any(4 in r.ops for r in regions(model))  # its average counts only real inputs
+    assert "AVERAGE_POOL_2D" in region_problem(model, Region((3, 4), 7, 11), 2)
 
 
 def test_splits_that_overlap_or_do_not_fit_are_refused_with_one_line(toy):

@@ -164,10 +164,11 @@ def _pool_options(k: int, stride: int, padding: str):
     return s.BuiltinOptions.Pool2DOptions, o
 
 
-def stripe_model(path: Path, size: int = 20, seed: int = 0, avg_pool: bool = False) -> Path:
+def stripe_model(path: Path, size: int = 20, seed: int = 0, avg_pool: str = "") -> Path:
     """A float32 CNN to split in row stripes: conv 3x3 (ReLU) -> depthwise 3x3 -> residual
     ADD -> conv 3x3 stride 2 -> max pool 3x3 stride 2 SAME (or average pool, VALID) ->
-    conv 1x1 VALID; SAME padding everywhere else, so every border case of a stripe occurs."""
+    conv 1x1 VALID; SAME padding everywhere else, so every border case of a stripe occurs.
+    `avg_pool` ("VALID" or "SAME") puts an average pool of that padding in the max pool's place."""
     rng = np.random.default_rng(seed)
 
     def w(*shape):
@@ -176,7 +177,7 @@ def stripe_model(path: Path, size: int = 20, seed: int = 0, avg_pool: bool = Fal
     h = size
     h2 = -(-h // 2)
     h4 = -(-h2 // 2)
-    if avg_pool:
+    if avg_pool == "VALID":
         h4 = (h2 - 3) // 2 + 1
     ts = [
         T("x", (1, h, h, 3)),

@@ -15,6 +15,7 @@ from planner.commands.common import (
     CliError,
     add_model_args,
     add_solver_args,
+    add_split_args,
     add_target_args,
     check_writable,
     load_graph,
@@ -58,7 +59,11 @@ class Row:
             "spill_traffic_bytes": m.spill_traffic_bytes if m else None,
             "vs_lower_bound": round(m.arena_bytes / lower, 4) if m and lower else None,
             "vs_best": round(m.arena_bytes / best, 4) if m and best else None,
-            "status": (self.plan.solver.status + (" (interrupted)" if self.interrupted else ""))
+            "status": (
+                self.plan.solver.status
+                + (" (interrupted)" if self.interrupted else "")
+                + (f": {self.note}" if self.note else "")
+            )
             if self.plan
             else self.note,
             "bound": self.plan.solver.bound if self.plan else None,
@@ -74,6 +79,7 @@ def register(sub) -> None:
     p.add_argument("--solvers", help="comma-separated solver names (default: all that plan without spilling)")
     p.add_argument("--budgets", help="comma-separated L1 budgets to sweep (spill traffic vs budget)")
     add_solver_args(p, whole_command=False)
+    add_split_args(p)
     p.add_argument("--csv", help="write the table as CSV")
     p.add_argument(
         "--plot",
@@ -149,9 +155,40 @@ def _run_all(names: list[str], targets: list, graph, args, cb) -> tuple[list[Row
                 rows.append(_run_one(n, graph, target, args, cb))
                 if rows[-1].plan is not None and rows[-1].plan.solver.facts.get("interrupted"):
                     return rows, True
+            split = _run_split(graph, target, args, cb)
+            if split is not None:
+                rows.append(split)
     except KeyboardInterrupt:
         return rows, True
     return rows, False
+
+
+SPLIT_ROW = "auto+split"  # the row of `auto` planning the split model
+
+
+def _run_split(graph, target, args, cb) -> Row | None:
+    """`auto` on the model split in row stripes (planner/splitting.py), next to the unsplit
+    rows, when --split auto and the objective needs a split (TFLite models); None otherwise."""
+    from planner.splitting import needs_split, plan_split
+
+    if args.split != "auto" or not needs_split(graph, target, args.objective):
+        return None
+    timer = Timer()
+    opts = SolveOptions(
+        time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
+    )
+    try:
+        plan = plan_split(
+            lambda g, t, o: solve_for_target("auto", g, t, o), graph, target, opts, "auto", args.max_overhead / 100
+        )
+    except (DoesNotFit, CliError) as e:
+        return Row(SPLIT_ROW, target.budget, None, timer.elapsed, f"does not fit: {e}")
+    if not plan.transforms:
+        return Row(SPLIT_ROW, target.budget, None, timer.elapsed, "no split lowers the plan")
+    extra = plan.solver.facts.get("split", {}).get("mac_overhead", 0.0)
+    how = "; ".join(f"ops {d['ops'][0]}-{d['ops'][-1]} in {d['stripes']}" for d in plan.transforms[-1]["splits"])
+    note = f"for this split ({how} row stripes, +{extra:.1%} MACs; the bound is of the split model)"
+    return Row(SPLIT_ROW, target.budget, plan, timer.elapsed, note)
 
 
 def _solvers_and_targets(args, base_target) -> tuple[list[str], list]:
@@ -189,8 +226,11 @@ def _lower_bound(graph, target, names: list[str], rows: list[Row]) -> int:
     """The bound every row is held against."""
     # solver bounds hold for no-spill plans (TFLM lifetimes); a spill plan may store an output
     # and free it early, so next to spill solvers only the working-set bound is valid
+    # (a split plan's bound is of the split model: the model as imported has the higher one)
     spilling = any(SOLVERS[n].spills for n in names)
-    arena_bounds = [r.plan.solver.bound for r in rows if r.plan and r.plan.solver.objective == "arena"]
+    arena_bounds = [
+        r.plan.solver.bound for r in rows if r.plan and r.plan.solver.objective == "arena" and r.solver != SPLIT_ROW
+    ]
     return max([working_set_bound(graph, target)] + ([] if spilling else arena_bounds))
 
 
