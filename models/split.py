@@ -335,7 +335,7 @@ def region_problem(model, region: Region, stripes: int = 2) -> str | None:
         if t in m.graph_out or any(c not in inside for c in m.consumers.get(t, [])):
             return f"tensor {t} is used outside the region"
     if stripes > MAX_STRIPES:
-        return f"{stripes} stripes: TFLite Micro's CONCATENATION joins at most {MAX_STRIPES} tensors"
+        return f"TFLite Micro's CONCATENATION joins at most {MAX_STRIPES} tensors"
     h = m.shape(region.output)
     if len(h) != 4 or not 2 <= stripes <= h[1]:
         return f"the output has {h[1] if len(h) == 4 else '?'} rows, cannot make {stripes} stripes"
