@@ -96,7 +96,8 @@ ROWWISE_OPS = frozenset(
     }
 )
 SPLITTABLE_OPS = WINDOW_OPS | PAD_OPS | ROWWISE_OPS
-MAX_STRIPES = 10  # TFLite Micro's CONCATENATION takes at most 10 inputs (kMaxInputNum, concatenation.cc)
+MAX_CONCAT = 10  # TFLite Micro's CONCATENATION takes at most 10 inputs (kMaxInputNum, concatenation.cc)
+MAX_STRIPES = MAX_CONCAT * MAX_CONCAT  # more than 10 stripes are joined in groups, then the groups
 
 
 class SplitError(ModelError):
@@ -250,6 +251,7 @@ class _RowMap:
     pad_top: int = 0
     pad_left: int = 0
     pad_right: int = 0
+    same: bool = False  # a window op with SAME padding
 
     def need(self, lo: int, hi: int) -> tuple[int, int]:
         """Input rows [lo', hi') that output rows [lo, hi) read, before clipping to the tensor."""
@@ -307,7 +309,30 @@ def _row_map(m: _Model, k: int) -> _RowMap | str:
         top = left = right = 0
     if kind == "AVERAGE_POOL_2D" and (top or left or right or _same_pads(x[1], y[1], kh, sh, dh)[1]):
         return f"op {k} (AVERAGE_POOL_2D) pads, and its average counts only real inputs"
-    return _RowMap(kh, sh, dh, top, left, right)
+    return _RowMap(kh, sh, dh, top, left, right, int(o.padding) == 0)
+
+
+def same_on_stripe(rm: _RowMap, a: int, b: int, rows: tuple[int, int]) -> tuple[int, int] | None:
+    """(output rows, first output row) of a SAME window op run as it is on input rows [a, b),
+    when that computes output rows `rows` exactly; None when it does not.
+
+    SAME padding on a stripe pads its top and bottom with virtual rows, which is wrong where
+    the real rows lie, but the output rows whose windows stay within the rows fed (or reach
+    only where the model itself pads) are computed exactly as in the model: the stripe's
+    first output row is original row `y0` when the stripe's SAME top padding lines up with
+    the stride. The op then needs no PAD copy of its input; the one or two rows computed in
+    excess are cut off by a slice (a view) and counted as MACs."""
+    h_in = b - a
+    eff = (rm.kernel - 1) * rm.dilation + 1
+    out_h = -(-h_in // rm.stride)
+    top = max((out_h - 1) * rm.stride + eff - h_in, 0) // 2
+    shift = a - top + rm.pad_top
+    if shift % rm.stride:
+        return None
+    y0 = shift // rm.stride
+    if rows[0] < y0 or rows[1] > y0 + out_h:
+        return None
+    return out_h, y0
 
 
 def region_problem(model, region: Region, stripes: int = 2) -> str | None:
@@ -335,7 +360,7 @@ def region_problem(model, region: Region, stripes: int = 2) -> str | None:
         if t in m.graph_out or any(c not in inside for c in m.consumers.get(t, [])):
             return f"tensor {t} is used outside the region"
     if stripes > MAX_STRIPES:
-        return f"TFLite Micro's CONCATENATION joins at most {MAX_STRIPES} tensors"
+        return f"at most {MAX_STRIPES} stripes (TFLite Micro's CONCATENATION joins {MAX_CONCAT} tensors, twice)"
     h = m.shape(region.output)
     if len(h) != 4 or not 2 <= stripes <= h[1]:
         return f"the output has {h[1] if len(h) == 4 else '?'} rows, cannot make {stripes} stripes"
@@ -523,12 +548,27 @@ def _split_region(m: _Model, w: _Writer, sp: StripeSplit) -> list:
     region, out = sp.region, []
     maps = {k: _row_map(m, k) for k in region.ops}
     pieces = []
-    for n, rows in enumerate(_stripe_rows(m.shape(region.output)[1], sp.stripes)):
+    stripes = _stripe_rows(m.shape(region.output)[1], sp.stripes)
+    for n, rows in enumerate(stripes):
         pieces.append(_stripe(m, w, region, maps, n, rows, out))
+    if len(pieces) > MAX_CONCAT:  # stripes joined in groups first, each group into its slot
+        groups = -(-len(pieces) // MAX_CONCAT)
+        size = -(-len(pieces) // groups)
+        joined = []
+        for g in range(0, len(pieces), size):
+            rows = stripes[min(g + size, len(pieces)) - 1][1] - stripes[g][0]
+            t = w.tensor_like(region.output, f"{_name(m, region.output)}/stripes{g}-{g + size - 1}", rows)
+            out.append(_row_concat(w, pieces[g : g + size], t))
+            joined.append(t)
+        pieces = joined
+    out.append(_row_concat(w, pieces, region.output))
+    return out
+
+
+def _row_concat(w: _Writer, pieces: list[int], into: int):
     opt = w.s.ConcatenationOptionsT()
     opt.axis = 1
-    out.append(w.op("CONCATENATION", pieces, [region.output], (w.s.BuiltinOptions.ConcatenationOptions, opt)))
-    return out
+    return w.op("CONCATENATION", pieces, [into], (w.s.BuiltinOptions.ConcatenationOptions, opt))
 
 
 def _needed_rows(m: _Model, region: Region, maps: dict, rows: tuple[int, int]) -> dict[int, tuple[int, int]]:
@@ -573,6 +613,9 @@ def _stripe(m: _Model, w: _Writer, region: Region, maps: dict, n: int, rows: tup
             if (a, b) != (tlo, thi):
                 t = w.slice_rows(t, a - tlo, b - tlo, name(i, f"/for{k}"), out)
             pads = (a - nlo, nhi - b, rm.pad_left, rm.pad_right)
+            same = rm.same and y != region.output and same_on_stripe(rm, a, b, (ylo, yhi))
+            if same:
+                pads = (0, 0, 0, 0)  # SAME on the stripe itself (`same_on_stripe`)
             if kind in WINDOW_OPS and any(pads):
                 t = w.pad(t, pads, name(i, f"/pad{k}"), out, *_pad_fill(m, w, kind, i, n))
             elif kind in PAD_OPS:
@@ -581,14 +624,17 @@ def _stripe(m: _Model, w: _Writer, region: Region, maps: dict, n: int, rows: tup
         if kind in PAD_OPS:
             have[y] = (ins[m.acts(k)[0]], (ylo, yhi))
             continue
-        yt = w.tensor_like(y, name(y, ""), yhi - ylo)
+        held = (ylo, yhi)
+        if kind in WINDOW_OPS and same:
+            held = (same[1], same[1] + same[0])  # rows outside [ylo, yhi) are never read
+        yt = w.tensor_like(y, name(y, ""), held[1] - held[0])
         o = copy.deepcopy(op)
         o.inputs = np.array([ins.get(i, i) if i >= 0 else i for i in _ints(op.inputs)], dtype=np.int32)
         o.outputs = np.array([yt], dtype=np.int32)
-        if kind in WINDOW_OPS:
+        if kind in WINDOW_OPS and not same:
             o.builtinOptions.padding = w.s.Padding.VALID
         out.append(o)
-        have[y] = (yt, (ylo, yhi))
+        have[y] = (yt, held)
     t, (tlo, thi) = have[region.output]
     if (tlo, thi) != rows:  # cannot happen: the output's range is the stripe's
         t = w.slice_rows(t, rows[0] - tlo, rows[1] - tlo, name(region.output, "/out"), out)
@@ -681,14 +727,19 @@ class Estimator:
             live: dict[int, int] = {}
             for j, k in enumerate(region.ops):
                 y, rm = m.out(k), maps[k]
-                extra += self.op_macs(k) * (need[y][1] - need[y][0]) // m.shape(y)[1]
-                pads = 0
-                if m.types[k] in WINDOW_OPS and (rm.pad_left or rm.pad_right or rm.pad_top or rm.kernel > 1):
+                rows_out, pads = need[y][1] - need[y][0], 0
+                if m.types[k] in WINDOW_OPS:
                     lo, hi = rm.need(*need[y])
                     x = m.acts(k)[0]
-                    pads = (hi - lo) * (m.shape(x)[2] + rm.pad_left + rm.pad_right) * m.shape(x)[3] * self._item[x]
+                    a, b = max(lo, 0), min(hi, m.shape(x)[1])
+                    same = rm.same and y != region.output and same_on_stripe(rm, a, b, need[y])
+                    if same:
+                        rows_out = same[0]
+                    elif (a - lo, hi - b, rm.pad_left, rm.pad_right) != (0, 0, 0, 0):
+                        pads = (hi - lo) * (m.shape(x)[2] + rm.pad_left + rm.pad_right) * m.shape(x)[3] * self._item[x]
+                extra += self.op_macs(k) * rows_out // m.shape(y)[1]
                 if y != region.output:
-                    live[y] = (need[y][1] - need[y][0]) * self.row_bytes(y)
+                    live[y] = rows_out * self.row_bytes(y)
                 local = max(local, sum(live.values()) + pads)
                 live = {t: b for t, b in live.items() if last.get(t, -1) > j}
         whole = m.shape(region.input)[1] * self.row_bytes(region.input) + m.shape(region.output)[1] * self.row_bytes(

@@ -38,10 +38,17 @@ from planner.macs import total_macs
 from planner.solvers.base import SolveOptions, Timer
 from planner.target import Target
 
-STRIPES = (2, 3, 4, 6, 8, 10)  # stripe counts tried (TFLite Micro's CONCATENATION joins at most 10)
+STRIPES = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32)  # stripe counts tried
 SCREEN = 6  # candidates planned per round: the best by floor, one per set of regions
 MAX_REGION_OPS = 16  # operators in one region at most
 EVAL_SECONDS = 2.0  # the short solve each screened candidate gets
+# the estimate assumes a region's input and output whole across all its stripes; solvers
+# interleave stripes and free the input early, beating it by 15 % and more: it ranks, the
+# short solves decide, and only candidates estimated this far above the incumbent are dropped
+ESTIMATE_SLACK = 1.3
+# a region whose estimate is within this of the rest of the model's largest working set is
+# taken to no longer limit the plan (a later round adds stripes if the solve says otherwise)
+SETTLED_SLACK = 1.15
 DEFAULT_MAX_OVERHEAD = 0.10  # --max-overhead 10 (percent)
 
 
@@ -194,22 +201,34 @@ class _Search:
             done = {k for s in splits for k in s.region.ops}
             rest = max((w for k, w in self.ws.items() if k not in done), default=0)
             est = max(rest, *peaks)
-            if est < choice.arena_after:
-                scored.append((est, overhead, splits))
-        scored.sort(key=lambda c: (c[0], c[1]))
+            if est < ESTIMATE_SLACK * choice.arena_after:
+                scored.append((est, overhead, splits, max(peaks) <= SETTLED_SLACK * rest))
+
+        # per set of regions one stripe count: the cheapest in MACs whose regions no longer
+        # limit the plan (the rest of the model does), else the one estimated smallest
+        def preference(c: tuple) -> tuple:
+            est, overhead, _, settled = c
+            return (0, overhead) if settled else (1, est)
+
+        per: dict[tuple, tuple] = {}
+        for c in scored:
+            key = tuple(s.region.ops for s in c[2])
+            if key not in per or preference(c) < preference(per[key]):
+                per[key] = c
+        scored = sorted(per.values(), key=lambda c: (c[0], c[1]))
         seen: set[tuple] = set()
         best = None
-        for _est, overhead, splits in scored:
-            key = tuple(s.region.ops for s in splits)
-            if key in seen or len(seen) >= SCREEN or self.out_of_time():
-                continue
-            seen.add(key)
+        for _est, overhead, splits, _ in scored:
+            if len(seen) >= SCREEN or self.out_of_time():
+                break
+            seen.add(tuple(s.region.ops for s in splits))
             g = self.apply(splits, tmp)
             floor = working_set_bound(g, self.target)
             left = None if self.time_limit is None else max(self.time_limit - self.timer.elapsed, 0.0) / SCREEN
             arena = _arena(g, self.target, left)
             choice.candidates += 1
-            if arena < (best.arena_after if best else choice.arena_after):
+            # the smallest arena; on a tie the fewest extra MACs (they buy nothing more)
+            if (arena, overhead) < ((best.arena_after, best.mac_overhead) if best else (choice.arena_after, -1.0)):
                 rounds = [*choice.rounds, _describe(splits, arena, floor, overhead)]
                 best = replace(
                     choice, splits=splits, floor_after=floor, arena_after=arena, mac_overhead=overhead, rounds=rounds
