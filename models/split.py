@@ -335,6 +335,23 @@ def same_on_stripe(rm: _RowMap, a: int, b: int, rows: tuple[int, int]) -> tuple[
     return out_h, y0
 
 
+def fed_rows(rm: _RowMap, rows: tuple[int, int], h_in: int, same_allowed: bool) -> tuple[int, int, tuple | None]:
+    """(a, b, same): the input rows [a, b) an op is given to compute output rows `rows`, and
+    for a SAME window op that can run SAME on them (`same_on_stripe`) its (output rows, first
+    row). The rows are those the window needs, clipped to the tensor; for such an op up to
+    two more (a stride-2 SAME op lines up only on an even count), which costs a row of the
+    producer but saves the PAD copy of the whole stripe."""
+    lo, hi = rm.need(*rows)
+    a, b = max(lo, 0), min(hi, h_in)
+    if rm.same and same_allowed:
+        for da, db in ((0, 0), (0, 1), (-1, 0), (-1, 1), (0, 2), (-2, 0)):
+            if 0 <= a + da and b + db <= h_in:
+                same = same_on_stripe(rm, a + da, b + db, rows)
+                if same:
+                    return a + da, b + db, same
+    return a, b, None
+
+
 def region_problem(model, region: Region, stripes: int = 2) -> str | None:
     """Why `region` cannot be split into `stripes` stripes of `model` (a ModelT), or None."""
     m = model if isinstance(model, _Model) else _Model(model)
@@ -578,10 +595,8 @@ def _needed_rows(m: _Model, region: Region, maps: dict, rows: tuple[int, int]) -
         y = m.out(k)
         if y not in need:
             continue  # not read by this stripe (cannot happen in a region, kept for safety)
-        lo, hi = maps[k].need(*need[y])
         for i in m.acts(k):
-            h = m.shape(i)[1]
-            a, b = max(lo, 0), min(hi, h)
+            a, b, _ = fed_rows(maps[k], need[y], m.shape(i)[1], m.types[k] in WINDOW_OPS and y != region.output)
             if i in need:
                 a, b = min(a, need[i][0]), max(b, need[i][1])
             need[i] = (a, b)
@@ -606,16 +621,14 @@ def _stripe(m: _Model, w: _Writer, region: Region, maps: dict, n: int, rows: tup
         ylo, yhi = need[y]
         nlo, nhi = rm.need(ylo, yhi)
         ins: dict[int, int] = {}
+        same = None
         for i in m.acts(k):
             t, (tlo, thi) = have[i]
-            h = m.shape(i)[1]
-            a, b = max(nlo, 0), min(nhi, h)
+            a, b, same = fed_rows(rm, (ylo, yhi), m.shape(i)[1], kind in WINDOW_OPS and y != region.output)
             if (a, b) != (tlo, thi):
                 t = w.slice_rows(t, a - tlo, b - tlo, name(i, f"/for{k}"), out)
-            pads = (a - nlo, nhi - b, rm.pad_left, rm.pad_right)
-            same = rm.same and y != region.output and same_on_stripe(rm, a, b, (ylo, yhi))
-            if same:
-                pads = (0, 0, 0, 0)  # SAME on the stripe itself (`same_on_stripe`)
+            # SAME on the stripe itself needs no padding (`same_on_stripe`)
+            pads = (0, 0, 0, 0) if same else (a - nlo, nhi - b, rm.pad_left, rm.pad_right)
             if kind in WINDOW_OPS and any(pads):
                 t = w.pad(t, pads, name(i, f"/pad{k}"), out, *_pad_fill(m, w, kind, i, n))
             elif kind in PAD_OPS:
@@ -731,8 +744,7 @@ class Estimator:
                 if m.types[k] in WINDOW_OPS:
                     lo, hi = rm.need(*need[y])
                     x = m.acts(k)[0]
-                    a, b = max(lo, 0), min(hi, m.shape(x)[1])
-                    same = rm.same and y != region.output and same_on_stripe(rm, a, b, need[y])
+                    a, b, same = fed_rows(rm, need[y], m.shape(x)[1], y != region.output)
                     if same:
                         rows_out = same[0]
                     elif (a - lo, hi - b, rm.pad_left, rm.pad_right) != (0, 0, 0, 0):
