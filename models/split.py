@@ -117,10 +117,14 @@ class Region:
 
 @dataclass(frozen=True)
 class StripeSplit:
-    """A region computed in `stripes` row stripes of its output."""
+    """A region computed in `stripes` row stripes of its output; with `cache` the halo rows a
+    stripe shares with the previous one are copied from it (a CONCATENATION of the cached
+    rows and the new ones) instead of computed again: no extra MACs, one more stripe buffer
+    live while the next stripe starts."""
 
     region: Region
     stripes: int
+    cache: bool = False  # rows the previous stripe computed are reused, not computed again
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,6 +164,7 @@ class SplitRecord:
                     "input": names[0],
                     "output": names[1],
                     "stripes": s.stripes,
+                    "cache": s.cache,
                 }
                 for s, names in zip(self.splits, self.tensor_names, strict=True)
             ],
@@ -174,6 +179,7 @@ def splits_from_dict(entry: dict) -> tuple[StripeSplit, ...]:
             StripeSplit(
                 Region(tuple(int(o) for o in s["ops"]), int(s["input_tensor"]), int(s["output_tensor"])),
                 int(s["stripes"]),
+                bool(s.get("cache", False)),
             )
             for s in entry["splits"]
         )
@@ -564,10 +570,15 @@ def _split_region(m: _Model, w: _Writer, sp: StripeSplit) -> list:
     """The operators that compute `sp.region` in stripes, ending with the row CONCATENATION."""
     region, out = sp.region, []
     maps = {k: _row_map(m, k) for k in region.ops}
-    pieces = []
+    pieces, prev, prev_have = [], None, {}
     stripes = _stripe_rows(m.shape(region.output)[1], sp.stripes)
     for n, rows in enumerate(stripes):
-        pieces.append(_stripe(m, w, region, maps, n, rows, out))
+        plan = _plan_stripe(m, region, maps, rows, prev, sp.cache)
+        prev_have = _stripe(m, w, region, maps, n, plan, prev_have, out)
+        prev = plan[0]
+        t, held = prev_have[region.output]
+        assert held == rows, "a stripe's output rows are its rows"
+        pieces.append(t)
     if len(pieces) > MAX_CONCAT:  # stripes joined in groups first, each group into its slot
         groups = -(-len(pieces) // MAX_CONCAT)
         size = -(-len(pieces) // groups)
@@ -588,70 +599,114 @@ def _row_concat(w: _Writer, pieces: list[int], into: int):
     return w.op("CONCATENATION", pieces, [into], (w.s.BuiltinOptions.ConcatenationOptions, opt))
 
 
-def _needed_rows(m: _Model, region: Region, maps: dict, rows: tuple[int, int]) -> dict[int, tuple[int, int]]:
-    """Tensor -> the rows of it stripe `rows` of the output needs (clipped to the tensor)."""
+@dataclass(frozen=True)
+class _OpStripe:
+    """What op `k` does in one stripe: the output rows it computes (`compute`; `held` when
+    it computes a row or two more, see `same_on_stripe`), the rows of each activation input
+    it is given (`fed`), whether it runs SAME on them, the PAD it needs otherwise, and the
+    output rows its consumers read this stripe (`rows`), of which `cached` come from the
+    previous stripe instead of being computed again."""
+
+    compute: tuple[int, int]
+    held: tuple[int, int]
+    fed: dict
+    same: bool
+    pads: tuple[int, int, int, int]
+    rows: tuple[int, int]
+    cached: tuple[int, int] | None
+
+
+def _plan_stripe(m: _Model, region: Region, maps: dict, rows: tuple[int, int], prev: dict | None, cache: bool):
+    """(tensor -> rows read this stripe, op -> _OpStripe) for the stripe of output rows
+    `rows`, walking back from the output; `prev` is the previous stripe's rows per tensor:
+    with `cache` the rows of a tensor the previous stripe already had are taken from it."""
     need: dict[int, tuple[int, int]] = {region.output: rows}
+    plans: dict[int, _OpStripe] = {}
     for k in reversed(region.ops):
-        y = m.out(k)
+        y, rm, kind = m.out(k), maps[k], m.types[k]
         if y not in need:
-            continue  # not read by this stripe (cannot happen in a region, kept for safety)
-        for i in m.acts(k):
-            a, b, _ = fed_rows(maps[k], need[y], m.shape(i)[1], m.types[k] in WINDOW_OPS and y != region.output)
-            if i in need:
-                a, b = min(a, need[i][0]), max(b, need[i][1])
-            need[i] = (a, b)
-    return need
-
-
-def _stripe(m: _Model, w: _Writer, region: Region, maps: dict, n: int, rows: tuple[int, int], out: list) -> int:
-    """Emit stripe `n` (output rows `rows`); return the tensor holding those output rows."""
-    need = _needed_rows(m, region, maps, rows)
-    name = lambda i, tag: f"{_name(m, i)}/stripe{n}{tag}"  # noqa: E731
-    x = region.input
-    lo, hi = need[x]
-    have: dict[int, tuple[int, tuple[int, int]]] = {}  # tensor -> (stripe tensor, rows it holds)
-    have[x] = (
-        (x, (0, m.shape(x)[1]))
-        if (lo, hi) == (0, m.shape(x)[1])
-        else (w.slice_rows(x, lo, hi, name(x, ""), out), (lo, hi))
-    )
-    for k in region.ops:
-        kind, op, rm = m.types[k], m.ops[k], maps[k]
-        y = m.out(k)
-        ylo, yhi = need[y]
-        nlo, nhi = rm.need(ylo, yhi)
-        ins: dict[int, int] = {}
-        same = None
-        for i in m.acts(k):
-            t, (tlo, thi) = have[i]
-            a, b, same = fed_rows(rm, (ylo, yhi), m.shape(i)[1], kind in WINDOW_OPS and y != region.output)
-            if (a, b) != (tlo, thi):
-                t = w.slice_rows(t, a - tlo, b - tlo, name(i, f"/for{k}"), out)
-            # SAME on the stripe itself needs no padding (`same_on_stripe`)
-            pads = (0, 0, 0, 0) if same else (a - nlo, nhi - b, rm.pad_left, rm.pad_right)
-            if kind in WINDOW_OPS and any(pads):
-                t = w.pad(t, pads, name(i, f"/pad{k}"), out, *_pad_fill(m, w, kind, i, n))
-            elif kind in PAD_OPS:
-                t = _own_pad(m, w, k, t, pads, name(i, f"/pad{k}"), out)
-            ins[i] = t
-        if kind in PAD_OPS:
-            have[y] = (ins[m.acts(k)[0]], (ylo, yhi))
+            continue  # every row this stripe reads of it came from the previous stripe
+        f = c = need[y]
+        if cache and prev is not None and y != region.output and y in prev and prev[y][1] > f[0]:
+            c = (min(prev[y][1], f[1]), f[1])
+        cached = (f[0], c[0]) if c[0] > f[0] else None
+        if c[0] >= c[1]:
+            plans[k] = _OpStripe(c, c, {}, False, (0, 0, 0, 0), f, cached)
             continue
-        held = (ylo, yhi)
-        if kind in WINDOW_OPS and same:
-            held = (same[1], same[1] + same[0])  # rows outside [ylo, yhi) are never read
-        yt = w.tensor_like(y, name(y, ""), held[1] - held[0])
-        o = copy.deepcopy(op)
-        o.inputs = np.array([ins.get(i, i) if i >= 0 else i for i in _ints(op.inputs)], dtype=np.int32)
-        o.outputs = np.array([yt], dtype=np.int32)
-        if kind in WINDOW_OPS and not same:
-            o.builtinOptions.padding = w.s.Padding.VALID
-        out.append(o)
-        have[y] = (yt, held)
-    t, (tlo, thi) = have[region.output]
-    if (tlo, thi) != rows:  # cannot happen: the output's range is the stripe's
-        t = w.slice_rows(t, rows[0] - tlo, rows[1] - tlo, name(region.output, "/out"), out)
-    return t
+        plans[k] = _op_stripe(m, k, rm, kind, c, f, cached, kind in WINDOW_OPS and y != region.output)
+        for i, (a, b) in plans[k].fed.items():
+            need[i] = (min(a, need[i][0]), max(b, need[i][1])) if i in need else (a, b)
+    return need, plans
+
+
+def _op_stripe(m: _Model, k: int, rm: _RowMap, kind: str, c, f, cached, same_allowed: bool) -> _OpStripe:
+    """Op k's part of a stripe computing output rows `c` (see `_OpStripe`)."""
+    fed, same = {}, None
+    for i in m.acts(k):
+        a, b, same = fed_rows(rm, c, m.shape(i)[1], same_allowed)
+        if same and cached and (same[1], same[1] + same[0]) != c:  # a cached tensor's new rows are a slot
+            a, b, same = fed_rows(rm, c, m.shape(i)[1], False)
+        fed[i] = (a, b)
+    held = (same[1], same[1] + same[0]) if same else c
+    pads = (0, 0, 0, 0)
+    if not same and kind in WINDOW_OPS | PAD_OPS:
+        lo, hi = rm.need(*c)
+        a, b = fed[m.acts(k)[0]]
+        pads = (a - lo, hi - b, rm.pad_left, rm.pad_right)
+    return _OpStripe(c, held, fed, bool(same), pads, f, cached)
+
+
+def _stripe(m: _Model, w: _Writer, region: Region, maps: dict, n: int, plan, prev_have: dict, out: list) -> dict:
+    """Emit stripe `n` as planned (`_plan_stripe`); tensor -> (stripe tensor, rows it holds)."""
+    need, plans = plan
+    name = lambda i, tag: f"{_name(m, i)}/stripe{n}{tag}"  # noqa: E731
+    x, h = region.input, m.shape(region.input)[1]
+    have: dict[int, tuple[int, tuple[int, int]]] = {}
+    if x in need:  # (a stripe whose rows all come from the previous one reads none of it)
+        lo, hi = need[x]
+        have[x] = (x, (0, h)) if (lo, hi) == (0, h) else (w.slice_rows(x, lo, hi, name(x, ""), out), (lo, hi))
+    for k in region.ops:
+        p, y = plans.get(k), m.out(k)
+        if p is None:
+            continue
+        comp = _compute(m, w, k, p, have, name, n, out) if p.compute[0] < p.compute[1] else None
+        if p.cached is None:
+            have[y] = (comp, p.held)
+            continue
+        pt, (plo, _) = prev_have[y]
+        tail = w.slice_rows(pt, p.cached[0] - plo, p.cached[1] - plo, name(y, "/cached"), out)
+        if comp is None:
+            have[y] = (tail, p.cached)
+            continue
+        ft = w.tensor_like(y, name(y, "/rows"), p.rows[1] - p.rows[0])
+        out.append(_row_concat(w, [tail, comp], ft))
+        have[y] = (ft, p.rows)
+    return have
+
+
+def _compute(m: _Model, w: _Writer, k: int, p: _OpStripe, have: dict, name, n: int, out: list) -> int:
+    """Emit op k computing its rows of a stripe (slices and PAD of its inputs first)."""
+    kind, op, y = m.types[k], m.ops[k], m.out(k)
+    ins: dict[int, int] = {}
+    for i, (a, b) in p.fed.items():
+        t, (tlo, thi) = have[i]
+        if (a, b) != (tlo, thi):
+            t = w.slice_rows(t, a - tlo, b - tlo, name(i, f"/for{k}"), out)
+        if kind in WINDOW_OPS and any(p.pads):
+            t = w.pad(t, p.pads, name(i, f"/pad{k}"), out, *_pad_fill(m, w, kind, i, n))
+        elif kind in PAD_OPS:
+            t = _own_pad(m, w, k, t, p.pads, name(i, f"/pad{k}"), out)
+        ins[i] = t
+    if kind in PAD_OPS:
+        return ins[m.acts(k)[0]]
+    yt = w.tensor_like(y, name(y, ""), p.held[1] - p.held[0])
+    o = copy.deepcopy(op)
+    o.inputs = np.array([ins.get(i, i) if i >= 0 else i for i in _ints(op.inputs)], dtype=np.int32)
+    o.outputs = np.array([yt], dtype=np.int32)
+    if kind in WINDOW_OPS and not p.same:
+        o.builtinOptions.padding = w.s.Padding.VALID
+    out.append(o)
+    return yt
 
 
 def _pad_fill(m: _Model, w: _Writer, kind: str, i: int, n: int) -> tuple[int | None, str]:
@@ -734,26 +789,31 @@ class Estimator:
         for j, k in enumerate(region.ops):
             for i in m.acts(k):
                 last[i] = j
-        extra, local = -sum(self.op_macs(k) for k in region.ops), 0
+        extra, local, prev = -sum(self.op_macs(k) for k in region.ops), 0, None
         for rows in _stripe_rows(m.shape(region.output)[1], sp.stripes):
-            need = _needed_rows(m, region, maps, rows)
+            need, plans = _plan_stripe(m, region, maps, rows, prev, sp.cache)
+            # the previous stripe's tensors this one takes rows from, live until their copy
+            kept = {
+                m.out(k): (p.cached[1] - p.cached[0]) * self.row_bytes(m.out(k)) for k, p in plans.items() if p.cached
+            }
             live: dict[int, int] = {}
             for j, k in enumerate(region.ops):
-                y, rm = m.out(k), maps[k]
-                rows_out, pads = need[y][1] - need[y][0], 0
-                if m.types[k] in WINDOW_OPS:
-                    lo, hi = rm.need(*need[y])
+                p, y = plans.get(k), m.out(k)
+                if p is None:
+                    continue
+                extra += self.op_macs(k) * (p.held[1] - p.held[0]) // m.shape(y)[1]
+                pads = 0
+                if any(p.pads) and m.types[k] in WINDOW_OPS:
                     x = m.acts(k)[0]
-                    a, b, same = fed_rows(rm, need[y], m.shape(x)[1], y != region.output)
-                    if same:
-                        rows_out = same[0]
-                    elif (a - lo, hi - b, rm.pad_left, rm.pad_right) != (0, 0, 0, 0):
-                        pads = (hi - lo) * (m.shape(x)[2] + rm.pad_left + rm.pad_right) * m.shape(x)[3] * self._item[x]
-                extra += self.op_macs(k) * rows_out // m.shape(y)[1]
+                    a, b = p.fed[x]
+                    width = m.shape(x)[2] + p.pads[2] + p.pads[3]
+                    pads = (b - a + p.pads[0] + p.pads[1]) * width * m.shape(x)[3] * self._item[x]
                 if y != region.output:
-                    live[y] = rows_out * self.row_bytes(y)
-                local = max(local, sum(live.values()) + pads)
+                    live[y] = (p.rows[1] - p.rows[0]) * self.row_bytes(y)
+                local = max(local, sum(live.values()) + pads + sum(kept.values()))
+                kept.pop(y, None)
                 live = {t: b for t, b in live.items() if last.get(t, -1) > j}
+            prev = need
         whole = m.shape(region.input)[1] * self.row_bytes(region.input) + m.shape(region.output)[1] * self.row_bytes(
             region.output
         )

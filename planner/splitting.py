@@ -62,10 +62,10 @@ def split_choice(
     """The splits the search keeps for `graph` (none when the objective does not need any)."""
 
     def apply(splits: Sequence[Split], where: Path | None) -> Graph:
-        return load_split(graph, [StripeSplit(s.region, s.stripes) for s in splits], where)
+        return load_split(graph, [StripeSplit(s.region, s.stripes, s.cache) for s in splits], where)
 
     def estimate(splits: Sequence[Split]) -> tuple[int, tuple[int, ...]]:
-        ours = [StripeSplit(s.region, s.stripes) for s in splits]
+        ours = [StripeSplit(s.region, s.stripes, s.cache) for s in splits]
         for sp in ours:
             why = region_problem(est.m, sp.region, sp.stripes)
             if why:

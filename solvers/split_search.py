@@ -39,6 +39,12 @@ from planner.solvers.base import SolveOptions, Timer
 from planner.target import Target
 
 STRIPES = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32)  # stripe counts tried
+# whether halo rows are recomputed (False) or copied from the previous stripe (True). Only
+# recomputation is searched: copying saves the MACs, but the previous stripe's buffers (or a
+# whole next-stripe buffer, with concat slots) then stay live across a stripe, and on the MCU
+# zoo every cached split planned larger than the recomputing one (MobileNetV2 1.0 224, ops
+# 0-11 in 16: 546,560 B against 454,272 B)
+CACHE = (False,)
 SCREEN = 6  # candidates planned per round: the best by floor, one per set of regions
 MAX_REGION_OPS = 16  # operators in one region at most
 EVAL_SECONDS = 2.0  # the short solve each screened candidate gets
@@ -64,6 +70,7 @@ class Split:
 
     region: Any  # a RegionLike
     stripes: int
+    cache: bool = False  # halo rows copied from the previous stripe instead of computed again
 
 
 Apply = Callable[[Sequence[Split], Path | None], Graph]
@@ -182,7 +189,11 @@ class _Search:
             kept = [s for s in choice.splits if s not in grows]
             if any(set(s.region.ops) & ops for s in kept):
                 continue
-            out += [tuple(sorted((*kept, Split(r, k)), key=lambda s: s.region.ops[0])) for k in STRIPES]
+            out += [
+                tuple(sorted((*kept, Split(r, k, c)), key=lambda s: s.region.ops[0]))
+                for k in STRIPES
+                for c in (False, True)
+            ]
         return out
 
     def round(self, choice: SplitChoice, tmp: Path) -> SplitChoice | None:
@@ -212,7 +223,7 @@ class _Search:
 
         per: dict[tuple, tuple] = {}
         for c in scored:
-            key = tuple(s.region.ops for s in c[2])
+            key = tuple((s.region.ops, s.cache) for s in c[2])
             if key not in per or preference(c) < preference(per[key]):
                 per[key] = c
         scored = sorted(per.values(), key=lambda c: (c[0], c[1]))
@@ -237,5 +248,7 @@ class _Search:
 
 
 def _describe(splits: Sequence[Split], arena: int, floor: int, overhead: float) -> str:
-    parts = ", ".join(f"ops {s.region.ops[0]}-{s.region.ops[-1]} in {s.stripes}" for s in splits)
+    parts = ", ".join(
+        f"ops {s.region.ops[0]}-{s.region.ops[-1]} in {s.stripes}{' (cached halos)' if s.cache else ''}" for s in splits
+    )
     return f"split {parts}: arena {arena} B (short solve), floor {floor} B, +{overhead:.1%} MACs"
