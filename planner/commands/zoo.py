@@ -19,16 +19,12 @@ def register(sub) -> None:
 
 def _rows() -> list[dict]:
     """One row per zoo model: no model is imported (op counts from `models/zoo_facts.py`)."""
-    from planner.models.zoo import ZOO, ZooError, locate
+    from planner.models.zoo import ZOO, availability
     from planner.models.zoo_facts import OPS
 
     rows = []
     for name, e in ZOO.items():
-        try:
-            locate(name)
-            where = "installed" if e.package else "bundled"
-        except ZooError:
-            where = e.install
+        where = availability(name)
         rows.append(
             {"name": name, "format": e.format, "ops": OPS.get(name), "available": where, "about": e.description}
         )
