@@ -29,16 +29,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchmark import machine, write_csv  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-DEFAULT_MODELS = (
-    "mlperf_resnet8",
-    "mlperf_vww_mobilenet_v1_025",
-    "mlperf_kws_ds_cnn_s",
-    "mlperf_ad_fc_autoencoder",
-    "mobilenet_v2_035_96",
-    "mobilenet_v2_100_160",
-    "mobilenet_v2_100_224",
-    "squeezenet_11_224",
-)
+def default_models() -> tuple[str, ...]:
+    """The MCU zoo (models/mcu_zoo.py)."""
+    from planner.models.mcu_zoo import MCU_MODELS
+
+    return tuple(MCU_MODELS)
 
 
 def _target():
@@ -116,7 +111,7 @@ def _kib(v) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="zoo names or .tflite paths, comma separated")
+    ap.add_argument("--models", default=",".join(default_models()), help="zoo names or .tflite paths, comma separated")
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per plan (default 60)")
     ap.add_argument("--max-overhead", type=float, default=10.0, help="percent extra MACs (default 10)")
     ap.add_argument("--invocations", type=int, default=5, help="TFLM invocations per check (default 5)")
