@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchmark import machine, write_csv  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+
+
 def default_models() -> tuple[str, ...]:
     """The MCU zoo (models/mcu_zoo.py)."""
     from planner.models.mcu_zoo import MCU_MODELS

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from planner.graph import Graph
+from planner.sharing import ELEMENTWISE_OPS
 
 from .errors import ModelError
 
@@ -74,26 +75,11 @@ SPLIT_METHODS = ("auto", "none")  # what --split accepts
 # operators whose output row r depends on a window of input rows (kernel, stride, dilation)
 WINDOW_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"})
 PAD_OPS = frozenset({"PAD", "PADV2"})
-# operators whose output row r depends on row r of each activation input only
-ROWWISE_OPS = frozenset(
-    {
-        "ADD",
-        "SUB",
-        "MUL",
-        "MAXIMUM",
-        "MINIMUM",
-        "RELU",
-        "RELU6",
-        "RELU_N1_TO_1",
-        "LOGISTIC",
-        "TANH",
-        "HARD_SWISH",
-        "LEAKY_RELU",
-        "PRELU",
-        "QUANTIZE",
-        "DEQUANTIZE",
-        "CONCATENATION",
-    }
+# operators whose output row r depends on row r of each activation input only: TFLite's
+# element-wise ops (planner/sharing.py audited their kernels), a few binary ones, and the
+# channel concatenation
+ROWWISE_OPS = frozenset(t for t in ELEMENTWISE_OPS if t.isupper()) | frozenset(
+    {"MAXIMUM", "MINIMUM", "PRELU", "DEQUANTIZE", "CONCATENATION"}
 )
 SPLITTABLE_OPS = WINDOW_OPS | PAD_OPS | ROWWISE_OPS
 MAX_CONCAT = 10  # TFLite Micro's CONCATENATION takes at most 10 inputs (kMaxInputNum, concatenation.cc)

@@ -28,7 +28,7 @@ from planner.models.split import (
 )
 from planner.plan import Plan
 from planner.simulate import with_solver
-from planner.solvers.base import Progress, SolveOptions, Timer
+from planner.solvers.base import DoesNotFit, Progress, SolveOptions, Timer
 from planner.solvers.portfolio import choose_sharing
 from planner.solvers.split_search import DEFAULT_MAX_OVERHEAD, MAX_REGION_OPS, Split, SplitChoice, choose_split
 from planner.target import Target
@@ -117,11 +117,19 @@ def plan_split(
     )
     if not choice.splits:
         return solve(graph, target, options)
-    split_plan = solve(choice.graph, target, share(SPLIT_SOLVE_SHARE / (1 - SEARCH_SHARE)))
-    plain = solve(graph, target, share(1.0))
-    if plain.metrics.arena_bytes <= split_plan.metrics.arena_bytes:
+    try:
+        split_plan = solve(choice.graph, target, share(SPLIT_SOLVE_SHARE / (1 - SEARCH_SHARE)))
+    except DoesNotFit:
+        return solve(graph, target, share(1.0))  # the unsplit plan, or why the model does not fit
+    try:
+        plain = solve(graph, target, share(1.0))
+    except DoesNotFit:
+        plain = None  # only the split model fits the budget
+    if plain is not None and plain.metrics.arena_bytes <= split_plan.metrics.arena_bytes:
         return plain
-    facts = {**split_plan.solver.facts, "split": choice.facts(), "unsplit_arena": plain.metrics.arena_bytes}
+    facts = {**split_plan.solver.facts, "split": choice.facts()}
+    if plain is not None:
+        facts["unsplit_arena"] = plain.metrics.arena_bytes
     return with_solver(split_plan, replace(split_plan.solver, facts=facts))
 
 

@@ -173,3 +173,18 @@ def test_cli_plans_runs_and_shows_a_split_plan(toy, tmp_path, capsys):
     capsys.readouterr()
     assert main(["plan", str(toy), "--max-overhead", "-3", "-o", str(out)]) == 2
     assert "max-overhead" in capsys.readouterr().err
+
+
+def test_a_budget_the_model_misses_is_met_by_splitting_and_runs_in_tflm(tmp_path, capsys):
+    from planner.cli import main
+
+    out = tmp_path / "r8.plan.json"
+    base = ["plan", "mlperf_resnet8", "--target", "nrf52840", "--budget", "40KiB", "--time-limit", "30", "--quiet"]
+    assert main([*base, "--split", "none", "-o", str(out)]) == 1  # as imported: 48 KiB at least
+    assert "does not fit" in capsys.readouterr().err
+    assert main([*base, "-o", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["arena_bytes"] <= 40 * 1024 and any(t["kind"] == "split" for t in d["transforms"])
+    assert d["macs"] <= 1.10 * next(t for t in d["transforms"] if t["kind"] == "split")["macs"]["before"]
+    assert main(["run", str(out), "--invocations", "3"]) == 0
+    assert "identical" in capsys.readouterr().out
