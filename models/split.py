@@ -94,11 +94,15 @@ class SplitError(ModelError):
 class Region:
     """Consecutive operators (flatbuffer indices of subgraph 0, in order) computed as one
     unit: `input` is the one activation they read from outside, `output` the one they
-    leave for the rest of the model (tensor indices)."""
+    leave for the rest of the model (tensor indices). A ``channels`` region is one
+    FULLY_CONNECTED computed in chunks of its output channels (`StripeSplit.stripes` of
+    them), each with its slice of the weights: where weights are loaded into L1
+    (``--weights load``) only one chunk's weights are there at a time."""
 
     ops: tuple[int, ...]
     input: int
     output: int
+    kind: str = "rows"  # rows: row stripes; channels: one FULLY_CONNECTED in output-channel chunks
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,7 @@ class SplitRecord:
                     "output": names[1],
                     "stripes": s.stripes,
                     "cache": s.cache,
+                    "split": s.region.kind,
                 }
                 for s, names in zip(self.splits, self.tensor_names, strict=True)
             ],
@@ -163,7 +168,12 @@ def splits_from_dict(entry: dict) -> tuple[StripeSplit, ...]:
     try:
         return tuple(
             StripeSplit(
-                Region(tuple(int(o) for o in s["ops"]), int(s["input_tensor"]), int(s["output_tensor"])),
+                Region(
+                    tuple(int(o) for o in s["ops"]),
+                    int(s["input_tensor"]),
+                    int(s["output_tensor"]),
+                    str(s.get("split", "rows")),
+                ),
                 int(s["stripes"]),
                 bool(s.get("cache", False)),
             )
@@ -347,6 +357,10 @@ def fed_rows(rm: _RowMap, rows: tuple[int, int], h_in: int, same_allowed: bool) 
 def region_problem(model, region: Region, stripes: int = 2) -> str | None:
     """Why `region` cannot be split into `stripes` stripes of `model` (a ModelT), or None."""
     m = model if isinstance(model, _Model) else _Model(model)
+    if region.kind == "channels":
+        return channel_problem(m, region, stripes)
+    if region.kind != "rows":
+        return f"unknown split {region.kind!r}"
     ops = list(region.ops)
     if not ops or ops != list(range(ops[0], ops[-1] + 1)):
         return "a region is a run of consecutive operators"
@@ -389,7 +403,33 @@ def regions(model, max_ops: int = 64) -> list[Region]:
                 r = Region(tuple(range(a, b)), x, y)
                 if region_problem(m, r) is None:
                     out.append(r)
+    for k, kind in enumerate(m.types):
+        if kind == "FULLY_CONNECTED" and m.acts(k):
+            r = Region((k,), m.acts(k)[0], m.out(k), "channels")
+            if channel_problem(m, r, 2) is None:
+                out.append(r)
     return out
+
+
+def channel_problem(m: _Model, region: Region, chunks: int) -> str | None:
+    """Why a FULLY_CONNECTED cannot be computed in `chunks` output-channel chunks, or None."""
+    (k,) = region.ops if len(region.ops) == 1 else (None,)
+    if k is None or m.types[k] != "FULLY_CONNECTED":
+        return "a channel split is one FULLY_CONNECTED"
+    ins = _ints(m.ops[k].inputs)
+    if len(ins) < 2 or not m.const[ins[1]] or len(m.acts(k)) != 1 or m.acts(k)[0] != region.input:
+        return f"op {k} (FULLY_CONNECTED) has no constant weights or more than one activation input"
+    if len(ins) > 2 and ins[2] >= 0 and not m.const[ins[2]]:
+        return f"op {k} (FULLY_CONNECTED) has a bias that is not a constant"
+    opt = m.ops[k].builtinOptions
+    if opt is not None and int(getattr(opt, "weightsFormat", 0) or 0) != 0:
+        return f"op {k} (FULLY_CONNECTED) has shuffled weights"
+    y, w = m.shape(m.out(k)), m.shape(ins[1])
+    if region.output != m.out(k) or len(w) != 2 or not y or int(np.prod(y[:-1])) != 1 or y[-1] != w[0]:
+        return f"op {k} (FULLY_CONNECTED) is not a single row of output channels"
+    if not 2 <= chunks <= min(w[0], MAX_CONCAT):
+        return f"{w[0]} output channels cannot make {chunks} chunks (at most {MAX_CONCAT})"
+    return None
 
 
 def _cut_tensors(m: _Model) -> dict[int, int]:
@@ -448,6 +488,30 @@ class _Writer:
         t.shape = np.array(arr.shape if shape is None else shape, dtype=np.int32)
         t.type = {"int32": s.TensorType.INT32, "int8": s.TensorType.INT8, "float32": s.TensorType.FLOAT32}[dtype]
         t.buffer = len(self.model.buffers) - 1
+        self.sg.tensors.append(t)
+        return len(self.sg.tensors) - 1
+
+    def constant_rows(self, src: int, lo: int, hi: int, name: str) -> int:
+        """A constant holding rows [lo, hi) of constant `src` (axis 0), with its per-channel
+        quantisation (scales and zero points along axis 0) cut the same way."""
+        from .tflite import TYPE_BYTES, tensor_type_name
+
+        t = copy.deepcopy(self.sg.tensors[src])
+        shape = [int(d) for d in t.shape]
+        row = int(np.prod(shape[1:])) * TYPE_BYTES[tensor_type_name(t)]
+        raw = np.asarray(self.model.buffers[t.buffer].data, dtype=np.uint8)
+        b = self.s.BufferT()
+        b.data = np.ascontiguousarray(raw[lo * row : hi * row])
+        self.model.buffers.append(b)
+        t.buffer = len(self.model.buffers) - 1
+        t.shape = np.array([hi - lo, *shape[1:]], dtype=np.int32)
+        t.shapeSignature = None
+        t.name = name.encode()
+        q = t.quantization
+        if q is not None and q.scale is not None and len(q.scale) == shape[0] > 1:
+            q.scale = np.asarray(q.scale)[lo:hi]
+            if q.zeroPoint is not None and len(q.zeroPoint) == shape[0]:
+                q.zeroPoint = np.asarray(q.zeroPoint)[lo:hi]
         self.sg.tensors.append(t)
         return len(self.sg.tensors) - 1
 
@@ -522,7 +586,7 @@ def split_model(data: bytes, splits: Iterable[StripeSplit]) -> bytes:
     new_ops, k = [], 0
     for sp in splits:
         new_ops += m.ops[k : sp.region.ops[0]]
-        new_ops += _split_region(m, w, sp)
+        new_ops += _split_channels(m, w, sp) if sp.region.kind == "channels" else _split_region(m, w, sp)
         k = sp.region.ops[-1] + 1
     new_ops += m.ops[k:]
     model.subgraphs[0].operators = new_ops
@@ -576,6 +640,33 @@ def _split_region(m: _Model, w: _Writer, sp: StripeSplit) -> list:
             joined.append(t)
         pieces = joined
     out.append(_row_concat(w, pieces, region.output))
+    return out
+
+
+def _split_channels(m: _Model, w: _Writer, sp: StripeSplit) -> list:
+    """One FULLY_CONNECTED per chunk of output channels, each with its rows of the weights
+    (and bias and per-channel scales), joined by a CONCATENATION along the channels (each
+    chunk produced into its slot: the output is one row, so the slots are contiguous)."""
+    (k,) = sp.region.ops
+    op, y = m.ops[k], m.out(k)
+    ins = _ints(op.inputs)
+    n = m.shape(ins[1])[0]
+    out, pieces = [], []
+    for c, (lo, hi) in enumerate(_stripe_rows(n, sp.stripes)):
+        o = copy.deepcopy(op)
+        new_ins = list(ins)
+        new_ins[1] = w.constant_rows(ins[1], lo, hi, f"{_name(m, ins[1])}/chunk{c}")
+        if len(ins) > 2 and ins[2] >= 0:
+            new_ins[2] = w.constant_rows(ins[2], lo, hi, f"{_name(m, ins[2])}/chunk{c}")
+        shape = m.shape(y)
+        yt = w.tensor_like(y, f"{_name(m, y)}/chunk{c}", shape=(*shape[:-1], hi - lo))
+        o.inputs = np.array(new_ins, dtype=np.int32)
+        o.outputs = np.array([yt], dtype=np.int32)
+        out.append(o)
+        pieces.append(yt)
+    opt = w.s.ConcatenationOptionsT()
+    opt.axis = len(m.shape(y)) - 1
+    out.append(w.op("CONCATENATION", pieces, [y], (w.s.BuiltinOptions.ConcatenationOptions, opt)))
     return out
 
 
@@ -740,9 +831,10 @@ class Estimator:
     """Estimates of splits of one model (parsed once): how the search screens hundreds of
     candidates before it builds the few it plans."""
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, weights_in_l1: bool = False):
         from .tflite import TYPE_BYTES, tensor_type_name
 
+        self.weights_in_l1 = weights_in_l1  # --weights load: a chunk's weights are in L1 while it runs
         self.m = _Model(_schema_model(data))
         self._item = [TYPE_BYTES.get(tensor_type_name(t), 1) for t in self.m.tens]
 
@@ -768,8 +860,15 @@ class Estimator:
             peaks.append(p)
         return Estimate(extra, tuple(peaks))
 
+    def _bytes(self, i: int) -> int:
+        return int(np.prod(self.m.shape(i))) * self._item[i]
+
     def _one(self, sp: StripeSplit) -> tuple[int, int]:
         m, region = self.m, sp.region
+        if region.kind == "channels":  # no MAC more; the weights (and bias) a chunk at a time
+            ins = [i for i in _ints(m.ops[region.ops[0]].inputs) if i >= 0]
+            weights = sum(self._bytes(i) for i in ins[1:]) if self.weights_in_l1 else 0
+            return 0, self._bytes(region.input) + self._bytes(region.output) + -(-weights // sp.stripes)
         maps = {k: _row_map(m, k) for k in region.ops}
         last = {}
         for j, k in enumerate(region.ops):

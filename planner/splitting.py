@@ -76,7 +76,7 @@ def split_choice(
     goal = target.budget if objective != "peak" else None
     if not needs_split(graph, target, objective):
         return SplitChoice(graph, (), 0, 0, 0, 0, 0.0)
-    est = Estimator(Path(graph.source.path).read_bytes())
+    est = Estimator(Path(graph.source.path).read_bytes(), weights_in_l1=target.weights == "load")
     regions = model_regions(graph, MAX_REGION_OPS)
     return choose_split(
         graph,

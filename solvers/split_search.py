@@ -249,6 +249,8 @@ class _Search:
 
 def _describe(splits: Sequence[Split], arena: int, floor: int, overhead: float) -> str:
     parts = ", ".join(
-        f"ops {s.region.ops[0]}-{s.region.ops[-1]} in {s.stripes}{' (cached halos)' if s.cache else ''}" for s in splits
+        f"ops {s.region.ops[0]}-{s.region.ops[-1]} in {s.stripes}{' (cached halos)' if s.cache else ''}"
+        f"{' channel chunks' if getattr(s.region, 'kind', 'rows') == 'channels' else ''}"
+        for s in splits
     )
     return f"split {parts}: arena {arena} B (short solve), floor {floor} B, +{overhead:.1%} MACs"

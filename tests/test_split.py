@@ -167,7 +167,7 @@ def test_cli_plans_runs_and_shows_a_split_plan(toy, tmp_path, capsys):
     assert "identical" in capsys.readouterr().out
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
-    assert "row stripes" in shown and "recomputed halo rows" in shown
+    assert "row stripes" in shown and "halo rows computed again" in shown
     assert main(["plan", str(toy), "--objective", "peak", "--split", "none", "-o", str(out), "--json"]) == 0
     assert "transforms" not in json.loads(out.read_text())
     capsys.readouterr()
@@ -186,5 +186,27 @@ def test_a_budget_the_model_misses_is_met_by_splitting_and_runs_in_tflm(tmp_path
     d = json.loads(capsys.readouterr().out)
     assert d["arena_bytes"] <= 40 * 1024 and any(t["kind"] == "split" for t in d["transforms"])
     assert d["macs"] <= 1.10 * next(t for t in d["transforms"] if t["kind"] == "split")["macs"]["before"]
+    assert main(["run", str(out), "--invocations", "3"]) == 0
+    assert "identical" in capsys.readouterr().out
+
+
+def test_fully_connected_layers_split_in_channel_chunks_when_weights_are_loaded(tmp_path, capsys):
+    from planner.cli import main
+    from planner.models.split import Region, _Model, channel_problem, model_regions
+    from planner.models.tflite import read_model
+    from planner.models.zoo import load_model
+
+    g = load_model("mlperf_ad_fc_autoencoder")
+    chans = [r for r in model_regions(g) if r.kind == "channels"]
+    assert len(chans) == 10  # every FULLY_CONNECTED
+    model, _ = read_model(g.source.path)
+    assert "one FULLY_CONNECTED" in channel_problem(_Model(model), Region((0, 1), 0, 1, "channels"), 2)
+    out = tmp_path / "ae.plan.json"
+    base = ["plan", "mlperf_ad_fc_autoencoder", "--target", "nrf52840", "--weights", "load", "--quiet"]
+    assert main([*base, "--objective", "peak", "--time-limit", "20", "-o", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    split = next(t for t in d["transforms"] if t["kind"] == "split")
+    assert {s["split"] for s in split["splits"]} == {"channels"} and d["macs"] == split["macs"]["before"]
+    assert d["arena_bytes"] < d["solver"]["facts"]["unsplit_arena"]
     assert main(["run", str(out), "--invocations", "3"]) == 0
     assert "identical" in capsys.readouterr().out

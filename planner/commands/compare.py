@@ -186,8 +186,11 @@ def _run_split(graph, target, args, cb) -> Row | None:
     if not plan.transforms:
         return Row(SPLIT_ROW, target.budget, None, timer.elapsed, "no split lowers the plan")
     extra = plan.solver.facts.get("split", {}).get("mac_overhead", 0.0)
-    how = "; ".join(f"ops {d['ops'][0]}-{d['ops'][-1]} in {d['stripes']}" for d in plan.transforms[-1]["splits"])
-    note = f"for this split ({how} row stripes, +{extra:.1%} MACs; the bound is of the split model)"
+    how = "; ".join(
+        f"ops {d['ops'][0]}-{d['ops'][-1]} in {d['stripes']} {'chunks' if d.get('split') == 'channels' else 'stripes'}"
+        for d in plan.transforms[-1]["splits"]
+    )
+    note = f"for this split ({how}, +{extra:.1%} MACs; the bound is of the split model)"
     return Row(SPLIT_ROW, target.budget, plan, timer.elapsed, note)
 
 
