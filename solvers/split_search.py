@@ -192,7 +192,7 @@ class _Search:
             out += [
                 tuple(sorted((*kept, Split(r, k, c)), key=lambda s: s.region.ops[0]))
                 for k in STRIPES
-                for c in (False, True)
+                for c in CACHE
             ]
         return out
 
