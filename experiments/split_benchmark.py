@@ -67,7 +67,13 @@ def _one(name: str, time_limit: float, max_overhead: float, invocations: int) ->
     split = next((t for t in best.transforms if t.get("kind") == "split"), None)
     row.update(split_arena=best.metrics.arena_bytes, split_status=best.solver.status)
     row["splits"] = (
-        "; ".join(f"ops {s['ops'][0]}-{s['ops'][-1]} x{s['stripes']}" for s in split["splits"]) if split else "none"
+        "; ".join(
+            f"ops {s['ops'][0]}-{s['ops'][-1]} x{s['stripes']}"
+            + (" channels" if s.get("split") == "channels" else " cached" if s.get("cache") else "")
+            for s in split["splits"]
+        )
+        if split
+        else "none"
     )
     row["split_macs"] = total_macs(best.graph)
     row["mac_overhead_pct"] = round(100 * (row["split_macs"] / row["macs"] - 1), 2)

@@ -39,14 +39,16 @@ from planner.solvers.base import SolveOptions, Timer
 from planner.target import Target
 
 STRIPES = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32)  # stripe counts tried
-# whether halo rows are recomputed (False) or copied from the previous stripe (True). Only
-# recomputation is searched: copying saves the MACs, but the previous stripe's buffers (or a
-# whole next-stripe buffer, with concat slots) then stay live across a stripe, and on the MCU
-# zoo every cached split planned larger than the recomputing one (MobileNetV2 1.0 224, ops
-# 0-11 in 16: 546,560 B against 454,272 B)
-CACHE = (False,)
+# halo rows recomputed (False: more MACs) or copied from the previous stripe (True: no MAC
+# more, but the previous stripe's rows stay live into the next one): both are searched
+CACHE = (False, True)
 SCREEN = 6  # candidates planned per round: the best by floor, one per set of regions
 MAX_REGION_OPS = 16  # operators in one region at most
+# passes of the greedy, each over regions of at most this many operators (the better result
+# is kept). One pass: a pass over small regions first (a block or two each, which compose to
+# less in the end: MobileNetV2 1.0 224 reaches 4.4x by three such splits) took more rounds
+# than its time share on the MCU zoo and found less than one pass over any region
+PASSES = (MAX_REGION_OPS,)
 EVAL_SECONDS = 2.0  # the short solve each screened candidate gets
 # the estimate assumes a region's input and output whole across all its stripes; solvers
 # interleave stripes and free the input early, beating it by 15 % and more: it ranks, the
@@ -139,21 +141,38 @@ def choose_split(
     if goal is not None and base_arena <= goal:
         return choice
     ws = {graph.op_index[o.name]: working_set(graph, target, o.name) for o in graph.ops}
-    search = _Search(
-        graph, target, list(regions), apply, estimate, ws, total_macs(graph) or 1, max_overhead, timer, time_limit
-    )
+    start, best = choice, choice
     with tempfile.TemporaryDirectory(prefix="planner-split-") as tmp:
-        while not search.out_of_time():
-            best = search.round(choice, Path(tmp))
-            if best is None:
+        for n, cap in enumerate(PASSES):  # small regions first, then any (module docstring)
+            left = None if time_limit is None else (time_limit - timer.elapsed) / (len(PASSES) - n)
+            pool = [r for r in regions if len(r.ops) <= cap]
+            search = _Search(
+                graph, target, pool, apply, estimate, ws, total_macs(graph) or 1, max_overhead, Timer(), left
+            )
+            got = _greedy(search, start, Path(tmp), goal, progress)
+            if (got.arena_after, got.mac_overhead) < (best.arena_after, best.mac_overhead):
+                best = replace(got, candidates=got.candidates + best.candidates)
+            if goal is not None and best.arena_after <= goal:
                 break
-            choice = best
-            if progress is not None:
-                progress(choice.rounds[-1])
-            if goal is not None and choice.arena_after <= goal:
-                break
+    choice = best
     if choice.splits:  # the chosen graph again, written where the exporter and TFLM find it
         choice.graph = apply(choice.splits, None)
+    return choice
+
+
+def _greedy(search: _Search, choice: SplitChoice, tmp: Path, goal: int | None, progress) -> SplitChoice:
+    """Rounds of `search` from `choice` until none lowers the arena, the goal is met or the
+    pass's time is up."""
+    choice = replace(choice, rounds=list(choice.rounds))
+    while not search.out_of_time():
+        best = search.round(choice, tmp)
+        if best is None:
+            break
+        choice = best
+        if progress is not None:
+            progress(choice.rounds[-1])
+        if goal is not None and choice.arena_after <= goal:
+            break
     return choice
 
 
@@ -190,9 +209,7 @@ class _Search:
             if any(set(s.region.ops) & ops for s in kept):
                 continue
             out += [
-                tuple(sorted((*kept, Split(r, k, c)), key=lambda s: s.region.ops[0]))
-                for k in STRIPES
-                for c in CACHE
+                tuple(sorted((*kept, Split(r, k, c)), key=lambda s: s.region.ops[0])) for k in STRIPES for c in CACHE
             ]
         return out
 
