@@ -38,7 +38,9 @@ def default_models() -> tuple[str, ...]:
     return tuple(MCU_MODELS)
 
 
-def _target():
+def mcu_target():
+    """A microcontroller without external memory: no budget, no LLB (nothing is spilled),
+    TFLM lifetimes, shared bytes."""
     from planner.target import Target
 
     return Target("mcu-no-llb", None, 0, "in_place", 16, "no budget, no LLB", lifetimes="tflm", share="all")
@@ -54,7 +56,7 @@ def _one(name: str, time_limit: float, max_overhead: float, invocations: int) ->
 
     path = Path(name) if Path(name).is_file() else locate(name)
     graph = load_model(name)
-    target, solve = _target(), get_solver("auto")
+    target, solve = mcu_target(), get_solver("auto")
     row: dict = {"model": name, "ops": len(graph.ops), "macs": total_macs(graph)}
     t0 = time.perf_counter()
     plain = solve(graph, target, SolveOptions(time_limit=time_limit, objective="peak"))

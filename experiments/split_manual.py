@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def main(argv: list[str] | None = None) -> int:
+    from split_benchmark import mcu_target
+
     from planner.macs import total_macs
     from planner.models.split import StripeSplit, load_split, model_regions
     from planner.models.zoo import load_model, locate
     from planner.solvers.base import SolveOptions
     from planner.solvers.registry import get_solver
-    from planner.target import Target
     from planner.tflm_check import check_in_tflm
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         a, b, k, how = part.split(":")
         splits.append(StripeSplit(regions[(int(a), int(b))], int(k), how == "c"))
     split = load_split(g, splits)
-    target = Target("mcu-no-llb", None, 0, "in_place", 16, "no budget, no LLB", lifetimes="tflm", share="all")
+    target = mcu_target()
     plain = get_solver("auto")(g, target, SolveOptions(time_limit=args.time_limit))
     plan = get_solver("auto")(split, target, SolveOptions(time_limit=args.time_limit))
-    path = locate(args.model) if not args.model.endswith(".tflite") else args.model
+    path = args.model if Path(args.model).is_file() else locate(args.model)
     check = check_in_tflm(plan, path, invocations=5)
     print(
         f"{args.model} {args.splits}: unsplit {plain.metrics.arena_bytes} B ({plain.solver.status}), "

@@ -73,8 +73,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -83,6 +81,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .cache import cache_root, write_atomically
 from .errors import ModelError
 
 if TYPE_CHECKING:
@@ -843,8 +842,7 @@ def build(name: str) -> bytes:
 # -- the cache ---------------------------------------------------------------------------------
 def cache_dir() -> Path:
     """Where generated models are kept: ``$PLANNER_CACHE/mcu``, else ``~/.cache/planner/mcu``."""
-    root = os.environ.get("PLANNER_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "planner") / "mcu"
+    return cache_root() / "mcu"
 
 
 @lru_cache(maxsize=1)
@@ -880,11 +878,7 @@ def locate(name: str) -> Path:
         return path
     data = build(name)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        write_atomically(path, data)
     except OSError as e:
         raise McuZooError(
             f"cannot write the generated model {name!r} to {path.parent} ({e.strerror}); set PLANNER_CACHE to a writable folder"

@@ -42,8 +42,6 @@ file (path and sha256), the way fusion does.
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +51,7 @@ import numpy as np
 from planner.graph import Graph
 from planner.sharing import ELEMENTWISE_OPS
 
+from .cache import cache_root, write_atomically
 from .errors import ModelError
 
 __all__ = [
@@ -809,9 +808,9 @@ def _own_pad(m: _Model, w: _Writer, k: int, t: int, pads: tuple[int, int, int, i
 
 
 def _name(m: _Model, i: int) -> str:
-    raw = m.tens[i].name
-    raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
-    return raw or f"t{i}"
+    from .tflite import _text
+
+    return _text(m.tens[i].name) or f"t{i}"
 
 
 # -- estimates without building the split model ---------------------------------------------
@@ -828,15 +827,19 @@ class Estimate:
 
 
 class Estimator:
-    """Estimates of splits of one model (parsed once): how the search screens hundreds of
-    candidates before it builds the few it plans."""
+    """Estimates of splits of one model (a graph imported from a .tflite, its file parsed
+    once): how the search screens hundreds of candidates before it builds the few it plans."""
 
-    def __init__(self, data: bytes, weights_in_l1: bool = False):
+    def __init__(self, graph: Graph, weights_in_l1: bool = False):
+        from planner.macs import op_macs
+
         from .tflite import TYPE_BYTES, tensor_type_name
 
         self.weights_in_l1 = weights_in_l1  # --weights load: a chunk's weights are in L1 while it runs
-        self.m = _Model(_schema_model(data))
+        self.m = _Model(_schema_model(Path(graph.source.path).read_bytes()))
         self._item = [TYPE_BYTES.get(tensor_type_name(t), 1) for t in self.m.tens]
+        # MACs per flatbuffer op index, by the one count (planner/macs.py)
+        self.macs = {o.attrs["index"]: op_macs(graph, o) for o in graph.ops if "index" in o.attrs}
 
     def row_bytes(self, i: int) -> int:
         """Bytes of one row of a 1xHxWxC tensor."""
@@ -844,12 +847,8 @@ class Estimator:
         return sh[2] * sh[3] * self._item[i]
 
     def op_macs(self, k: int) -> int:
-        """MACs of op k of the model as given (see planner.macs)."""
-        ins = _ints(self.m.ops[k].inputs)
-        if self.m.types[k] not in ("CONV_2D", "DEPTHWISE_CONV_2D") or len(ins) < 2:
-            return 0
-        w, y = self.m.shape(ins[1]), self.m.shape(self.m.out(k))
-        return int(np.prod(y)) * (int(np.prod(w)) // y[-1])
+        """MACs of op k of the model as imported."""
+        return self.macs.get(k, 0)
 
     def estimate(self, splits: Sequence[StripeSplit]) -> Estimate:
         """The estimate of applying `splits` (each must be valid: see `region_problem`)."""
@@ -910,23 +909,22 @@ def cache_dir() -> Path:
     """Where transformed models are written for TFLM and the exporter: `$PLANNER_CACHE/split`
     (default ``~/.cache/planner/split``); a file's name is the sha256 of its bytes, so a
     file is never reused for a different model."""
-    root = os.environ.get("PLANNER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "planner")
-    return Path(root) / "split"
+    return cache_root() / "split"
 
 
 def materialise(data: bytes, where: Path | None = None) -> Path:
     """A file holding the transformed model `data` (written once, atomically) in `where`
-    (default `cache_dir()`)."""
+    (default `cache_dir()`); `SplitError` when it cannot be written."""
     from planner.graph import model_sha256
 
-    d = cache_dir() if where is None else Path(where)
-    d.mkdir(parents=True, exist_ok=True)
-    p = d / f"{model_sha256(data)}.tflite"
+    p = (cache_dir() if where is None else Path(where)) / f"{model_sha256(data)}.tflite"
     if not p.is_file() or p.stat().st_size != len(data):
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".part")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
+        try:
+            write_atomically(p, data)
+        except OSError as e:
+            raise SplitError(
+                f"cannot write the split model to {p.parent} ({e.strerror}); set PLANNER_CACHE to a writable folder"
+            ) from None
     return p
 
 
@@ -944,9 +942,10 @@ def load_split(graph: Graph, splits: Sequence[StripeSplit], where: Path | None =
         raise SplitError("row-stripe splitting is for TFLite models")
     if not splits:
         return graph
-    data = split_model(Path(src.path).read_bytes(), splits)
+    original = Path(src.path).read_bytes()
+    data = split_model(original, splits)
     g = load_tflite(materialise(data, where))
-    m = _Model(_schema_model(Path(src.path).read_bytes()))
+    m = _Model(_schema_model(original))
     names = tuple((_name(m, sp.region.input), _name(m, sp.region.output)) for sp in splits)
     record = SplitRecord(tuple(splits), names, total_macs(graph), total_macs(g), data)
     g.name = graph.name  # the model's name, not the transformed file's

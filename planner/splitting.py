@@ -59,24 +59,26 @@ def split_choice(
     time_limit: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SplitChoice:
-    """The splits the search keeps for `graph` (none when the objective does not need any)."""
+    """The splits the search keeps for `graph`, a TFLite graph whose objective needs one
+    (`needs_split`: the caller asks first, `plan_split` does)."""
+
+    def ours(splits: Sequence[Split]) -> list[StripeSplit]:
+        return [StripeSplit(s.region, s.stripes, s.cache) for s in splits]
 
     def apply(splits: Sequence[Split], where: Path | None) -> Graph:
-        return load_split(graph, [StripeSplit(s.region, s.stripes, s.cache) for s in splits], where)
+        return load_split(graph, ours(splits), where)
 
     def estimate(splits: Sequence[Split]) -> tuple[int, tuple[int, ...]]:
-        ours = [StripeSplit(s.region, s.stripes, s.cache) for s in splits]
-        for sp in ours:
+        mine = ours(splits)
+        for sp in mine:
             why = region_problem(est.m, sp.region, sp.stripes)
             if why:
                 raise ValueError(why)
-        e = est.estimate(ours)
+        e = est.estimate(mine)
         return e.extra_macs, e.region_peak
 
     goal = target.budget if objective != "peak" else None
-    if not needs_split(graph, target, objective):
-        return SplitChoice(graph, (), 0, 0, 0, 0, 0.0)
-    est = Estimator(Path(graph.source.path).read_bytes(), weights_in_l1=target.weights == "load")
+    est = Estimator(graph, weights_in_l1=target.weights == "load")
     regions = model_regions(graph, MAX_REGION_OPS)
     return choose_split(
         graph,

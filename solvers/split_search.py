@@ -4,7 +4,8 @@ Splitting (planner/models/split.py) lowers the floor that no order or layout can
 -- the largest working set of one operator -- at the price of recomputed halo rows. Where
 to split is a search over a finite candidate set: the regions of consecutive splittable
 operators between two single-tensor cuts of the model, each into k stripes for k in
-`STRIPES`. It is greedy and says so (the plan's fact ``split.search: greedy``): each round
+`STRIPES`. It is greedy and says so (the plan's fact ``split.search: greedy``), and myopic: one big
+region can win a round where several small ones would compose to less. Each round
 takes, among the candidates that keep the total MAC overhead within `max_overhead` and
 contain the unsplit operator with the largest working set, the one whose short `auto`
 solve (`EVAL_SECONDS`) has the smallest arena, and stops when no candidate lowers it, when the arena fits `goal`, or when its time
@@ -44,11 +45,6 @@ STRIPES = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32)  # stripe counts tried
 CACHE = (False, True)
 SCREEN = 6  # candidates planned per round: the best by floor, one per set of regions
 MAX_REGION_OPS = 16  # operators in one region at most
-# passes of the greedy, each over regions of at most this many operators (the better result
-# is kept). One pass: a pass over small regions first (a block or two each, which compose to
-# less in the end: MobileNetV2 1.0 224 reaches 4.4x by three such splits) took more rounds
-# than its time share on the MCU zoo and found less than one pass over any region
-PASSES = (MAX_REGION_OPS,)
 EVAL_SECONDS = 2.0  # the short solve each screened candidate gets
 # the estimate assumes a region's input and output whole across all its stripes; solvers
 # interleave stripes and free the input early, beating it by 15 % and more: it ranks, the
@@ -141,20 +137,11 @@ def choose_split(
     if goal is not None and base_arena <= goal:
         return choice
     ws = {graph.op_index[o.name]: working_set(graph, target, o.name) for o in graph.ops}
-    start, best = choice, choice
+    search = _Search(
+        graph, target, list(regions), apply, estimate, ws, total_macs(graph) or 1, max_overhead, timer, time_limit
+    )
     with tempfile.TemporaryDirectory(prefix="planner-split-") as tmp:
-        for n, cap in enumerate(PASSES):  # small regions first, then any (module docstring)
-            left = None if time_limit is None else (time_limit - timer.elapsed) / (len(PASSES) - n)
-            pool = [r for r in regions if len(r.ops) <= cap]
-            search = _Search(
-                graph, target, pool, apply, estimate, ws, total_macs(graph) or 1, max_overhead, Timer(), left
-            )
-            got = _greedy(search, start, Path(tmp), goal, progress)
-            if (got.arena_after, got.mac_overhead) < (best.arena_after, best.mac_overhead):
-                best = replace(got, candidates=got.candidates + best.candidates)
-            if goal is not None and best.arena_after <= goal:
-                break
-    choice = best
+        choice = _greedy(search, choice, Path(tmp), goal, progress)
     if choice.splits:  # the chosen graph again, written where the exporter and TFLM find it
         choice.graph = apply(choice.splits, None)
     return choice
@@ -162,8 +149,7 @@ def choose_split(
 
 def _greedy(search: _Search, choice: SplitChoice, tmp: Path, goal: int | None, progress) -> SplitChoice:
     """Rounds of `search` from `choice` until none lowers the arena, the goal is met or the
-    pass's time is up."""
-    choice = replace(choice, rounds=list(choice.rounds))
+    time is up."""
     while not search.out_of_time():
         best = search.round(choice, tmp)
         if best is None:

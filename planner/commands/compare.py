@@ -92,11 +92,16 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _run_one(name: str, graph, target, args, cb) -> Row:
-    timer = Timer()
-    opts = SolveOptions(
+def _options(args, cb) -> SolveOptions:
+    """The options every row's solve gets (each solve its own --time-limit)."""
+    return SolveOptions(
         time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
     )
+
+
+def _run_one(name: str, graph, target, args, cb) -> Row:
+    timer = Timer()
+    opts = _options(args, cb)
     if SOLVERS[name].spills and not target.can_spill:
         return Row(name, target.budget, None, 0.0, f"skipped: target {target.name} has no LLB, nothing can be spilled")
     try:
@@ -174,9 +179,7 @@ def _run_split(graph, target, args, cb) -> Row | None:
     if args.split != "auto" or not needs_split(graph, target, args.objective):
         return None
     timer = Timer()
-    opts = SolveOptions(
-        time_limit=args.time_limit, workers=args.workers, seed=args.seed, objective=args.objective, progress=cb
-    )
+    opts = _options(args, cb)
     try:
         plan = plan_split(
             lambda g, t, o: solve_for_target("auto", g, t, o), graph, target, opts, "auto", args.max_overhead / 100
