@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("splits")
     ap.add_argument("--time-limit", type=float, default=60.0)
     args = ap.parse_args(argv)
+    target = mcu_target()
     g = load_model(args.model)
     regions = {(r.ops[0], r.ops[-1]): r for r in model_regions(g, 64) if r.kind == "rows"}
     splits = []
     for part in args.splits.split(","):
         a, b, k, how = part.split(":")
-        splits.append(StripeSplit(regions[(int(a), int(b))], int(k), how == "c"))
+        splits.append(StripeSplit(regions[(int(a), int(b))], int(k), how == "c", target.alignment))
     split = load_split(g, splits)
-    target = mcu_target()
     plain = get_solver("auto")(g, target, SolveOptions(time_limit=args.time_limit))
     plan = get_solver("auto")(split, target, SolveOptions(time_limit=args.time_limit))
     path = args.model if Path(args.model).is_file() else locate(args.model)

@@ -42,6 +42,7 @@ file (path and sha256), the way fusion does.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -114,6 +115,11 @@ class StripeSplit:
     region: Region
     stripes: int
     cache: bool = False  # rows the previous stripe computed are reused, not computed again
+    # stripe boundaries fall on multiples of this many bytes into the output where the rows
+    # allow (`stripe_bounds`): a slot at an unaligned displacement cannot be shared at an
+    # aligned arena (storage drops the concat's in-place relation), so the search passes the
+    # target's alignment; 1 is the plain even partition (plan files without ``align``)
+    align: int = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,6 +161,7 @@ class SplitRecord:
                     "stripes": s.stripes,
                     "cache": s.cache,
                     "split": s.region.kind,
+                    "align": s.align,
                 }
                 for s, names in zip(self.splits, self.tensor_names, strict=True)
             ],
@@ -175,11 +182,18 @@ def splits_from_dict(entry: dict) -> tuple[StripeSplit, ...]:
                 ),
                 int(s["stripes"]),
                 bool(s.get("cache", False)),
+                _positive(s.get("align", 1)),
             )
             for s in entry["splits"]
         )
     except (KeyError, TypeError, ValueError) as e:
         raise SplitError(f"plan file: malformed split entry ({type(e).__name__}: {e})") from None
+
+
+def _positive(v) -> int:
+    if isinstance(v, bool) or int(v) != v or int(v) < 1:
+        raise ValueError(f"align {v!r} is not a positive integer")
+    return int(v)
 
 
 def split_of(graph: Graph) -> SplitRecord | dict | None:
@@ -239,6 +253,32 @@ class _Model:
 
 def _ints(v) -> list[int]:
     return [] if v is None else [int(x) for x in v]
+
+
+class _FrozenModel(_Model):
+    """A `_Model` that is only read (the estimator's): shapes, activations, outputs and row
+    maps computed once, since screening asks for them hundreds of thousands of times."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self._shape = [_Model.shape(self, i) for i in range(len(self.tens))]
+        self._acts = [_Model.acts(self, k) for k in range(len(self.ops))]
+        self._out = [_Model.out(self, k) if self.ops[k].outputs is not None else -1 for k in range(len(self.ops))]
+        self.row_maps: dict[int, _RowMap | str] = {}
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        return self._shape[i]
+
+    def acts(self, k: int) -> list[int]:
+        return list(self._acts[k])
+
+    def out(self, k: int) -> int:
+        return self._out[k]
+
+    def row_map(self, k: int) -> _RowMap | str:
+        if k not in self.row_maps:
+            self.row_maps[k] = _row_map(self, k)
+        return self.row_maps[k]
 
 
 @dataclass(frozen=True)
@@ -449,9 +489,39 @@ def _cut_tensors(m: _Model) -> dict[int, int]:
 
 
 # -- the transformation -------------------------------------------------------------------
-def _stripe_rows(h: int, k: int) -> list[tuple[int, int]]:
-    bounds = [round(i * h / k) for i in range(k + 1)]
+def stripe_bounds(h: int, k: int, unit_bytes: int = 1, align: int = 1) -> list[tuple[int, int]]:
+    """`k` stripes of `h` rows (or channels) as even as they can be, with every boundary a
+    multiple of `align` bytes into the tensor (rows of `unit_bytes` each) when there are
+    enough aligned boundaries: a stripe's slot in the joined output is then aligned, so its
+    producer can write it in place at any offset the arena's alignment allows."""
+    q = align // math.gcd(unit_bytes, align) if align > 1 and unit_bytes > 0 else 1
+    units = h // q
+    if q == 1 or units < k:
+        bounds = [round(i * h / k) for i in range(k + 1)]
+    else:  # boundaries on multiples of q rows; the last stripe also takes the h % q rows left
+        bounds = [round(i * units / k) * q for i in range(k)] + [h]
     return [(bounds[i], bounds[i + 1]) for i in range(k)]
+
+
+def _output_stripes(m: _Model, sp: StripeSplit) -> list[tuple[int, int]]:
+    """The output rows (channels for a channel split) of each stripe of `sp`."""
+    y = m.shape(sp.region.output)
+    if sp.region.kind == "channels":
+        return stripe_bounds(y[-1], sp.stripes, _itemsize(m, sp.region.output), sp.align)
+    return stripe_bounds(y[1], sp.stripes, int(np.prod(y[2:])) * _itemsize(m, sp.region.output), sp.align)
+
+
+def _aligned(m: _Model, sp: StripeSplit) -> bool:
+    """Whether every stripe's slot in the output starts `sp.align` bytes aligned."""
+    y = m.shape(sp.region.output)
+    unit = _itemsize(m, sp.region.output) * (1 if sp.region.kind == "channels" else int(np.prod(y[2:])))
+    return all(lo * unit % sp.align == 0 for lo, _ in _output_stripes(m, sp))
+
+
+def _itemsize(m: _Model, i: int) -> int:
+    from .tflite import TYPE_BYTES, tensor_type_name
+
+    return TYPE_BYTES.get(tensor_type_name(m.tens[i]), 1)
 
 
 class _Writer:
@@ -620,7 +690,7 @@ def _split_region(m: _Model, w: _Writer, sp: StripeSplit) -> list:
     region, out = sp.region, []
     maps = {k: _row_map(m, k) for k in region.ops}
     pieces, prev, prev_have = [], None, {}
-    stripes = _stripe_rows(m.shape(region.output)[1], sp.stripes)
+    stripes = _output_stripes(m, sp)
     for n, rows in enumerate(stripes):
         plan = _plan_stripe(m, region, maps, rows, prev, sp.cache)
         prev_have = _stripe(m, w, region, maps, n, plan, prev_have, out)
@@ -649,9 +719,8 @@ def _split_channels(m: _Model, w: _Writer, sp: StripeSplit) -> list:
     (k,) = sp.region.ops
     op, y = m.ops[k], m.out(k)
     ins = _ints(op.inputs)
-    n = m.shape(ins[1])[0]
     out, pieces = [], []
-    for c, (lo, hi) in enumerate(_stripe_rows(n, sp.stripes)):
+    for c, (lo, hi) in enumerate(_output_stripes(m, sp)):
         o = copy.deepcopy(op)
         new_ins = list(ins)
         new_ins[1] = w.constant_rows(ins[1], lo, hi, f"{_name(m, ins[1])}/chunk{c}")
@@ -836,7 +905,7 @@ class Estimator:
         from .tflite import TYPE_BYTES, tensor_type_name
 
         self.weights_in_l1 = weights_in_l1  # --weights load: a chunk's weights are in L1 while it runs
-        self.m = _Model(_schema_model(Path(graph.source.path).read_bytes()))
+        self.m = _FrozenModel(_schema_model(Path(graph.source.path).read_bytes()))
         self._item = [TYPE_BYTES.get(tensor_type_name(t), 1) for t in self.m.tens]
         # MACs per flatbuffer op index, by the one count (planner/macs.py)
         self.macs = {o.attrs["index"]: op_macs(graph, o) for o in graph.ops if "index" in o.attrs}
@@ -868,17 +937,20 @@ class Estimator:
             ins = [i for i in _ints(m.ops[region.ops[0]].inputs) if i >= 0]
             weights = sum(self._bytes(i) for i in ins[1:]) if self.weights_in_l1 else 0
             return 0, self._bytes(region.input) + self._bytes(region.output) + -(-weights // sp.stripes)
-        maps = {k: _row_map(m, k) for k in region.ops}
+        maps = {k: m.row_map(k) for k in region.ops}
         last = {}
         for j, k in enumerate(region.ops):
             for i in m.acts(k):
                 last[i] = j
-        extra, local, prev = -sum(self.op_macs(k) for k in region.ops), 0, None
-        for rows in _stripe_rows(m.shape(region.output)[1], sp.stripes):
+        extra, local, prev, prev_plans = -sum(self.op_macs(k) for k in region.ops), 0, None, {}
+        for rows in _output_stripes(m, sp):
             need, plans = _plan_stripe(m, region, maps, rows, prev, sp.cache)
-            # the previous stripe's tensors this one takes rows from, live until their copy
+            # the previous stripe's tensors this one takes rows from, live (whole: the cached
+            # rows are a view of them) until the copy joining them to the new rows
             kept = {
-                m.out(k): (p.cached[1] - p.cached[0]) * self.row_bytes(m.out(k)) for k, p in plans.items() if p.cached
+                m.out(k): (prev_plans[k].rows[1] - prev_plans[k].rows[0]) * self.row_bytes(m.out(k))
+                for k, p in plans.items()
+                if p.cached and k in prev_plans
             }
             live: dict[int, int] = {}
             for j, k in enumerate(region.ops):
@@ -892,15 +964,20 @@ class Estimator:
                     a, b = p.fed[x]
                     width = m.shape(x)[2] + p.pads[2] + p.pads[3]
                     pads = (b - a + p.pads[0] + p.pads[1]) * width * m.shape(x)[3] * self._item[x]
+                # a cached tensor's new rows are a buffer of their own until the copy (a concat
+                # of a view and new rows shares no slot: DESIGN §1, all slots or none)
+                fresh = (p.held[1] - p.held[0]) * self.row_bytes(y) if p.cached and p.compute[0] < p.compute[1] else 0
                 if y != region.output:
                     live[y] = (p.rows[1] - p.rows[0]) * self.row_bytes(y)
-                local = max(local, sum(live.values()) + pads + sum(kept.values()))
+                local = max(local, sum(live.values()) + pads + sum(kept.values()) + fresh)
                 kept.pop(y, None)
                 live = {t: b for t, b in live.items() if last.get(t, -1) > j}
-            prev = need
+            prev, prev_plans = need, plans
         whole = m.shape(region.input)[1] * self.row_bytes(region.input) + m.shape(region.output)[1] * self.row_bytes(
             region.output
         )
+        if not _aligned(m, sp):  # the stripes are joined by a copy: all of them live with the output
+            whole += m.shape(region.output)[1] * self.row_bytes(region.output)
         return extra, whole + local
 
 

@@ -63,7 +63,8 @@ def split_choice(
     (`needs_split`: the caller asks first, `plan_split` does)."""
 
     def ours(splits: Sequence[Split]) -> list[StripeSplit]:
-        return [StripeSplit(s.region, s.stripes, s.cache) for s in splits]
+        # stripe slots at the arena's alignment, so that every stripe is written in place
+        return [StripeSplit(s.region, s.stripes, s.cache, max(target.alignment, 1)) for s in splits]
 
     def apply(splits: Sequence[Split], where: Path | None) -> Graph:
         return load_split(graph, ours(splits), where)

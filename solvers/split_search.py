@@ -4,8 +4,23 @@ Splitting (planner/models/split.py) lowers the floor that no order or layout can
 -- the largest working set of one operator -- at the price of recomputed halo rows. Where
 to split is a search over a finite candidate set: the regions of consecutive splittable
 operators between two single-tensor cuts of the model, each into k stripes for k in
-`STRIPES`. It is greedy and says so (the plan's fact ``split.search: greedy``), and myopic: one big
-region can win a round where several small ones would compose to less. Each round
+`STRIPES`, halos recomputed or copied. It has two steps, both heuristic (the plan's fact
+``split.search: cover+greedy``):
+
+1. **Cover** (`cover`): every single split is estimated (instant, from its row ranges: the
+   region's input and output whole plus the stripe buffers live at once, and the exact
+   extra MACs). Since regions lie between single-tensor cuts, a set of disjoint splits
+   needs, by the estimate, the largest of its regions' estimates and the working sets of
+   the operators left unsplit. For a level P, a dynamic program over the operators in
+   order finds the set of least extra MACs in which every operator above P is inside a
+   region estimated at most P; the lowest level whose set is within `max_overhead` (found
+   by bisection: the least MACs only fall as P rises) and the next few distinct sets above
+   it are built and planned with a short solve, and the smallest arena wins. With a budget
+   (`goal`), the cheapest set estimated to meet it is planned first.
+2. **Greedy** rounds from there, each one split more or one grown, as below, while time
+   lasts: they mend what the estimate misjudged.
+
+Each greedy round
 takes, among the candidates that keep the total MAC overhead within `max_overhead` and
 contain the unsplit operator with the largest working set, the one whose short `auto`
 solve (`EVAL_SECONDS`) has the smallest arena, and stops when no candidate lowers it, when the arena fits `goal`, or when its time
@@ -44,6 +59,8 @@ STRIPES = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32)  # stripe counts tried
 # more, but the previous stripe's rows stay live into the next one): both are searched
 CACHE = (False, True)
 SCREEN = 6  # candidates planned per round: the best by floor, one per set of regions
+OPTIONS_SHARE = 0.4  # of the search's time at most for estimating the single splits
+COVER_LEVELS = 200  # levels above the lowest the cover looks at for further distinct picks
 MAX_REGION_OPS = 16  # operators in one region at most
 EVAL_SECONDS = 2.0  # the short solve each screened candidate gets
 # the estimate assumes a region's input and output whole across all its stripes; solvers
@@ -94,7 +111,7 @@ class SplitChoice:
     def facts(self) -> dict:
         """The plan's ``split`` fact."""
         return {
-            "search": "greedy",
+            "search": "cover+greedy",
             "splits": len(self.splits),
             "floor_before": self.floor_before,
             "floor_after": self.floor_after,
@@ -136,15 +153,45 @@ def choose_split(
     choice = SplitChoice(graph, (), base_floor, base_floor, base_arena, base_arena, 0.0)
     if goal is not None and base_arena <= goal:
         return choice
-    ws = {graph.op_index[o.name]: working_set(graph, target, o.name) for o in graph.ops}
+    ws = live_in_order(graph, target)
     search = _Search(
         graph, target, list(regions), apply, estimate, ws, total_macs(graph) or 1, max_overhead, timer, time_limit
     )
     with tempfile.TemporaryDirectory(prefix="planner-split-") as tmp:
-        choice = _greedy(search, choice, Path(tmp), goal, progress)
+        choice = search.cover_start(choice, Path(tmp), goal, progress)
+        if goal is None or choice.arena_after > goal:
+            choice = _greedy(search, choice, Path(tmp), goal, progress)
     if choice.splits:  # the chosen graph again, written where the exporter and TFLM find it
         choice.graph = apply(choice.splits, None)
     return choice
+
+
+def live_in_order(graph: Graph, target: Target) -> dict[int, int]:
+    """Op index -> bytes L1 holds while it runs in the model's own order: its working set and
+    every activation made before it and read after it (a residual's skip tensor, say). What
+    an unsplit operator is estimated to need: a solver may find an order that needs less,
+    but between single-tensor cuts there is little to reorder."""
+    pos = graph.op_index
+    n = len(graph.ops)
+    span: dict[str, tuple[int, int]] = {}
+    for t in graph.tensors.values():
+        if t.kind == "weight":
+            continue
+        made = pos[graph.producer[t.name]] if graph.producer.get(t.name) is not None else -1
+        used = [pos[c] for c in graph.consumers.get(t.name, ())]
+        last = n if t.kind == "output" else max(used, default=made)
+        span[t.name] = (made, last)
+    diff = [0] * (n + 2)  # live strictly inside (made, last): a sweep over the ops
+    for t, (a, b) in span.items():
+        if b > a + 1:
+            diff[a + 1] += graph.size(t)
+            diff[b] -= graph.size(t)
+    out, live = {}, 0
+    for i, o in enumerate(graph.ops):
+        live += diff[i]
+        read_later = sum(graph.size(t) for t in set(o.inputs) if t in span and span[t][1] > i)
+        out[i] = working_set(graph, target, o.name) + live - read_later
+    return out
 
 
 def _greedy(search: _Search, choice: SplitChoice, tmp: Path, goal: int | None, progress) -> SplitChoice:
@@ -177,6 +224,89 @@ class _Search:
 
     def out_of_time(self) -> bool:
         return self.time_limit is not None and self.timer.elapsed >= self.time_limit
+
+    def options(self) -> list[Option]:
+        """Every single split within the MAC overhead, estimated (ValueError: cannot be made)."""
+        out = []
+        budget = self.max_overhead * self.base_macs + 1e-9
+        stop = None if self.time_limit is None else OPTIONS_SHARE * self.time_limit
+        for r in self.regions:
+            if stop is not None and self.timer.elapsed > stop:
+                break  # a huge model: plan what was estimated (regions come in model order)
+            for c in CACHE if getattr(r, "kind", "rows") == "rows" else (False,):
+                for k in STRIPES:
+                    try:
+                        extra, peaks = self.estimate((Split(r, k, c),))
+                    except ValueError:
+                        break  # e.g. more stripes than the region's output has rows
+                    if extra > budget:
+                        break  # more stripes recompute more halo rows
+                    out.append(Option(Split(r, k, c), r.ops[0], r.ops[-1], extra, peaks[0]))
+        return out
+
+    def cover_picks(self, goal: int | None) -> list[tuple[Split, ...]]:
+        """The split sets step 1 of the module docstring plans: the cheapest meeting `goal`,
+        the one at the lowest level within the overhead, and the next distinct ones above it."""
+        options = self.options()
+        n = len(self.graph.ops)
+        budget = self.max_overhead * self.base_macs + 1e-9
+
+        def within(level: int) -> tuple[Split, ...] | None:
+            r = cover(n, self.ws, options, level)
+            return r[1] if r is not None and r[0] <= budget else None
+
+        picks: list[tuple[Split, ...]] = []
+        if goal is not None and (at_goal := within(goal)):
+            picks.append(at_goal)
+        levels = sorted({o.peak for o in options} | set(self.ws.values()))
+        lo, hi = 0, len(levels) - 1  # the last level leaves every operator unsplit: always within
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if within(levels[mid]) is not None:
+                hi = mid
+            else:
+                lo = mid + 1
+        for level in levels[lo : lo + COVER_LEVELS]:
+            got = within(level)
+            if got and got not in picks:
+                picks.append(got)
+            if len(picks) >= SCREEN:
+                break
+        return picks
+
+    def cover_start(self, choice: SplitChoice, tmp: Path, goal: int | None, progress) -> SplitChoice:
+        """Step 1 of the module docstring: the best of the cover's picks, planned briefly."""
+        best = choice
+        picks = self.cover_picks(goal)
+        for n, splits in enumerate(picks):
+            if self.out_of_time():
+                break
+            got = self.evaluate(choice, splits, tmp, len(picks) - n)
+            if got is not None and (got.arena_after, got.mac_overhead) < (best.arena_after, best.mac_overhead):
+                best = got
+                if progress is not None:
+                    progress(best.rounds[-1])
+            if goal is not None and best.arena_after <= goal:
+                break  # the picks come cheapest first when a goal is given
+        return best
+
+    def evaluate(self, choice: SplitChoice, splits: tuple[Split, ...], tmp: Path, share: int) -> SplitChoice | None:
+        """`choice` with `splits` instead, its arena from a short solve (`share`: how many
+        solves the time left is shared by), or None when the split cannot be made."""
+        try:
+            g = self.apply(splits, tmp)
+        except ValueError:
+            return None
+        floor = working_set_bound(g, self.target)
+        left = None if self.time_limit is None else max(self.time_limit - self.timer.elapsed, 0.0) / max(share, 1)
+        arena = _arena(g, self.target, left)
+        extra = total_macs(g) - self.base_macs
+        overhead = max(extra, 0) / self.base_macs
+        choice.candidates += 1
+        rounds = [*choice.rounds, _describe(splits, arena, floor, overhead)]
+        return replace(
+            choice, splits=splits, floor_after=floor, arena_after=arena, mac_overhead=overhead, rounds=rounds
+        )
 
     def candidates(self, choice: SplitChoice) -> list[tuple[Split, ...]]:
         """Split sets one step from `choice`: one more region (disjoint from the chosen ones)
@@ -248,6 +378,52 @@ class _Search:
                     choice, splits=splits, floor_after=floor, arena_after=arena, mac_overhead=overhead, rounds=rounds
                 )
         return best
+
+
+@dataclass(frozen=True)
+class Option:
+    """One split on its own, estimated: operators `first`..`last` (model order), its extra
+    MACs and estimated peak."""
+
+    split: Split
+    first: int
+    last: int
+    extra: int
+    peak: int
+
+
+def cover(n: int, ws: dict[int, int], options: Sequence[Option], level: int) -> tuple[int, tuple[Split, ...]] | None:
+    """The disjoint splits of least extra MACs under which nothing is estimated above
+    `level`: every operator (0..n-1) whose working set `ws` exceeds it lies in a chosen
+    region estimated at most `level`; None when there is no such set. A shortest path over
+    the operators in order: from position i, leave operator i unsplit (if it fits) or take
+    an option starting at i to the position after its last operator."""
+    inf = float("inf")
+    cost: list[float] = [inf] * (n + 1)
+    back: list[tuple[int, Option | None] | None] = [None] * (n + 1)
+    cost[0] = 0
+    starts: dict[int, list[Option]] = {}
+    for o in options:
+        if o.peak <= level:
+            starts.setdefault(o.first, []).append(o)
+    for i in range(n):
+        if cost[i] == inf:
+            continue
+        if ws.get(i, 0) <= level and cost[i] < cost[i + 1]:
+            cost[i + 1], back[i + 1] = cost[i], (i, None)
+        for o in starts.get(i, ()):
+            j = o.last + 1
+            if cost[i] + o.extra < cost[j]:
+                cost[j], back[j] = cost[i] + o.extra, (i, o)
+    if cost[n] == inf:
+        return None
+    chosen, j = [], n
+    while j > 0:
+        i, o = back[j]
+        if o is not None:
+            chosen.append(o.split)
+        j = i
+    return int(cost[n]), tuple(reversed(chosen))
 
 
 def _describe(splits: Sequence[Split], arena: int, floor: int, overhead: float) -> str:
