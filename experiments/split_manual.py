@@ -3,8 +3,9 @@ transformation reaches where the greedy search (solvers/split_search.py) stops s
 
     python experiments/split_manual.py mobilenet_v2_100_224 0:5:16:r,6:9:8:c,10:12:8:c --time-limit 120
 
-Each split is `first_op:last_op:stripes:r|c` (r: halo rows computed again, c: copied from
-the previous stripe; op indices of the model as imported). The plan is made by `auto` for a
+Each split is `first_op:last_op:stripes:r|c|q|p` (r: halo rows computed again, c: copied
+from the previous stripe; q, p: the same with every window op computing exactly its rows
+behind a PAD instead of SAME on the stripe; op indices of the model as imported). The plan is made by `auto` for a
 board without LLB (TFLM lifetimes, shared bytes), exported into the split model and run in
 TFLM next to the original model; prints arena, TFLM's head, identical outputs, MACs.
 """
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = []
     for part in args.splits.split(","):
         a, b, k, how = part.split(":")
-        splits.append(StripeSplit(regions[(int(a), int(b))], int(k), how == "c", target.alignment))
+        splits.append(StripeSplit(regions[(int(a), int(b))], int(k), how in "cp", how not in "pq", target.alignment))
     split = load_split(g, splits)
     plain = get_solver("auto")(g, target, SolveOptions(time_limit=args.time_limit))
     plan = get_solver("auto")(split, target, SolveOptions(time_limit=args.time_limit))

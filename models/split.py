@@ -115,6 +115,10 @@ class StripeSplit:
     region: Region
     stripes: int
     cache: bool = False  # rows the previous stripe computed are reused, not computed again
+    # SAME window ops run SAME on a stripe's rows where they can, computing a row or two more
+    # than it needs (no PAD copy: less memory, more MACs); False: every window op computes
+    # exactly its rows behind a PAD (with `cache`, no MAC more at all)
+    same: bool = True
     # stripe boundaries fall on multiples of this many bytes into the output where the rows
     # allow (`stripe_bounds`): a slot at an unaligned displacement cannot be shared at an
     # aligned arena (storage drops the concat's in-place relation), so the search passes the
@@ -162,6 +166,7 @@ class SplitRecord:
                     "cache": s.cache,
                     "split": s.region.kind,
                     "align": s.align,
+                    "same": s.same,
                 }
                 for s, names in zip(self.splits, self.tensor_names, strict=True)
             ],
@@ -183,11 +188,18 @@ def splits_from_dict(entry: dict) -> tuple[StripeSplit, ...]:
                 int(s["stripes"]),
                 bool(s.get("cache", False)),
                 _positive(s.get("align", 1)),
+                _boolean(s.get("same", True)),
             )
             for s in entry["splits"]
         )
     except (KeyError, TypeError, ValueError) as e:
         raise SplitError(f"plan file: malformed split entry ({type(e).__name__}: {e})") from None
+
+
+def _boolean(v) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"same {v!r} is not true or false")
+    return v
 
 
 def _positive(v) -> int:
@@ -692,7 +704,7 @@ def _split_region(m: _Model, w: _Writer, sp: StripeSplit) -> list:
     pieces, prev, prev_have = [], None, {}
     stripes = _output_stripes(m, sp)
     for n, rows in enumerate(stripes):
-        plan = _plan_stripe(m, region, maps, rows, prev, sp.cache)
+        plan = _plan_stripe(m, region, maps, rows, prev, sp.cache, sp.same)
         prev_have = _stripe(m, w, region, maps, n, plan, prev_have, out)
         prev = plan[0]
         t, held = prev_have[region.output]
@@ -761,10 +773,13 @@ class _OpStripe:
     cached: tuple[int, int] | None
 
 
-def _plan_stripe(m: _Model, region: Region, maps: dict, rows: tuple[int, int], prev: dict | None, cache: bool):
+def _plan_stripe(
+    m: _Model, region: Region, maps: dict, rows: tuple[int, int], prev: dict | None, cache: bool, same: bool = True
+):
     """(tensor -> rows read this stripe, op -> _OpStripe) for the stripe of output rows
     `rows`, walking back from the output; `prev` is the previous stripe's rows per tensor:
-    with `cache` the rows of a tensor the previous stripe already had are taken from it."""
+    with `cache` the rows of a tensor the previous stripe already had are taken from it;
+    `same`: SAME window ops may run SAME on the stripe (`StripeSplit.same`)."""
     need: dict[int, tuple[int, int]] = {region.output: rows}
     plans: dict[int, _OpStripe] = {}
     for k in reversed(region.ops):
@@ -778,7 +793,7 @@ def _plan_stripe(m: _Model, region: Region, maps: dict, rows: tuple[int, int], p
         if c[0] >= c[1]:
             plans[k] = _OpStripe(c, c, {}, False, (0, 0, 0, 0), f, cached)
             continue
-        plans[k] = _op_stripe(m, k, rm, kind, c, f, cached, kind in WINDOW_OPS and y != region.output)
+        plans[k] = _op_stripe(m, k, rm, kind, c, f, cached, same and kind in WINDOW_OPS and y != region.output)
         for i, (a, b) in plans[k].fed.items():
             need[i] = (min(a, need[i][0]), max(b, need[i][1])) if i in need else (a, b)
     return need, plans
@@ -944,7 +959,7 @@ class Estimator:
                 last[i] = j
         extra, local, prev, prev_plans = -sum(self.op_macs(k) for k in region.ops), 0, None, {}
         for rows in _output_stripes(m, sp):
-            need, plans = _plan_stripe(m, region, maps, rows, prev, sp.cache)
+            need, plans = _plan_stripe(m, region, maps, rows, prev, sp.cache, sp.same)
             # the previous stripe's tensors this one takes rows from, live (whole: the cached
             # rows are a view of them) until the copy joining them to the new rows
             kept = {

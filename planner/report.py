@@ -124,11 +124,12 @@ def split_rows(plan: Plan) -> list[tuple[str, str]]:
                 "split",
                 f"ops {ops[0]}–{ops[-1]} of the model ({s.get('input')} → {s.get('output')}) in {s.get('stripes')} "
                 + ("output-channel chunks" if s.get("split") == "channels" else "row stripes")
-                + (", halo rows copied from the previous stripe" if s.get("cache") else ""),
+                + (", halo rows copied from the previous stripe" if s.get("cache") else "")
+                + (", every window op on exactly its rows (borders padded)" if s.get("same") is False else ""),
             )
         )
     before = split.get("macs", {}).get("before", 0)
-    extra = f" (+{(macs - before) / before:.1%}: halo rows computed again)" if before else ""
+    extra = f" (+{(macs - before) / before:.1%}: rows computed again)" if before else ""
     rows.append(("MACs", f"{macs:,}, the model's {before:,}{extra}"))
     f = plan.solver.facts.get("split", {})
     if isinstance(f, dict) and f.get("floor_before"):

@@ -64,7 +64,7 @@ def split_choice(
 
     def ours(splits: Sequence[Split]) -> list[StripeSplit]:
         # stripe slots at the arena's alignment, so that every stripe is written in place
-        return [StripeSplit(s.region, s.stripes, s.cache, max(target.alignment, 1)) for s in splits]
+        return [StripeSplit(s.region, s.stripes, s.cache, s.same, align=max(target.alignment, 1)) for s in splits]
 
     def apply(splits: Sequence[Split], where: Path | None) -> Graph:
         return load_split(graph, ours(splits), where)

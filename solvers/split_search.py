@@ -58,6 +58,10 @@ STRIPES = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32)  # stripe counts tried
 # halo rows recomputed (False: more MACs) or copied from the previous stripe (True: no MAC
 # more, but the previous stripe's rows stay live into the next one): both are searched
 CACHE = (False, True)
+# SAME window ops run SAME on the stripe (a row or two more computed, no PAD copy) or every
+# window op computes exactly its rows behind a PAD (with cached halos: no MAC more at all)
+SAME = (True, False)
+MODES = tuple((c, s) for s in SAME for c in CACHE)  # (cache, same) pairs searched
 SCREEN = 6  # candidates planned per round: the best by floor, one per set of regions
 OPTIONS_SHARE = 0.4  # of the search's time at most for estimating the single splits
 COVER_LEVELS = 200  # levels above the lowest the cover looks at for further distinct picks
@@ -86,6 +90,7 @@ class Split:
     region: Any  # a RegionLike
     stripes: int
     cache: bool = False  # halo rows copied from the previous stripe instead of computed again
+    same: bool = True  # SAME window ops may run SAME on the stripe (models/split.py StripeSplit)
 
 
 Apply = Callable[[Sequence[Split], Path | None], Graph]
@@ -233,15 +238,15 @@ class _Search:
         for r in self.regions:
             if stop is not None and self.timer.elapsed > stop:
                 break  # a huge model: plan what was estimated (regions come in model order)
-            for c in CACHE if getattr(r, "kind", "rows") == "rows" else (False,):
+            for c, same in MODES if getattr(r, "kind", "rows") == "rows" else ((False, True),):
                 for k in STRIPES:
                     try:
-                        extra, peaks = self.estimate((Split(r, k, c),))
+                        extra, peaks = self.estimate((Split(r, k, c, same),))
                     except ValueError:
                         break  # e.g. more stripes than the region's output has rows
                     if extra > budget:
                         break  # more stripes recompute more halo rows
-                    out.append(Option(Split(r, k, c), r.ops[0], r.ops[-1], extra, peaks[0]))
+                    out.append(Option(Split(r, k, c, same), r.ops[0], r.ops[-1], extra, peaks[0]))
         return out
 
     def cover_picks(self, goal: int | None) -> list[tuple[Split, ...]]:
@@ -325,7 +330,9 @@ class _Search:
             if any(set(s.region.ops) & ops for s in kept):
                 continue
             out += [
-                tuple(sorted((*kept, Split(r, k, c)), key=lambda s: s.region.ops[0])) for k in STRIPES for c in CACHE
+                tuple(sorted((*kept, Split(r, k, c, same)), key=lambda s: s.region.ops[0]))
+                for k in STRIPES
+                for c, same in MODES
             ]
         return out
 
@@ -356,7 +363,7 @@ class _Search:
 
         per: dict[tuple, tuple] = {}
         for c in scored:
-            key = tuple((s.region.ops, s.cache) for s in c[2])
+            key = tuple((s.region.ops, s.cache, s.same) for s in c[2])
             if key not in per or preference(c) < preference(per[key]):
                 per[key] = c
         scored = sorted(per.values(), key=lambda c: (c[0], c[1]))
@@ -429,6 +436,7 @@ def cover(n: int, ws: dict[int, int], options: Sequence[Option], level: int) -> 
 def _describe(splits: Sequence[Split], arena: int, floor: int, overhead: float) -> str:
     parts = ", ".join(
         f"ops {s.region.ops[0]}-{s.region.ops[-1]} in {s.stripes}{' (cached halos)' if s.cache else ''}"
+        f"{' (exact rows)' if not s.same else ''}"
         f"{' channel chunks' if getattr(s.region, 'kind', 'rows') == 'channels' else ''}"
         for s in splits
     )

@@ -46,12 +46,19 @@ def test_every_region_and_stripe_count_gives_identical_outputs_in_tflm(toy, tmp_
         for k in (2, 3, 7):
             if region_problem(model, r, k):
                 continue
-            for cache in (False, True) if k == 3 else (False,):  # halo rows recomputed / copied
-                out = tmp_path / f"{r.ops[0]}_{r.ops[-1]}_{k}_{cache}.tflite"
-                out.write_bytes(split_model(data, [StripeSplit(r, k, cache)]))
-                assert _outputs_equal(ref, tflm_run_full(out, invs)), (r, k, cache)
+            # halo rows recomputed / copied; SAME on the stripe / exact rows behind a PAD;
+            # stripe boundaries even or on 16-byte multiples of the output
+            modes = (
+                [(c, s, a) for c in (False, True) for s in (True, False) for a in (1, 16)]
+                if k == 3
+                else [(False, True, 1)]
+            )
+            for cache, same, align in modes:
+                out = tmp_path / f"{r.ops[0]}_{r.ops[-1]}_{k}_{cache}_{same}_{align}.tflite"
+                out.write_bytes(split_model(data, [StripeSplit(r, k, cache, same, align)]))
+                assert _outputs_equal(ref, tflm_run_full(out, invs)), (r, k, cache, same, align)
                 checked += 1
-    assert checked >= 30
+    assert checked >= 60
 
 
 def test_average_pool_without_padding_splits_and_with_padding_is_refused(tmp_path):
@@ -99,6 +106,9 @@ def test_macs_count_convolutions_depthwise_and_halo_recomputation(toy):
     assert total_macs(split) - total_macs(g) == 2 * (2 * conv_row + dw_row)
     est = Estimator(g).estimate([StripeSplit(r, 2)])
     assert est.extra_macs == total_macs(split) - total_macs(g)
+    # every row computed once: halo rows copied and each op on exactly its rows behind a PAD
+    exact = StripeSplit(r, 4, cache=True, same=False)
+    assert total_macs(load_split(g, [exact])) == total_macs(g) and Estimator(g).estimate([exact]).extra_macs == 0
     rec = split.source.transforms[-1]
     assert rec.macs_before == total_macs(g) and rec.mac_overhead > 0
     assert split.source.sha256 == g.source.sha256 and split.name == g.name

@@ -85,3 +85,20 @@ def test_a_plan_file_split_entry_reads_its_alignment_and_refuses_a_bad_one():
         entry["splits"][0]["align"] = bad
         with pytest.raises(SplitError, match="malformed split entry"):
             splits_from_dict(entry)
+
+
+def test_an_unsplit_op_is_estimated_with_what_lives_across_it_in_model_order():
+    from planner.graph import graph_from_records
+    from planner.solvers.split_search import live_in_order
+    from planner.target import Target
+
+    # x -> a -> b -> add(b, x): the skip tensor x lives across b
+    g = graph_from_records(
+        "residual",
+        [("a", ["x"], ["ya"]), ("b", ["ya"], ["yb"]), ("add", ["yb", "x"], ["z"])],
+        {"x": 100, "ya": 10, "yb": 20, "z": 100},
+        inputs=["x"],
+        outputs=["z"],
+    )
+    live = live_in_order(g, Target("t", None))
+    assert live == {0: 110, 1: 130, 2: 220}
