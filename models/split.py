@@ -187,8 +187,8 @@ def splits_from_dict(entry: dict) -> tuple[StripeSplit, ...]:
                 ),
                 int(s["stripes"]),
                 bool(s.get("cache", False)),
-                _positive(s.get("align", 1)),
-                _boolean(s.get("same", True)),
+                same=_boolean(s.get("same", True)),
+                align=_positive(s.get("align", 1)),
             )
             for s in entry["splits"]
         )

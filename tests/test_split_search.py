@@ -78,9 +78,14 @@ def test_a_plan_file_split_entry_reads_its_alignment_and_refuses_a_bad_one():
 
     entry = {"splits": [{"ops": [0, 1], "input_tensor": 0, "output_tensor": 2, "stripes": 4, "cache": True}]}
     (old,) = splits_from_dict(entry)  # written before `align`: the plain even partition
-    assert old.align == 1 and old.stripes == 4 and old.cache
+    assert old.align == 1 and old.stripes == 4 and old.cache and old.same
     entry["splits"][0]["align"] = 16
-    assert splits_from_dict(entry)[0].align == 16
+    entry["splits"][0]["same"] = False
+    assert splits_from_dict(entry)[0].align == 16 and not splits_from_dict(entry)[0].same
+    entry["splits"][0]["same"] = "no"
+    with pytest.raises(SplitError, match="malformed split entry"):
+        splits_from_dict(entry)
+    entry["splits"][0]["same"] = True
     for bad in (0, -16, 2.5, True, "x"):
         entry["splits"][0]["align"] = bad
         with pytest.raises(SplitError, match="malformed split entry"):
