@@ -184,13 +184,15 @@ def percent(text: str) -> float:
 
 
 def add_split_args(p: argparse.ArgumentParser) -> None:
-    """--split and --max-overhead: compute TFLite regions in row stripes where that helps."""
+    """--split and --max-overhead: compute TFLite and ONNX regions in row stripes (or ops in
+    output-channel chunks) where that helps."""
     p.add_argument(
         "--split",
         choices=("auto", "none"),
         default="auto",
-        help="row-stripe splitting of TFLite models (regions of convolutions, pooling and element-wise ops "
-        "computed in stripes of rows, halos recomputed): auto (default) splits only when the objective needs "
+        help="splitting of TFLite and ONNX models (regions of convolutions, pooling and element-wise ops "
+        "computed in stripes of rows, halos recomputed; fully connected layers, Gemm, MatMul and ONNX Conv in "
+        "output-channel chunks): auto (default) splits only when the objective needs "
         "it -- a budget the model as imported misses, or --objective peak -- and only when the split plan is "
         "smaller; none plans the model as imported",
     )
