@@ -12,7 +12,7 @@ onnxruntime runs after its fusions: ``FusedConv``, ``FusedGemm``):
   channels is contiguous, so each chunk is produced straight into its slot (the ``concat``
   relation of planner/sharing.py): the join moves no byte.
 - **rows**: a run of Conv / FusedConv (any group: depthwise too) / MaxPool / AveragePool /
-  Pad / element-wise ops / channel Concat between two single-tensor cuts of the model,
+  Pad / element-wise ops / LRN / channel Concat between two single-tensor cuts of the model,
   computed in k stripes of the run's output rows. Each stripe reads its rows of the
   region's input with a Slice (halo included), every op runs on the rows it needs with
   explicit pads: the model's own pads where the stripe touches the tensor's border, none
@@ -72,7 +72,8 @@ __all__ = [
 METHOD = "onnx-stripes"  # the plan file's ``method`` of an ONNX split
 WINDOW_OPS = frozenset({"Conv", "FusedConv", "MaxPool", "AveragePool"})
 # output row r depends on row r of every activation input (constants must not vary along H)
-ROWWISE_OPS = frozenset(t for t in ELEMENTWISE_OPS if not t.isupper()) | frozenset({"Concat"})
+# (LRN normalises across channels at each pixel)
+ROWWISE_OPS = frozenset(t for t in ELEMENTWISE_OPS if not t.isupper()) | frozenset({"Concat", "LRN"})
 ROW_OPS = WINDOW_OPS | ROWWISE_OPS | {"Pad"}
 CHANNEL_OPS = frozenset({"Gemm", "FusedGemm", "MatMul", "Conv", "FusedConv"})
 DEFAULT_DOMAINS = ("", "ai.onnx")
