@@ -523,6 +523,7 @@ class _Writer:
         self.m = m
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
+        self.shapes: dict[str, tuple[str, tuple[int, ...]]] = {}  # new tensor -> (like tensor, its shape)
         self.taken = {n.name for n in m.model.graph.node} | {o.name for o in m.graph.ops}
         self.taken |= {t for n in m.model.graph.node for t in n.output} | set(m.graph.tensors)
         self.taken |= {i.name for i in m.model.graph.initializer}
@@ -539,9 +540,16 @@ class _Writer:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
+    def tensor(self, base: str, like: str, shape: tuple[int, ...]) -> str:
+        """A new tensor's name; it has `like`'s dtype and `shape` (declared in the model)."""
+        y = self.name(base)
+        self.shapes[y] = (self.shapes.get(like, (like,))[0], shape)
+        return y
+
     def slice_rows(self, x: str, a: int, b: int, base: str) -> str:
         """Rows [a, b) of a 1xCxHxW tensor (axis 2), a copy in NCHW."""
-        y = self.name(base)
+        like = self.shapes.get(x, (x, self.m.shape(x)))
+        y = self.tensor(base, like[0], (*like[1][:2], b - a, *like[1][3:]))
         if self.m.opset < 10:
             self.nodes.append(helper.make_node("Slice", [x], [y], self.name(y), starts=[a], ends=[b], axes=[2]))
         else:
@@ -607,7 +615,8 @@ def _split_rows(m: _Model, w: _Writer, sp: OnnxSplit) -> None:
             for t, (a, b) in p.fed.items():
                 have, (ha, hb) = got[t]
                 feeds[t] = have if (a, b) == (ha, hb) else w.slice_rows(have, a - ha, b - ha, f"{t}/stripe{n}/rows")
-            y = w.name(f"{m.out(k)}/stripe{n}")
+            shape = m.shape(m.out(k))
+            y = w.tensor(f"{m.out(k)}/stripe{n}", m.out(k), (*shape[:2], p.rows[1] - p.rows[0], *shape[3:]))
             _stripe_node(m, w, k, p, feeds, y)
             got[m.out(k)] = (y, p.rows)
         pieces.append(got[region.output][0])
@@ -636,7 +645,8 @@ def _split_channels(m: _Model, w: _Writer, sp: OnnxSplit) -> None:
         if bias is not None:
             per_channel = bias.ndim >= 1 and bias.shape[-1] == n
             new[2] = w.const(f"{ins[2]}/chunk{c}", bias[..., lo:hi]) if per_channel else ins[2]
-        out = w.name(f"{y}/chunk{c}")
+        full = m.shape(y)
+        out = w.tensor(f"{y}/chunk{c}", y, (full[0], hi - lo, *full[2:]) if conv else (*full[:-1], hi - lo))
         del part.input[:]
         part.input.extend(new)
         del part.output[:]
@@ -661,6 +671,9 @@ def split_model(graph: Graph, splits: Sequence[OnnxSplit], model: onnx.ModelProt
             raise SplitError(f"cannot split ops {sp.region.ops[0]}..{sp.region.ops[-1]} into {sp.stripes}: {why}")
     out = onnx.ModelProto()
     out.CopyFrom(m.model)
+    # IR 4 on: initializers need not be graph inputs (before it, shape inference ignores the
+    # ones that are not, such as the chunks' and those onnxruntime's fusion folded)
+    out.ir_version = max(out.ir_version, 4)
     g = out.graph
     # the graph's nodes were parsed from another copy of the model: find them by their outputs
     index = {o: i for i, n in enumerate(m.model.graph.node) for o in n.output if o}
@@ -680,7 +693,27 @@ def split_model(graph: Graph, splits: Sequence[OnnxSplit], model: onnx.ModelProt
     del g.node[:]
     g.node.extend(nodes)
     _drop_dead(g)
+    _declare_shapes(g, m.graph, w.shapes)
     return out
+
+
+def _declare_shapes(g: onnx.GraphProto, graph: Graph, new: Mapping[str, tuple[str, tuple[int, ...]]]) -> None:
+    """Every tensor the split model's nodes make, declared with its shape (value_info): the
+    graph's shapes for the model's own tensors, the stripes' and chunks' for the new ones.
+    Shape inference knows no contrib op (FusedConv), so without them the importer would run
+    the model to measure them."""
+    outputs = {o.name for o in g.output}
+    declared = {}
+    for n in g.node:
+        for t in n.output:
+            like, shape = new.get(t, (t, graph.tensors[t].shape if t in graph.tensors else None))
+            dtype = graph.tensors[like].dtype if like in graph.tensors else None
+            if t and t not in outputs and shape is not None and dtype is not None:
+                elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+                declared[t] = helper.make_tensor_value_info(t, elem, list(shape))
+    kept = [v for v in g.value_info if v.name not in declared]
+    del g.value_info[:]
+    g.value_info.extend([*kept, *declared.values()])
 
 
 def _drop_dead(g: onnx.GraphProto) -> None:
@@ -783,10 +816,30 @@ def materialise(model: onnx.ModelProto, where: Path | None = None) -> Path:
     return p
 
 
+SKELETON_BYTES = 1 << 16  # initializers larger than this are left out of a skeleton
+
+
+def _skeleton(model: onnx.ModelProto, where: Path) -> Path:
+    """A file in `where` with `model`'s nodes and shapes but not its large weights: each
+    initializer over `SKELETON_BYTES` keeps its name, type and dims and loses its bytes.
+    Importing it gives the split model's graph (sizes come from shapes; the importer reads
+    values only of small constants such as shapes and slice bounds, and every tensor the
+    nodes make is declared, `_declare_shapes`) in a fraction of the time a model with 200 MB
+    of weights takes: what the search's many candidates are. The record keeps the model."""
+    sk = onnx.ModelProto()
+    sk.CopyFrom(model)
+    for t in sk.graph.initializer:
+        if len(t.raw_data) > SKELETON_BYTES:
+            t.ClearField("raw_data")
+    return materialise(sk, where)
+
+
 def load_split(graph: Graph, splits: Sequence[OnnxSplit], where: Path | None = None) -> Graph:
     """`graph` (imported from an .onnx, fused or not) with `splits` applied: the split model
     imported, its source still the user's file (path, sha256, name as given, pins) with an
-    `OnnxSplitRecord` appended to its transforms. No splits: `graph` itself."""
+    `OnnxSplitRecord` appended to its transforms. No splits: `graph` itself. The split model
+    is written to the cache folder, or for a search's candidates (`where` a folder) only as
+    a skeleton without its large weights (`_skeleton`): the record holds the model."""
     from planner.macs import total_macs
 
     from .onnx import load_onnx
@@ -795,9 +848,8 @@ def load_split(graph: Graph, splits: Sequence[OnnxSplit], where: Path | None = N
         return graph
     src = graph.source
     model = split_model(graph, splits)
-    g = load_onnx(
-        materialise(model, where), input_shapes=dict(src.input_shapes), input_values=dict(src.input_values) or None
-    )
+    path = materialise(model) if where is None else _skeleton(model, Path(where))
+    g = load_onnx(path, input_shapes=dict(src.input_shapes), input_values=dict(src.input_values) or None)
     names = tuple(tuple(graph.ops[k].name for k in s.region.ops) for s in splits)
     record = OnnxSplitRecord(tuple(splits), names, total_macs(graph), total_macs(g), model)
     source = replace(src, transforms=(*src.transforms, record), notes=src.notes)
