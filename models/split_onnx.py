@@ -548,7 +548,7 @@ class _Writer:
 
     def slice_rows(self, x: str, a: int, b: int, base: str) -> str:
         """Rows [a, b) of a 1xCxHxW tensor (axis 2), a copy in NCHW."""
-        like = self.shapes.get(x, (x, self.m.shape(x)))
+        like = self.shapes[x] if x in self.shapes else (x, self.m.shape(x))
         y = self.tensor(base, like[0], (*like[1][:2], b - a, *like[1][3:]))
         if self.m.opset < 10:
             self.nodes.append(helper.make_node("Slice", [x], [y], self.name(y), starts=[a], ends=[b], axes=[2]))
