@@ -2,6 +2,7 @@
 
     python experiments/split_onnx_benchmark.py                        # the default rows, 60 s each
     python experiments/split_onnx_benchmark.py --rows resnet8:in_place --time-limit 20
+    python experiments/split_onnx_benchmark.py --rows "light_bvlc_alexnet:load:11=32+12=32+13=8"
 
 Each row is a zoo model and a weight placement (``in_place``: weights read from flash, the
 activations decide; ``load``: weights take L1 while in use, so a big Gemm's weights are the
@@ -14,6 +15,10 @@ planned offset in one numpy arena) against onnxruntime on the ORIGINAL model; th
 gives both arenas, the MAC overhead, the splits chosen, whether both runs match
 onnxruntime, and whether the split plan's outputs are bit-identical to the unsplit plan's
 (both run op by op in onnxruntime). Each row runs in its own process.
+
+A third field chooses the splits by hand instead of the search (like
+experiments/split_manual.py for TFLite), ops numbered as in the fused graph: ``I=K`` computes
+op I in K output-channel chunks, ``I-J=K`` ops I..J in K row stripes, joined by ``+``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ DEFAULT_ROWS = (
     "light_squeezenet:in_place",
     "resnet8:load",
     "light_bvlc_alexnet:load",
+    "light_bvlc_alexnet:load:11=32+12=32+13=8",  # its three Gemms by hand
 )
 
 
@@ -56,7 +62,7 @@ def _one(row: str, time_limit: float, max_overhead: float) -> dict:
     from planner.solvers.registry import get_solver
     from planner.splitting import plan_split
 
-    name, weights = row.split(":")
+    name, weights, *by_hand = row.split(":")
     graph = load_model(name, fuse="onnxruntime")
     tgt, solve = target(weights), get_solver("auto")
     out: dict = {"model": name, "weights": weights, "ops": len(graph.ops), "macs": total_macs(graph)}
@@ -76,6 +82,7 @@ def _one(row: str, time_limit: float, max_overhead: float) -> dict:
         if split
         else "none"
     )
+    out["splits"] += " (by hand)" if by_hand else ""
     out["split_macs"] = total_macs(best.graph)
     out["mac_overhead_pct"] = round(100 * (out["split_macs"] / out["macs"] - 1), 2)
     out["ratio"] = round(out["unsplit_arena"] / out["split_arena"], 3)
@@ -87,6 +94,23 @@ def _one(row: str, time_limit: float, max_overhead: float) -> dict:
     a, b = reports["unsplit"].outputs, reports["split"].outputs
     out["bit_identical"] = all(np.array_equal(a[o], b[o]) for o in a)
     return out
+
+
+def _split_by_hand(graph, spec: str):
+    """`graph` split as `spec` says (``I=K`` channel chunks of op I, ``I-J=K`` row stripes of
+    ops I..J, joined by ``+``)."""
+    from planner.models import split_onnx as so
+
+    found = so.regions(graph)
+    splits = []
+    for part in spec.split("+"):
+        ops, k = part.split("=")
+        a, _, b = ops.partition("-")
+        want = tuple(range(int(a), int(b or a) + 1))
+        kind = "rows" if b else "channels"
+        region = next(r for r in found if r.ops == want and r.kind == kind)
+        splits.append(so.OnnxSplit(region, int(k)))
+    return so.load_split(graph, splits)
 
 
 def _child(args, q) -> None:
