@@ -71,9 +71,11 @@ def _one(row: str, time_limit: float, max_overhead: float) -> dict:
     out.update(unsplit_arena=plain.metrics.arena_bytes, unsplit_status=plain.solver.status)
     out["unsplit_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    best = plan_split(
-        solve, graph, tgt, SolveOptions(time_limit=time_limit, objective="peak"), "auto", max_overhead / 100
-    )
+    opts = SolveOptions(time_limit=time_limit, objective="peak")
+    if by_hand:
+        best = solve(_split_by_hand(graph, by_hand[0]), tgt, opts)
+    else:
+        best = plan_split(solve, graph, tgt, opts, "auto", max_overhead / 100)
     out["split_s"] = round(time.perf_counter() - t0, 1)
     split = next((t for t in best.transforms if t.get("kind") == "split"), None)
     out.update(split_arena=best.metrics.arena_bytes, split_status=best.solver.status)
