@@ -291,7 +291,15 @@ def test_cli_plans_splits_runs_and_exports_onnx(mlp, tmp_path, capsys):
     assert np.allclose(_run(onnx_out, x, optimise=True), _run(mlp, x, optimise=True), rtol=1e-5, atol=1e-6)
     exported = onnx.load(str(onnx_out))
     assert any(n.name.startswith("fc1/chunk") for n in exported.graph.node)
+    # a record that does not fit the model: one line, exit 2, for run and export alike
+    bad = json.loads(out.read_text())
+    next(t for t in bad["transforms"] if t["kind"] == "split")["splits"][0]["op_names"] = ["nope"]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
     capsys.readouterr()
+    for cmd in (["run"], ["export", "--format", "onnx", "-o", str(tmp_path / "bad.onnx")]):
+        assert main([cmd[0], str(tmp_path / "bad.json"), *cmd[1:]]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "nope" in err[0]
     none = tmp_path / "none.json"
     assert main([*args, "--split", "none", "-o", str(none), "--json"]) == 0
     assert not [t for t in json.loads(capsys.readouterr().out).get("transforms", []) if t["kind"] == "split"]
