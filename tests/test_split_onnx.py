@@ -319,3 +319,14 @@ def test_export_onnx_refuses_a_tflite_plan_in_one_line(tmp_path, capsys):
     assert main(["export", str(plan), "--format", "onnx", "-o", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--format tflite" in err[0]
+
+
+def test_a_budget_below_the_model_as_imported_is_met_by_splitting(mlp, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    base = ["plan", str(mlp), "--weights", "load", "--budget", "300KiB", "--time-limit", "10", "--fuse", "none"]
+    assert main([*base, "--split", "none", "-o", str(out)]) == 1  # fc1's weights alone are 512 KiB
+    capsys.readouterr()
+    assert main([*base, "-o", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["arena_bytes"] <= 300 * 1024 and any(t["kind"] == "split" for t in d["transforms"])
+    assert main(["run", str(out)]) == 0
