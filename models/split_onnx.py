@@ -373,6 +373,10 @@ def _windowed(m: _Model, k: int) -> str | None:
 def region_problem(m: _Model | Graph, region: OnnxRegion, stripes: int = 2) -> str | None:
     """Why `region` cannot be split into `stripes` stripes (or chunks), or None."""
     m = m if isinstance(m, _Model) else _Model(m)
+    if not region.ops or any(not 0 <= k < len(m.graph.ops) for k in region.ops):
+        return f"ops {list(region.ops)[:3]} are not ops of the model"
+    if region.input not in m.graph.tensors or region.output not in m.graph.tensors:
+        return f"tensors {region.input!r} and {region.output!r} are not both tensors of the model"
     if region.kind == "channels":
         return _channel_problem(m, region, stripes)
     if region.kind != "rows":

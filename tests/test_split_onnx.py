@@ -154,6 +154,8 @@ def test_a_stripe_of_padding_only_and_unsplittable_ops_are_refused(chain, tmp_pa
     pad = so.OnnxRegion((5,), "e", "f")
     assert "only padding" in so.region_problem(g, pad, 11)
     assert so.region_problem(g, so.OnnxRegion((9,), "y", "out"), 2)  # Flatten
+    assert "not ops" in so.region_problem(g, so.OnnxRegion((99,), "x", "a", "channels"), 2)  # a plan file's
+    assert "not both" in so.region_problem(g, so.OnnxRegion((0,), "nope", "a"), 2)
     assert "used outside" in so.region_problem(g, so.OnnxRegion((0, 1), "x", "a"), 2)
     with pytest.raises(so.SplitError):
         so.split_model(g, [so.OnnxSplit(pad, 11)])

@@ -405,16 +405,15 @@ def _format(model: str) -> str:
 
 
 # -- solving for a target ---------------------------------------------------------------------------
-def solve_for_target(solver: str, graph: Graph, target: Target, options, weights_note_on: bool = True):
+def solve_for_target(solver: str, graph: Graph, target: Target, options):
     """`solver`'s plan of `graph` for `target`, the way the CLI asks for it.
 
     On a target without an LLB (``llb_bytes == 0``) nothing can be spilled, so the solver
     plans without a budget (its no-spill plan: the smallest arena it finds) and the plan is
     held against the budget here; "does not fit" then says that nothing could be spilled,
     never "even with spilling". Where weights are loaded into L1, "does not fit" says how
-    much of the named minimum is weights (with `weights_note_on`; without, the DoesNotFit
-    passes as it is, for a caller that tries another graph first: `plan_split`). Raises
-    DoesNotFit (exit 1) or CliError."""
+    much of the named minimum is weights (still a DoesNotFit: `plan_split` then plans the
+    split graph when only it fits). Raises DoesNotFit (exit 1) or CliError."""
     from planner.simulate import finalize
     from planner.solvers.base import DoesNotFit
     from planner.solvers.registry import SOLVERS, UnknownSolver, get_solver
@@ -438,10 +437,12 @@ def solve_for_target(solver: str, graph: Graph, target: Target, options, weights
             raise DoesNotFit(target.budget, plan.metrics.arena_bytes, _lower_bound(graph, target), how=how)
         return finalize(replace(plan, target=target))
     except DoesNotFit as e:
-        note = weights_note(graph, target) if weights_note_on else None
+        note = weights_note(graph, target)
         if not note:
             raise
-        raise CliError(f"{e}; {note}", 1) from None
+        noted = DoesNotFit(e.budget, e.needed, e.lower_bound)
+        noted.args, noted.note = (f"{e}; {note}",), note
+        raise noted from None
 
 
 def _lower_bound(graph: Graph, target: Target) -> int:

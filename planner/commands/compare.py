@@ -107,8 +107,10 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
     try:
         plan = solve_for_target(name, graph, target, opts)
     except DoesNotFit as e:
+        if getattr(e, "note", None):  # with a note on weights
+            return Row(name, target.budget, None, timer.elapsed, f"does not fit: {e}")
         return Row(name, target.budget, None, timer.elapsed, f"does not fit (needs {e.needed} B)")
-    except CliError as e:  # does not fit, with a note on weights
+    except CliError as e:
         return Row(name, target.budget, None, timer.elapsed, f"does not fit: {e}")
     except PlanError:
         raise  # a solver made an invalid plan: an internal error, not a skip

@@ -72,7 +72,16 @@ def run(args) -> int:
             progress=cb,
         )
         try:
-            plan = _plan_split(args, graph, target, opts)
+            from planner.splitting import plan_split
+
+            plan = plan_split(
+                lambda g, t, o: solve_for_target(args.solver, g, t, o),
+                graph,
+                target,
+                opts,
+                args.split,
+                args.max_overhead / 100,
+            )
         except KeyboardInterrupt:
             print("planner: interrupted: no plan yet (Ctrl-C came before the first plan was made)", file=sys.stderr)
             return INTERRUPTED
@@ -98,30 +107,6 @@ def run(args) -> int:
         if record is not None:
             con.print(record.summary(), highlight=False, soft_wrap=True)
     return INTERRUPTED if plan.solver.facts.get("interrupted") else 0
-
-
-def _plan_split(args, graph, target, opts):
-    """The plan of `graph` (split where --split says and it helps, planner/splitting.py); a
-    plan that does not fit says how much of the minimum is loaded weights only at the end,
-    so that the split search still runs when the model as imported does not fit."""
-    from planner.commands.common import weights_note
-    from planner.solvers.base import DoesNotFit
-    from planner.splitting import plan_split
-
-    try:
-        return plan_split(
-            lambda g, t, o: solve_for_target(args.solver, g, t, o, weights_note_on=False),
-            graph,
-            target,
-            opts,
-            args.split,
-            args.max_overhead / 100,
-        )
-    except DoesNotFit as e:
-        note = weights_note(graph, target)
-        if not note:
-            raise
-        raise CliError(f"{e}; {note}", 1) from None
 
 
 def with_tflm_baseline(plan, graph=None):
