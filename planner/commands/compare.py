@@ -175,7 +175,7 @@ SPLIT_ROW = "auto+split"  # the row of `auto` planning the split model
 
 def _run_split(graph, target, args, cb) -> Row | None:
     """`auto` on the model split in row stripes (planner/splitting.py), next to the unsplit
-    rows, when --split auto and the objective needs a split (TFLite models); None otherwise."""
+    rows, when --split auto and the objective needs a split (TFLite and ONNX models); None otherwise."""
     from planner.splitting import needs_split, plan_split
 
     if args.split != "auto" or not needs_split(graph, target, args.objective):
