@@ -564,11 +564,32 @@ def _recorded_fusion(graph: Graph) -> str | None:
     return record.method if record is not None and record.applied else None
 
 
-def _kernel_model(graph: Graph, model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model whose nodes and initializers the kernels and weights come from: the
-    optimised model of a fused graph, else `model` itself."""
-    from planner.models.fuse import fusion_of
+def _recorded_split(imported: Graph, recorded: Graph) -> Graph:
+    """`imported` split again as `recorded` (a plan file's graph) says, if it records an ONNX split."""
+    from planner.models.errors import ModelError
+    from planner.models.split_onnx import reapply
 
+    try:
+        return reapply(imported, recorded)
+    except ModelError as e:
+        raise ExecutionError(str(e)) from None
+
+
+def _kernel_model(graph: Graph, model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model whose nodes and initializers the kernels and weights come from: the split
+    model of a split graph (planner/models/split_onnx.py), the optimised model of a fused
+    graph, else `model` itself."""
+    from planner.models.fuse import fusion_of
+    from planner.models.split_onnx import OnnxSplitRecord, split_record
+
+    split = split_record(graph)
+    if split is not None:
+        if not isinstance(split, OnnxSplitRecord) or split.model is None:
+            raise ExecutionError(
+                f"graph {graph.name!r} was split but carries no split model: import it and split it again "
+                "(planner.models.split_onnx.reapply)"
+            )
+        return split.model
     record = fusion_of(graph)
     if record is None or not record.applied:
         return model
@@ -782,7 +803,8 @@ class Executor:
         self._prefolded: dict[str, np.ndarray] = {}
         if graph is None or not _graph_has_nodes(graph):
             recorded = _recorded_fusion(graph) if graph is not None else None
-            graph = self._import(input_shapes, dims, input_values, fuse or recorded or "none")
+            imported = self._import(input_shapes, dims, input_values, fuse or recorded or "none")
+            graph = imported if graph is None else _recorded_split(imported, graph)
         self.graph = graph
         self.kernel_model = _kernel_model(graph, self.model)
         _graph_of_model(graph, self.kernel_model)

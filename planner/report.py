@@ -129,7 +129,7 @@ def split_rows(plan: Plan) -> list[tuple[str, str]]:
             )
         )
     before = split.get("macs", {}).get("before", 0)
-    extra = f" (+{(macs - before) / before:.1%}: rows computed again)" if before else ""
+    extra = f" (+{(macs - before) / before:.1%}: rows computed again)" if before and macs > before else ""
     rows.append(("MACs", f"{macs:,}, the model's {before:,}{extra}"))
     f = plan.solver.facts.get("split", {})
     if isinstance(f, dict) and f.get("floor_before"):

@@ -1,8 +1,10 @@
-"""`--split`: plan a TFLite model computed in row stripes where that lowers what it needs.
+"""`--split`: plan a model computed in row stripes (or output-channel chunks) where that
+lowers what it needs.
 
-The glue between the transformation (planner/models/split.py: which regions can be split,
-the split model) and the search (solvers/split_search.py: which splits to make), which
-the solvers may not import. `plan_split` is what `planner plan` and `planner compare` call
+The glue between the transformations (planner/models/split.py for TFLite,
+planner/models/split_onnx.py for ONNX: which regions can be split, the split model) and the
+search (solvers/split_search.py: which splits to make), which the solvers may not import;
+it dispatches on the format the graph was imported from. `plan_split` is what `planner plan` and `planner compare` call
 in place of the solver: with ``--split none``, or for other formats, it is the solver
 itself (today's numbers exactly); with ``auto`` it splits only when the objective needs
 it -- the budget is not met by the model as imported (``--objective traffic``, the
@@ -40,11 +42,14 @@ SEARCH_SHARE = 0.3
 SPLIT_SOLVE_SHARE = 0.5
 
 
+SPLIT_FORMATS = ("tflite", "onnx")  # the formats a split can be made of
+
+
 def needs_split(graph: Graph, target: Target, objective: str) -> bool:
     """Whether the objective asks for less than the model as imported gives: the smallest
-    peak, or a budget its no-spill heuristic plan misses (TFLite graphs only)."""
+    peak, or a budget its no-spill heuristic plan misses (TFLite and ONNX graphs only)."""
     src = graph.source
-    if src is None or src.format != "tflite" or not src.path:
+    if src is None or src.format not in SPLIT_FORMATS or not src.path:
         return False
     if objective == "peak":
         return True
@@ -59,8 +64,28 @@ def split_choice(
     time_limit: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SplitChoice:
-    """The splits the search keeps for `graph`, a TFLite graph whose objective needs one
-    (`needs_split`: the caller asks first, `plan_split` does)."""
+    """The splits the search keeps for `graph`, a TFLite or ONNX graph whose objective needs
+    one (`needs_split`: the caller asks first, `plan_split` does)."""
+    goal = target.budget if objective != "peak" else None
+    if graph.source.format == "onnx":
+        regions, apply, estimate = _onnx_search(graph, target)
+    else:
+        regions, apply, estimate = _tflite_search(graph, target)
+    return choose_split(
+        graph,
+        target,
+        regions,
+        apply,
+        estimate,
+        max_overhead=max_overhead,
+        goal=goal,
+        time_limit=time_limit,
+        progress=progress,
+    )
+
+
+def _tflite_search(graph: Graph, target: Target) -> tuple[list, Callable, Callable]:
+    """(regions, apply, estimate) of a TFLite graph for the search (planner/models/split.py)."""
 
     def ours(splits: Sequence[Split]) -> list[StripeSplit]:
         # stripe slots at the arena's alignment, so that every stripe is written in place
@@ -78,20 +103,30 @@ def split_choice(
         e = est.estimate(mine)
         return e.extra_macs, e.region_peak
 
-    goal = target.budget if objective != "peak" else None
     est = Estimator(graph, weights_in_l1=target.weights == "load")
-    regions = model_regions(graph, MAX_REGION_OPS)
-    return choose_split(
-        graph,
-        target,
-        regions,
-        apply,
-        estimate,
-        max_overhead=max_overhead,
-        goal=goal,
-        time_limit=time_limit,
-        progress=progress,
-    )
+    return model_regions(graph, MAX_REGION_OPS), apply, estimate
+
+
+def _onnx_search(graph: Graph, target: Target) -> tuple[list, Callable, Callable]:
+    """(regions, apply, estimate) of an ONNX graph for the search (planner/models/split_onnx.py):
+    halos are always computed again and every op computes exactly its rows (the other modes
+    are refused as invalid)."""
+    from planner.models import split_onnx
+
+    def ours(splits: Sequence[Split]) -> list:
+        if any(s.cache or not s.same for s in splits):
+            # each stripe already computes exactly its rows (explicit pads): one mode only
+            raise ValueError("ONNX splits compute their halo rows again, each op on exactly its rows")
+        return [split_onnx.OnnxSplit(s.region, s.stripes) for s in splits]
+
+    def apply(splits: Sequence[Split], where: Path | None) -> Graph:
+        return split_onnx.load_split(graph, ours(splits), where)
+
+    def estimate(splits: Sequence[Split]) -> tuple[int, tuple[int, ...]]:
+        return split_onnx.estimate(model, ours(splits), weights_in_l1=target.weights == "load")
+
+    model = split_onnx.structure(graph)
+    return split_onnx.regions(model, MAX_REGION_OPS), apply, estimate
 
 
 def plan_split(

@@ -23,9 +23,9 @@ def plan() -> Plan:
 def test_unknown_format_is_one_line_naming_the_known_ones(plan, tmp_path):
     with pytest.raises(CannotExport) as e:
         export(plan, "xml", tmp_path / "p.xml")
-    assert str(e.value) == "unknown export format 'xml'; known: json, c, tflite"
-    with pytest.raises(CannotExport, match="^unknown export format 'onnx'"):
-        get_exporter("onnx")
+    assert str(e.value) == "unknown export format 'xml'; known: json, c, tflite, onnx"
+    with pytest.raises(CannotExport, match="^unknown export format 'pdf'"):
+        get_exporter("pdf")
     assert not (tmp_path / "p.xml").exists()
 
 
@@ -34,6 +34,7 @@ def test_builtin_exporters_and_their_options():
     assert options("json") == {}
     assert options("c") == {"names": False, "prefix": False}
     assert options("tflite") == {"model": True, "fold_fp16": False}  # model required
+    assert options("onnx") == {"model": True}
 
 
 def test_options_are_checked(plan, tmp_path):

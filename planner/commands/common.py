@@ -184,13 +184,15 @@ def percent(text: str) -> float:
 
 
 def add_split_args(p: argparse.ArgumentParser) -> None:
-    """--split and --max-overhead: compute TFLite regions in row stripes where that helps."""
+    """--split and --max-overhead: compute TFLite and ONNX regions in row stripes (or ops in
+    output-channel chunks) where that helps."""
     p.add_argument(
         "--split",
         choices=("auto", "none"),
         default="auto",
-        help="row-stripe splitting of TFLite models (regions of convolutions, pooling and element-wise ops "
-        "computed in stripes of rows, halos recomputed): auto (default) splits only when the objective needs "
+        help="splitting of TFLite and ONNX models (regions of convolutions, pooling and element-wise ops "
+        "computed in stripes of rows, halos recomputed; fully connected layers, Gemm, MatMul and ONNX Conv in "
+        "output-channel chunks): auto (default) splits only when the objective needs "
         "it -- a budget the model as imported misses, or --objective peak -- and only when the split plan is "
         "smaller; none plans the model as imported",
     )
@@ -410,7 +412,8 @@ def solve_for_target(solver: str, graph: Graph, target: Target, options):
     plans without a budget (its no-spill plan: the smallest arena it finds) and the plan is
     held against the budget here; "does not fit" then says that nothing could be spilled,
     never "even with spilling". Where weights are loaded into L1, "does not fit" says how
-    much of the named minimum is weights. Raises DoesNotFit (exit 1) or CliError."""
+    much of the named minimum is weights (still a DoesNotFit: `plan_split` then plans the
+    split graph when only it fits). Raises DoesNotFit (exit 1) or CliError."""
     from planner.simulate import finalize
     from planner.solvers.base import DoesNotFit
     from planner.solvers.registry import SOLVERS, UnknownSolver, get_solver
@@ -437,7 +440,9 @@ def solve_for_target(solver: str, graph: Graph, target: Target, options):
         note = weights_note(graph, target)
         if not note:
             raise
-        raise CliError(f"{e}; {note}", 1) from None
+        noted = DoesNotFit(e.budget, e.needed, e.lower_bound)
+        noted.args, noted.note = (f"{e}; {note}",), note
+        raise noted from None
 
 
 def _lower_bound(graph: Graph, target: Target) -> int:

@@ -107,8 +107,10 @@ def _run_one(name: str, graph, target, args, cb) -> Row:
     try:
         plan = solve_for_target(name, graph, target, opts)
     except DoesNotFit as e:
+        if getattr(e, "note", None):  # with a note on weights
+            return Row(name, target.budget, None, timer.elapsed, f"does not fit: {e}")
         return Row(name, target.budget, None, timer.elapsed, f"does not fit (needs {e.needed} B)")
-    except CliError as e:  # does not fit, with a note on weights
+    except CliError as e:
         return Row(name, target.budget, None, timer.elapsed, f"does not fit: {e}")
     except PlanError:
         raise  # a solver made an invalid plan: an internal error, not a skip
@@ -173,7 +175,7 @@ SPLIT_ROW = "auto+split"  # the row of `auto` planning the split model
 
 def _run_split(graph, target, args, cb) -> Row | None:
     """`auto` on the model split in row stripes (planner/splitting.py), next to the unsplit
-    rows, when --split auto and the objective needs a split (TFLite models); None otherwise."""
+    rows, when --split auto and the objective needs a split (TFLite and ONNX models); None otherwise."""
     from planner.splitting import needs_split, plan_split
 
     if args.split != "auto" or not needs_split(graph, target, args.objective):

@@ -1,4 +1,4 @@
-"""`planner export PLAN --format json|c|tflite [--model in.tflite] -o OUT`: a thin shell
+"""`planner export PLAN --format json|c|tflite|onnx [--model MODEL] -o OUT`: a thin shell
 over the exporter registry (`planner.export.EXPORTERS`)."""
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ def register(sub) -> None:
     """Add `planner export` to the subcommands."""
     p = sub.add_parser(
         "export",
-        help="write a plan as JSON, a C header, or into a .tflite (TFLite Micro offline memory plan)",
+        help="write a plan as JSON, a C header, into a .tflite (TFLite Micro offline memory plan), or the "
+        "ONNX model it was made for (split or fused as planned)",
     )
     p.add_argument("plan", help="plan file (planner.plan v1 JSON)")
     p.add_argument("--format", "-f", choices=list(EXPORTERS), default="json", help="output format (default json)")
     p.add_argument(
-        "--model", help="the original .tflite (path or zoo name) the plan was made for (needed for --format tflite)"
+        "--model",
+        help="the original model (path or zoo name) the plan was made for: a .tflite for --format tflite "
+        "(needed), an .onnx for --format onnx (default: the model the plan file records)",
     )
     p.add_argument(
         "-o", "--output", required=True, help="output file; `-o -` writes it to stdout (the summary line to stderr)"
@@ -47,7 +50,7 @@ def run(args) -> int:
         raise CliError(f"refusing to export an invalid plan: {e}", 2) from None
     to_stdout = args.output == "-"
     check_writable(None if to_stdout else args.output, "output")
-    opts = _options(args, options(args.format))
+    opts = _options(args, options(args.format), plan)
     try:
         if to_stdout:
             out, rep = Path("-"), _export_to_stdout(plan, args.format, opts)
@@ -81,20 +84,40 @@ def _export_to_stdout(plan, fmt: str, opts: dict):
     return rep
 
 
-def _options(args, takes: dict[str, bool]) -> dict:
+def _options(args, takes: dict[str, bool], plan=None) -> dict:
     """The flags the chosen exporter takes, as its options."""
     opts: dict = {}
     if "names" in takes:
         opts["names"] = not args.no_names
     if "model" in takes:
-        opts["model"] = _original_model(args)
+        opts["model"] = _onnx_model(args, plan) if args.format == "onnx" else _original_model(args)
     if "fold_fp16" in takes:
         opts["fold_fp16"] = args.fold_fp16
     elif args.fold_fp16:
         raise CliError(f"--fold-fp16 is for --format tflite, not {args.format}", 2)
     if args.model and "model" not in takes:
-        raise CliError(f"--model is for --format tflite, not {args.format}", 2)
+        raise CliError(f"--model is for --format tflite and onnx, not {args.format}", 2)
     return opts
+
+
+def _onnx_model(args, plan) -> Path:
+    """--model, or the model the plan file records (`planner run`'s lookup), as a path: the
+    .onnx the plan was made for (a TFLite plan is refused with one line)."""
+    from planner.commands.run import find_model
+    from planner.models.zoo import ZooError
+
+    name = args.model or find_model(plan, args.plan)
+    try:
+        model = model_path(name)
+    except ZooError as e:
+        raise CliError(str(e), 2) from None
+    if model.suffix.lower() != ".onnx":
+        raise CliError(
+            f"--format onnx writes the ONNX model of an ONNX plan; {model.name} is not an .onnx "
+            "(a TFLite plan exports with --format tflite --model MODEL.tflite)",
+            2,
+        )
+    return model
 
 
 def _original_model(args) -> Path:

@@ -274,6 +274,7 @@ def _run_onnx(args, plan, path: Path) -> int:
         fuse=fuse,
         input_values=parse_values(args) or None,
     )
+    graph = _split_as_planned(graph, plan)
     mismatch = plan_mismatch(plan, graph)
     if mismatch:
         hint = _fusion_hint(plan, graph, fuse)
@@ -294,6 +295,18 @@ def _run_onnx(args, plan, path: Path) -> int:
     else:
         print_report(report, Console())
     return 0 if report.ok else 1
+
+
+def _split_as_planned(graph, plan):
+    """The imported graph split again as the plan's ``transforms`` say (ONNX row stripes or
+    channel chunks, planner/models/split_onnx.py); the graph itself when the plan has no split."""
+    from planner.models.errors import ModelError
+    from planner.models.split_onnx import reapply
+
+    try:
+        return reapply(graph, plan.graph)
+    except ModelError as e:
+        raise CliError(f"cannot split {plan.graph.name} again as the plan says: {e}") from None
 
 
 def host_memory_bytes() -> int | None:

@@ -88,6 +88,18 @@ def _tflite(plan: Plan, out: str | os.PathLike, *, model: str | os.PathLike, fol
     return ExportReport(Path(out), "tflite", summary, numbers, rep)
 
 
+def _onnx(plan: Plan, out: str | os.PathLike, *, model: str | os.PathLike) -> ExportReport:
+    from planner.export.onnx import OnnxExportError, export_onnx
+
+    try:
+        rep = export_onnx(plan, model, out)
+    except OnnxExportError as e:
+        raise CannotExport(f"cannot export to ONNX: {e}") from e
+    what = {"split": "the split model", "fused": "onnxruntime's fused model", "original": "the model as written"}
+    summary = f"{what[rep.kind]}, {rep.nodes} nodes (the graph the plan was made for)"
+    return ExportReport(Path(out), "onnx", summary, {"nodes": rep.nodes}, rep)
+
+
 Exporter = Callable[..., ExportReport]
 
 # format name -> exporter(plan, out, **opts); the CLI's --format choices, in this order
@@ -95,6 +107,7 @@ EXPORTERS: dict[str, Exporter] = {
     "json": _json,  # the planner.plan v1 file (DESIGN §4)
     "c": _c_header,  # a C99 header for a bare-metal runtime; opts: names, prefix
     "tflite": _tflite,  # op order + OfflineMemoryAllocation in the original .tflite; opts: model (required), fold_fp16
+    "onnx": _onnx,  # the ONNX model the plan was made for (split, fused or as written); opts: model (required)
 }
 
 
