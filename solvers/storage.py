@@ -211,6 +211,21 @@ def _first_makers(graph: Graph, st: Storage, concat_roots: set[str]) -> dict[str
     return out
 
 
+def storage_order(st: Storage, order: Sequence[str]) -> list[str]:
+    """An order of the original graph as an order of the storage graph: each concat
+    storage's allocation right before the first op of `order` that makes one of its
+    members (what `storage_graph` does for the model's order). Every order of the original
+    graph is one of the storage graph: its ops read the root they write into, which the
+    allocation (or the root's producer) makes, and nothing else is added."""
+    first: dict[str, list[str]] = {}
+    makes = {o.name: set(o.outputs) for o in st.original.ops}
+    for a, root in st.alloc.items():
+        members = set(st.members(root))
+        op = next(o for o in order if makes[o] & members)
+        first.setdefault(op, []).append(a)
+    return [x for o in order for x in (*first.get(o, ()), o)]
+
+
 def _storage_op(graph: Graph, st: Storage, o: Op, concat_roots: set[str]) -> Op:
     """`o` in the storage graph: it reads the storages of its inputs (and of its outputs
     that live in another tensor's bytes), plus the markers of inputs that are children;
