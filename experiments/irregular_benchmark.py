@@ -214,9 +214,10 @@ def write(rows: list[dict], limits: list[float], out: Path, command: str) -> Non
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
-def _versus(ours: int | None, theirs: int | None) -> str:
-    """`auto` against HMCOS's order: below / tie / above, with the difference."""
-    if ours is None:
+def _versus(ours: int | None, theirs: int | None, failed: bool = True) -> str:
+    """`auto` against HMCOS's order: below / tie / above, with the difference; `failed`:
+    HMCOS ran and found no order (else it was not run: nothing to compare)."""
+    if ours is None or (theirs is None and not failed):
         return "—"
     if theirs is None:
         return "below (HMCOS: no order)"
@@ -260,11 +261,11 @@ def _share_table(rows: list[dict], limit: float) -> list[str]:
             r["model"],
             f"{h:,}" if h is not None else _hmcos_failure(r),
             f"{ours:,}" if ours is not None else "—",
-            _versus(ours, h),
+            _versus(ours, h, "hmcos_error" in r),
             hs_cell,
             f"{ours_s:,} ({r['share_auto_bound']:,}; {r['share_auto_status']}, {r['share_auto_shares']}, "
             f"{r['share_auto_s']}, {r['share_auto_load']})",
-            _versus(ours_s, hs),
+            _versus(ours_s, hs, "hmcos_error" in r),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
