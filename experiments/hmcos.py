@@ -90,6 +90,53 @@ def score(graph: Graph, order: list[str], target: Target | None = None) -> dict:
     return {"peak": max_live(graph, target, order, aligned=True), "arena": arena, "layout": layout}
 
 
+def score_shared(graph: Graph, order: list[str], target: Target) -> dict:
+    """`order` scored under `target`'s sharing the way `auto` chooses it (solvers/portfolio.py
+    `choose_sharing`): each relation set the target allows (all of them, views and in-place
+    writes only, none) gives a storage graph (solvers/storage.py) with the same order, laid
+    out by the best heuristic, mapped back and replayed by the simulator; the smallest
+    simulated arena wins. Also the least aligned max-live of the order over those sets: no
+    layout of this order under these relations packs below it. With in-place writes also
+    their order-dependent form (HMCOS's own rule, `storage_graph(order=...)`): an element-wise
+    op may overwrite an input whose other readers all ran before it in this order.
+
+    Why: HMCOS's order compared with a plan that shares bytes must share them too, or the
+    comparison measures the sharing, not the order."""
+    from planner.plan import Plan, SolverInfo
+    from planner.simulate import finalize
+    from planner.solvers.lowering import lower
+    from planner.solvers.storage import DOMINATING_KINDS, shared_plan, sharing_kinds, storage_graph, unshared
+
+    by = {o.name: o for o in graph.ops}
+    g = Graph(graph.name, graph.tensors.values(), [by[o] for o in order], graph.source)
+    kinds = sharing_kinds(target)
+    inner = unshared(target)
+    best: dict | None = None
+    options = [(ks, False) for ks in dict.fromkeys([kinds, kinds & DOMINATING_KINDS, frozenset()])]
+    options += [(ks, True) for ks, _ in options if ks and "inplace" in ks]
+    for ks, ordered in options:
+        st = storage_graph(g, ks, target.alignment, order if ordered else None) if ks else None
+        sg = st.graph if st is not None else g
+        sorder = [o.name for o in sg.ops]  # the order, with each concat's allocation before its first slot
+        arena, layout, offs = best_layout(sg, inner, sorder)
+        info = SolverInfo("hmcos-order", "heuristic", 0, 0.0, {}, {})
+        stages = lower(sg, inner, sorder, offs)
+        plan = shared_plan(st, target, stages, info) if st is not None else finalize(Plan(g, target, stages, info))
+        peak = max_live(sg, inner, sorder, aligned=True)
+        row = {
+            "arena": plan.metrics.arena_bytes,
+            "peak": peak,
+            "layout": layout,
+            "kinds": sorted(ks),
+            "ordered": ordered,
+        }
+        if best is None or (row["arena"], row["peak"]) < (best["arena"], best["peak"]):
+            best = {**row, "min_peak": min(peak, best["min_peak"]) if best else peak}
+        else:
+            best["min_peak"] = min(best["min_peak"], peak)
+    return best
+
+
 def hmcos_order(binary: str, graph: Graph, timeout: float = 600) -> dict:
     """HMCOS on both op-type variants; the order with the smaller arena, its score and times."""
     best: dict | None = None

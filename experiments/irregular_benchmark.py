@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import multiprocessing as mp
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,8 @@ from benchmark import machine, write_csv  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 NAS = [f"{f}_{d}" for f in ("nasnet_a", "amoebanet_a", "darts_v2", "pnasnet5") for d in ("cifar", "imagenet")]
 RANDWIRE = [f"randwire_ws{n}_{d}" for n in (8, 16, 32) for d in ("cifar", "imagenet")]
-DEFAULT = NAS + RANDWIRE + ["randwire_ws32_cifar:1", "randwire_ws32_imagenet:1", "randwire_ws16_imagenet:2"]
+SEEDS = [f"randwire_ws32_{d}:{k}" for k in (1, 2, 3) for d in ("cifar", "imagenet")]
+DEFAULT = NAS + RANDWIRE + SEEDS + ["randwire_ws16_imagenet:2"]
 
 
 def _uptime() -> str:
@@ -42,6 +44,7 @@ def _uptime() -> str:
 
 
 def _auto(g, target, tl: float, workers: int, seed: int) -> dict:
+    """`auto` on `g` at limit `tl`: arena, bound, status, seconds, first plan's seconds, load."""
     from planner.solvers.base import SolveOptions
     from planner.solvers.registry import get_solver
 
@@ -61,11 +64,16 @@ def _auto(g, target, tl: float, workers: int, seed: int) -> dict:
         "first_s": round(first[0], 2) if first else None,
         "load": _uptime(),
         "how": p.solver.facts.get("strong_bound_how", ""),
+        "shares": sum(p.solver.facts.get("shares", {}).values()),
     }
 
 
-def run_model(name: str, limits: list[float], workers: int, seed: int, hmcos: str | None, cache: str | None) -> dict:
-    """One network: heuristics, the hierarchical start, auto at each limit, HMCOS."""
+def run_model(
+    name: str, limits: list[float], workers: int, seed: int, hmcos: str | None, cache: str | None, share: str = "none"
+) -> dict:
+    """One network: heuristics, the hierarchical start, auto at each limit, HMCOS; with
+    `share` other than none, also auto at the largest limit with that sharing, and HMCOS's
+    order scored with the same sharing (experiments/hmcos.py `score_shared`)."""
     from planner.bounds import working_set_bound
     from planner.models.zoo import load_model
     from planner.solvers.base import SolveOptions
@@ -87,15 +95,22 @@ def run_model(name: str, limits: list[float], workers: int, seed: int, hmcos: st
         a = _auto(g, t, tl, workers, seed)
         row.update({f"auto{tl:g}_{k}": v for k, v in a.items()})
         bounds.append(a["bound"])
+    if share != "none":
+        shared = Target("t", None, share=share)
+        a = _auto(g, shared, max(limits), workers, seed)
+        row.update({f"share_auto_{k}": v for k, v in a.items()})
     if hmcos:
-        row.update(_hmcos(hmcos, name, g, cache))
+        row.update(_hmcos(hmcos, name, g, cache, share))
     row["lower_bound"] = max(bounds)
     return row
 
 
-def _hmcos(binary: str, name: str, g, cache: str | None) -> dict:
-    """HMCOS's order for `g` (from the cache when it has one), re-scored with our model."""
-    from hmcos import hmcos_order, score
+def _hmcos(binary: str, name: str, g, cache: str | None, share: str = "none") -> dict:
+    """HMCOS's order for `g` (from the cache when it has one), re-scored with our model
+    (and with `share`, re-scored with that sharing too)."""
+    from hmcos import hmcos_order, run_hmcos, score, score_shared
+
+    from planner.target import Target
 
     stored = json.loads(Path(cache).read_text()) if cache and Path(cache).exists() else {}
     r = stored.get(name)
@@ -109,12 +124,36 @@ def _hmcos(binary: str, name: str, g, cache: str | None) -> dict:
     if "error" in r:
         return {"hmcos_error": r["error"]}
     sc = score(g, r["order"])
-    return {
+    out = {
         "hmcos_arena": sc["arena"],
         "hmcos_peak": sc["peak"],
         "hmcos_s": round(r["sched_s"], 2),
         "hmcos_types": r["types"],
     }
+    if share != "none":
+        orders = {r["types"]: r["order"], **r.get("orders", {})}
+        other = "opaque" if r["types"] == "real" else "real"
+        if other not in orders and not name.startswith("randwire"):
+            # the variant that lost without sharing may win with it ("real": HMCOS's own
+            # in-place estimate); RandWire-32 takes HMCOS minutes per variant and has no
+            # shareable joins (Sum, Mean), so its cached order stands alone
+            try:
+                orders[other] = run_hmcos(binary, g, other, timeout=300)[0]
+            except (subprocess.SubprocessError, RuntimeError, OSError):
+                orders[other] = None
+            if cache:
+                stored = json.loads(Path(cache).read_text()) if Path(cache).exists() else {}
+                stored[name] = {**stored.get(name, r), "orders": {k: v for k, v in orders.items() if k != r["types"]}}
+                Path(cache).write_text(json.dumps(stored))
+        target = Target("t", None, share=share)
+        scores = [score_shared(g, o, target) for o in orders.values() if o]
+        sh = min(scores, key=lambda x: (x["arena"], x["min_peak"]))
+        out.update(
+            share_hmcos_arena=sh["arena"],
+            share_hmcos_peak=min(x["min_peak"] for x in scores),
+            share_hmcos_ordered=sh["ordered"],
+        )
+    return out
 
 
 def _worker(args):
@@ -171,7 +210,65 @@ def write(rows: list[dict], limits: list[float], out: Path, command: str) -> Non
         for a in autos:
             cells += [_cell(r, a), f"{r[a + '_status']}, {r[a + '_s']} ({r[a + '_first_s']}), {r[a + '_load']}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _share_table(rows, max(limits))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def _versus(ours: int | None, theirs: int | None, failed: bool = True) -> str:
+    """`auto` against HMCOS's order: below / tie / above, with the difference; `failed`:
+    HMCOS ran and found no order (else it was not run: nothing to compare)."""
+    if ours is None or (theirs is None and not failed):
+        return "—"
+    if theirs is None:
+        return "below (HMCOS: no order)"
+    word = "below" if ours < theirs else "tie" if ours == theirs else "above"
+    return f"{word} ({(ours - theirs) / theirs:+.1%})"
+
+
+def _share_table(rows: list[dict], limit: float) -> list[str]:
+    """Both ways: without sharing, and with the same sharing on both sides (HMCOS's order
+    scored by `score_shared`: the relations `auto` may choose, plus the in-place writes the
+    order allows, best heuristic layout; its max-live is the floor of any layout of it)."""
+    shared = [r for r in rows if "share_auto_arena" in r]
+    if not shared:
+        return []
+    a = f"auto{limit:g}"
+    head = [
+        "model",
+        "HMCOS order, no sharing",
+        f"auto {limit:g} s, no sharing",
+        "auto vs HMCOS",
+        "HMCOS order with sharing (its max-live)",
+        f"auto {limit:g} s with sharing (bound; status, shares, s, load)",
+        "auto vs HMCOS, both sharing",
+    ]
+    lines = [
+        "",
+        f"Both ways at {limit:g} s: without shared bytes, and with `--share all` on both sides. HMCOS's",
+        "order (the better of its two op-type variants) is scored with the relations `auto` may",
+        "choose (solvers/portfolio.py `choose_sharing`) and also with the in-place writes that",
+        "order allows (HMCOS's own rule: an element-wise op overwrites an input that dies with",
+        "it), the best layout heuristic, replayed by the simulator.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in shared:
+        h, hs = r.get("hmcos_arena"), r.get("share_hmcos_arena")
+        ours, ours_s = r.get(f"{a}_arena"), r["share_auto_arena"]
+        hs_cell = f"{hs:,} ({r['share_hmcos_peak']:,})" if hs is not None else _hmcos_failure(r)
+        cells = [
+            r["model"],
+            f"{h:,}" if h is not None else _hmcos_failure(r),
+            f"{ours:,}" if ours is not None else "—",
+            _versus(ours, h, "hmcos_error" in r),
+            hs_cell,
+            f"{ours_s:,} ({r['share_auto_bound']:,}; {r['share_auto_status']}, {r['share_auto_shares']}, "
+            f"{r['share_auto_s']}, {r['share_auto_load']})",
+            _versus(ours_s, hs, "hmcos_error" in r),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _render(csv_path: Path, limits: list[float], out: Path, command: str) -> None:
@@ -197,6 +294,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hmcos", help="an HMCOS driver binary (experiments/hmcos.py says what it prints)")
     ap.add_argument("--hmcos-cache", help="JSON file of HMCOS orders by model name (read, and written when missing)")
+    ap.add_argument(
+        "--share", default="none", choices=["none", "views", "all"], help="also auto and HMCOS with this sharing"
+    )
     ap.add_argument("--out", default=str(RESULTS / "irregular"))
     args = ap.parse_args()
     names = args.models.split(",")
@@ -204,7 +304,7 @@ def main() -> None:
     rows = []
     ctx = mp.get_context("spawn")
     with ctx.Pool(1, maxtasksperchild=1) as pool:
-        jobs = [(n, limits, args.workers, args.seed, args.hmcos, args.hmcos_cache) for n in names]
+        jobs = [(n, limits, args.workers, args.seed, args.hmcos, args.hmcos_cache, args.share) for n in names]
         for row in pool.imap(_worker, jobs):
             rows.append(row)
             print({k: v for k, v in row.items() if not k.endswith("_how")}, flush=True)

@@ -11,6 +11,18 @@ bytes (what the layout packs), so the peak equals `bounds.max_live(order, aligne
 With `carry(S)` the bytes live between steps after S, running o from S needs
 `carry(S) + (bytes starting at o)`, and afterwards `carry(S + o) = that - (bytes ending at o)`.
 
+Free-first dominance: when some op i may run from S within the state's peak (its step
+costs at most best(S)) and frees at least the bytes it makes, only i is expanded from S.
+Exchange argument: take any completion from S and move i to the front. The set i frees
+is the same (its other consumers are in S already), and at every op in between, the live
+bytes change by at most (bytes i makes) - (bytes i frees) <= 0 (an item i may start that
+another op started first is live earlier, at most its size more, counted in what i makes);
+i's own step costs at most best(S). So no completion's peak grows and the minimum is kept,
+as is the least peak of a layer (the timeout bound: some optimal order passes through it).
+Only on the plain cost (not slack-aware, no glue). Random wiring of equal tensors, where
+each node's chain frees what it makes: a 32-node stage in 90k states instead of 190k.
+Tested against brute force in tests/test_dp_dominance.py.
+
 Pruning: states whose peak reaches the best heuristic's peak (an upper bound) are dropped;
 if no complete state survives, the heuristic order is optimal. Exact but exponential in
 the DAG's width: the number of states is capped (default 2e6) and beyond it `ValueError`.
@@ -127,6 +139,8 @@ def _expand(
     `parent`). `background` (aligned bytes, slack) only when slack-aware; `check_time(layer)`
     every 4096 states (it raises DPTimeout past the deadline)."""
     pred, starts, ends, slacky = tab.pred, tab.starts, tab.ends, tab.slacky
+    # the free-first dominance (module doc) only on the plain cost: no slack, no glue
+    dominance = background is None and not tab.glue_next
     nxt: dict[int, tuple[int, int]] = {}
     for count, (s, (peak, carry)) in enumerate(layer.items()):
         if count & 4095 == 4095:
@@ -134,6 +148,7 @@ def _expand(
         free = full & ~s
         if tab.glue_next and s in parent and tab.glue_next[parent[s]] >= 0:
             free = 1 << tab.glue_next[parent[s]]  # a glued chain is open: its next op only
+        moves: list[tuple[int, int, int]] = []  # (op, peak after it, carry after it)
         while free:
             low = free & -free
             i = low.bit_length() - 1
@@ -158,13 +173,18 @@ def _expand(
             p = peak if peak >= cost else cost
             if p >= upper:
                 continue
-            t = s | low
-            old = nxt.get(t)
-            if old is not None and old[0] <= p:
-                continue
             for size, em in ends[i]:
                 if not em & ~s:
                     step -= size
+            if dominance and cost <= peak and step <= carry:
+                moves = [(i, p, step)]  # runs within the peak and frees at least what it makes
+                break
+            moves.append((i, p, step))
+        for i, p, step in moves:
+            t = s | 1 << i
+            old = nxt.get(t)
+            if old is not None and old[0] <= p:
+                continue
             nxt[t] = (p, step)
             parent[t] = i
     return nxt

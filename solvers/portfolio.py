@@ -59,6 +59,7 @@ from planner.solvers.storage import (
     shared_plan,
     sharing_kinds,
     storage_graph,
+    storage_order,
     unshared,
     with_sharing,
 )
@@ -88,6 +89,7 @@ class Shares:
     relax: float = 0.25  # relaxation bound, first (may prove the heuristic order) ...
     relax_floor_s: float = 5.0  # ... but at least min(this, relax_floor_share of the limit)
     relax_floor_share: float = 0.5
+    relax_early: float = 0.1  # ... or this share when the hierarchical start comes next
     hierarchical_end: float = 0.35  # the hierarchical start ends at this share ...
     hierarchical_min: float = 0.25  # ... but gets at least this share, unless that runs past
     hierarchical_latest: float = 0.6  # ... this one (slow heuristics on a loaded machine),
@@ -152,6 +154,8 @@ class NoSpill:
     arena: int = 0
     facts: dict = field(default_factory=dict)
     layout_of: tuple[tuple[str, ...], int] | None = None  # (order, its best heuristic arena)
+    relaxed_at: int = 0  # the peak the short first relaxation pruned at (0: it ran in full, or not)
+    storage: Storage | None = None  # when `graph` is the storage graph of `storage.original` (tflm lifetimes)
 
     @property
     def ops(self) -> int:
@@ -177,13 +181,35 @@ def max_slack(graph: Graph, target: Target) -> int:
 
 # -- the no-spill phases ----------------------------------------------------------------------
 def phase_relaxation(s: NoSpill) -> None:
-    """A bound on every order's aligned max-live from the exact DP on relaxed graphs."""
+    """A bound on every order's aligned max-live from the exact DP on relaxed graphs.
+
+    Where the hierarchical start runs next, only a short first try (`relax_early` of the
+    limit): the DP prunes at the heuristic's peak, often a third above the hierarchical
+    order's, and would keep the time the hierarchical start needs (RandWire-WS32 seed 1 at
+    5 s: 2.3 s here left it 0.4 s and a 1.4x worse order); `phase_relaxation_late` tries
+    again with the better order."""
     lb = working_set_bound(s.graph, s.target)
     if s.peak <= lb:  # no order's aligned max-live is below one op's raw working set
         s.strong, s.proven = max(s.strong, s.peak), True
     if s.ops <= 1 or s.clock.limit <= 0.2 or s.proven:
         return
     seconds = max(SHARES.relax * s.clock.limit, min(SHARES.relax_floor_s, SHARES.relax_floor_share * s.clock.limit))
+    if HIERARCHY_MIN_OPS <= s.ops <= HIERARCHY_MAX_OPS:
+        seconds = min(seconds, SHARES.relax_early * s.clock.limit)
+        s.relaxed_at = s.peak
+    _relax(s, seconds)
+
+
+def phase_relaxation_late(s: NoSpill) -> None:
+    """The relaxation again after the hierarchical start, pruned at its lower peak."""
+    if s.proven or s.relaxed_at <= s.peak:
+        return  # never tried early, or the order did not improve: the same DP again
+    seconds = max(SHARES.relax * s.clock.limit, min(SHARES.relax_floor_s, SHARES.relax_floor_share * s.clock.limit))
+    _relax(s, min(seconds, s.clock.until(SHARES.windows_end)))
+
+
+def _relax(s: NoSpill, seconds: float) -> None:
+    """`relaxed_order_bound` at the state's peak for `seconds` (within the margin)."""
     seconds = min(seconds, s.clock.left() - _margin(s))
     if seconds < 0.05:
         return
@@ -204,19 +230,42 @@ def phase_hierarchical(s: NoSpill) -> None:
     if seconds < 0.3:
         return
     t0 = s.clock.elapsed
-    res = hierarchical_order(s.graph, s.target, s.order, seconds, s.options, stop_at=s.strong)
+    res, peak = None, None  # the hierarchical result, and its order's aligned max-live on s.graph
+    if s.storage is not None:
+        # on a storage graph: cells and chains of the model itself (in-place writes tie each
+        # op to its input's producer and break the chains the cells are cut along), the order
+        # mapped into the storage graph. With no concat allocated early, that mapped order
+        # needs at most its unshared peak (the relations only remove bytes).
+        plain = s.storage.original
+        share = seconds if not s.storage.alloc else seconds / 2
+        start = [o for o in s.order if o not in s.storage.alloc]
+        res = hierarchical_order(plain, s.target, start, share, s.options, stop_at=s.strong)
+        if res is not None:
+            order = storage_order(s.storage, res.order)
+            peak = max_live(s.graph, s.target, order, aligned=True)
+            s.adopt(order, peak)
+    if s.storage is None or (s.storage.alloc and not s.peak <= s.strong):
+        left = seconds - (s.clock.elapsed - t0)
+        own = hierarchical_order(s.graph, s.target, s.order, left, s.options, stop_at=s.strong) if left >= 0.3 else None
+        if own is not None and (peak is None or own.peak < peak):
+            res, peak = own, own.peak
+            s.adopt(own.order, own.peak)
     if res is None:
         return
-    s.facts.update(hierarchical_peak=res.peak, hierarchical_cells=res.cells, hierarchical_reused=res.reused)
+    s.facts.update(hierarchical_peak=peak, hierarchical_cells=res.cells, hierarchical_reused=res.reused)
     s.facts["hierarchical_s"] = round(s.clock.elapsed - t0, 3)
-    s.adopt(res.order, res.peak)
     s.proven = s.peak <= s.strong
-    s.report(f"hierarchical start: cells ordered, peak {format_bytes(res.peak)}", s.peak)
+    s.report(f"hierarchical start: cells ordered, peak {format_bytes(peak)}", s.peak)
 
 
 def phase_windows(s: NoSpill) -> None:
-    """Window bounds (solvers/windows.py) between the near-sequential points."""
-    if s.proven or not HIERARCHY_MIN_OPS <= s.ops <= HIERARCHY_MAX_OPS or s.clock.limit <= 0.2:
+    """Window bounds (solvers/windows.py) between the near-sequential points. Also when the
+    order is proven but the raw bound sits below it by the whole graph's largest padding (a
+    relaxation proved it): a window at the peak only loses its own tensors' padding
+    (RandWire-WS32 seed 1 CIFAR: 8 bytes of the logits' padding kept it `feasible`)."""
+    if s.proven and s.bound >= s.peak:
+        return
+    if not HIERARCHY_MIN_OPS <= s.ops <= HIERARCHY_MAX_OPS or s.clock.limit <= 0.2:
         return
     seconds = max(s.clock.until(SHARES.windows_end), SHARES.windows_min * s.clock.limit)
     seconds = min(seconds, s.clock.until(SHARES.windows_latest))
@@ -226,7 +275,8 @@ def phase_windows(s: NoSpill) -> None:
     if len(points) < 2:
         return
     o = s.options
-    wb = critical_window_bound(s.graph, s.target, s.order, points, max(s.strong, s.bound), seconds, o.workers, o.seed)
+    floor = s.strong - 1 if s.proven else max(s.strong, s.bound)  # proven: only windows at the peak, for the raw bound
+    wb = critical_window_bound(s.graph, s.target, s.order, points, floor, seconds, o.workers, o.seed)
     s.facts.update(windows=wb.windows, windows_solved=wb.solved)
     if wb.best is not None and wb.aligned > s.strong:  # a window's own optimum raised it
         s.strong = wb.aligned
@@ -311,6 +361,7 @@ def phase_layout(s: NoSpill) -> None:
 NOSPILL_PHASES: tuple[Callable[[NoSpill], None], ...] = (
     phase_relaxation,
     phase_hierarchical,
+    phase_relaxation_late,
     phase_windows,
     phase_segments,
     phase_search,
@@ -335,6 +386,7 @@ def _plan_proven(s: NoSpill) -> bool:
 PHASE_WORDS = {
     "phase_relaxation": "lower bound: relaxed graph",
     "phase_hierarchical": "hierarchical start: ordering cells",
+    "phase_relaxation_late": "lower bound: relaxed graph, at the hierarchical order",
     "phase_windows": "window bounds",
     "phase_segments": "ordering segments",
     "phase_search": "order search",
@@ -497,10 +549,20 @@ def _substitute(order: list[str], segments: dict[tuple[str, ...], list[str]]) ->
     return out
 
 
-def best_nospill(graph: Graph, target: Target, options: SolveOptions, clock: Clock, start: HeuristicStart) -> NoSpill:
-    """Run the no-spill phases on `graph` (budget ignored): the best order, layout, bound."""
+def best_nospill(
+    graph: Graph,
+    target: Target,
+    options: SolveOptions,
+    clock: Clock,
+    start: HeuristicStart,
+    storage: Storage | None = None,
+) -> NoSpill:
+    """Run the no-spill phases on `graph` (budget ignored): the best order, layout, bound.
+    `storage`: the sharing `graph` is the storage graph of (the hierarchical start also
+    orders the graph without it)."""
     free = target.with_budget(None)
     s = NoSpill(graph, free, options, clock, start, start.peak_order, start.peak, working_set_bound(graph, free))
+    s.storage = storage
     s.facts["heuristic_arena"] = start.arena
     s.report("heuristic start: quick orders and layouts", start.arena)
     aligned, raw = cached_bounds(graph, free)  # (0, 0) unless PLANNER_BOUND_CACHE is set
@@ -558,7 +620,7 @@ def solve_auto(graph: Graph, target: Target, options: SolveOptions | None = None
     if peak_first or (budget is not None and start.arena > budget):
         # spills will probably be needed (or may shrink the arena): keep time for them
         clock.limit = options.time_limit * (1 - SHARES.spill_reserve)
-    s = best_nospill(work, unshared(target), options, clock, start)
+    s = best_nospill(work, unshared(target), options, clock, start, st if st is not None and work is st.graph else None)
     clock.limit = options.time_limit
     if s.facts.get("interrupted"):  # Ctrl-C: the no-spill plan so far, if it fits; no spill search
         if budget is None or s.arena <= budget:
@@ -582,7 +644,7 @@ def choose_sharing(
 ) -> tuple[Storage | None, Graph, HeuristicStart]:
     """Which bytes the no-spill phases let tensors share (solvers/storage.py): every relation
     the target allows, only those that never raise memory (views, in-place writes), or none,
-    whichever gives the best heuristic plan. Returns (storage, the graph the phases plan:
+    whichever gives the best heuristic plan (on a tie, `_sharing_rank`). Returns (storage, the graph the phases plan:
     rewritten for minimal lifetimes when the target asks, its heuristic start).
     `time_limit`: seconds for all of it, shared by the choices left (each heuristic start
     stops at its share, see `heuristic_start`; the first choice is always tried)."""
@@ -601,9 +663,19 @@ def choose_sharing(
         # no-spill planning runs on the rewritten graph when lifetimes are minimal (solvers/lifetimes.py)
         work = rewrite(base) if target.lifetimes == "minimal" else base
         start = heuristic_start(work, target.with_budget(None), share)
-        if best is None or start.arena < best[2].arena:
+        if best is None or (start.arena, _sharing_rank(st)) < (best[2].arena, _sharing_rank(best[0])):
             best = (st, work, start)
     return best
+
+
+def _sharing_rank(st: Storage | None) -> int:
+    """On a tie of the heuristic plans: shared bytes without early allocations first (the
+    search gains from them in most orders), then none, then concat slots, whose storage is
+    taken when the first slot is made and can cost more in another order (AmoebaNet-A
+    ImageNet: its hierarchical order needs 4.57 MB with them, 4.26 MB without)."""
+    if st is None:
+        return 1
+    return 2 if st.alloc else 0
 
 
 def _nospill_plan(graph: Graph, target: Target, s: NoSpill, st: Storage | None) -> Plan:

@@ -433,6 +433,7 @@ def relaxed_order_bound(
     timer = Timer()
     base, _ = forced_live_bounds(graph, target)
     best = StrongBound(min(base, upper), "forced-live", len(graph.ops))
+    seen: set[tuple[int, int, int]] = set()
     for n_done, (k, collapse) in enumerate(levels):
         # each relaxation gets an equal share of the time left: a wide one that drowns the
         # DP must not starve a more collapsed one that would finish in seconds
@@ -443,6 +444,10 @@ def relaxed_order_bound(
         rg = relax(graph, target, k, collapse, upper)
         if len(rg.ops) > max_ops:
             continue  # the DP would drown: leave the time to the next relaxation
+        sig = (len(rg.ops), len(rg.tensors), sum(rg.size(t) for t in rg.tensors))
+        if sig in seen:
+            continue  # collapsing found nothing to collapse: the same DP again would only repeat
+        seen.add(sig)
         order = list(nx.topological_sort(rg.dag))  # any order: returned only when none beats `upper`
         lo, _ = forced_live_bounds(rg, target)
         try:

@@ -62,6 +62,8 @@ class Storage:
     marker: dict[str, str] = field(default_factory=dict)
     alloc: dict[str, str] = field(default_factory=dict)
     made: dict[str, str] = field(default_factory=dict)  # concat root -> marker its concat writes
+    # (reader, in-place writer) -> the marker that makes the reader run first (`storage_graph` with an order)
+    before: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def members(self, root: str) -> list[str]:
         """The tensors that live in `root`'s storage (the root first)."""
@@ -84,9 +86,18 @@ def _root_of(parent: dict[str, Share], t: str) -> tuple[str, int]:
     return t, disp
 
 
-def _inplace_ok(graph: Graph, reach: Reach, parent: dict[str, Share], s: Share) -> bool:
+def _inplace_ok(
+    graph: Graph,
+    reach: Reach,
+    parent: dict[str, Share],
+    s: Share,
+    pos: dict[str, int] | None = None,
+    first: set[str] | None = None,
+) -> bool:
     """An in-place write is safe in every order: nothing else reads the bytes it overwrites
-    after it (every other reader of the storage's members is an ancestor of the op)."""
+    after it (every other reader of the storage's members is an ancestor of the op). With
+    `pos` (an order's positions), a reader that is no ancestor but runs earlier in that order
+    is accepted too and added to `first`: the storage graph then makes it run first."""
     x = graph.tensors[s.parent]
     if x.kind == "output" or graph.tensors[s.child].kind == "output":
         return False
@@ -102,7 +113,10 @@ def _inplace_ok(graph: Graph, reach: Reach, parent: dict[str, Share], s: Share) 
             return False
         for c in graph.consumers[t]:
             if c != s.op and not (reach.anc[o] >> reach.idx[c]) & 1:
-                return False
+                if pos is None or pos[c] > pos[s.op]:
+                    return False
+                if first is not None:
+                    first.add(c)
     return True
 
 
@@ -140,13 +154,23 @@ def _concat_slots(graph: Graph, parent: dict[str, Share], slots: list[Share]) ->
     return out
 
 
-def choose(graph: Graph, kinds: Iterable[str], alignment: int = 1) -> dict[str, Share]:
+def choose(
+    graph: Graph,
+    kinds: Iterable[str],
+    alignment: int = 1,
+    order: Sequence[str] | None = None,
+    after: dict[str, set[str]] | None = None,
+) -> dict[str, Share]:
     """A consistent forest of legal relations of `kinds` (module docstring): child -> share.
     Relations whose displacement is not a multiple of `alignment` are left out (the child's
-    offset would not be aligned)."""
+    offset would not be aligned). With `order`, an in-place write is also chosen where every
+    other reader of the bytes it overwrites runs before it in `order` (HMCOS's rule: an
+    element-wise op overwrites an input that dies with it), and `after` gets, per writing
+    op, the readers that must run before it (the storage graph adds those edges)."""
     kinds = frozenset(kinds)
     if not kinds:
         return {}
+    pos = {o: i for i, o in enumerate(order)} if order is not None else None
     reach = Reach(graph)
     parent: dict[str, Share] = {}
     by_op: dict[str, list[Share]] = {}
@@ -165,18 +189,28 @@ def choose(graph: Graph, kinds: Iterable[str], alignment: int = 1) -> dict[str, 
         for s in cands:
             if s.kind == "concat" or s.child in parent or graph.tensors[s.child].kind == "output":
                 continue
-            if s.kind == "inplace" and not _inplace_ok(graph, reach, parent, s):
+            first: set[str] = set()
+            if s.kind == "inplace" and not _inplace_ok(graph, reach, parent, s, pos, first):
                 continue
             if _root_of(parent, s.parent)[0] == s.child:
                 continue  # would close a cycle
             parent[s.child] = s
+            if first and after is not None:
+                after.setdefault(s.op, set()).update(first)
     return parent
 
 
-def storage_graph(graph: Graph, kinds: Iterable[str], alignment: int = 1) -> Storage | None:
+def storage_graph(
+    graph: Graph, kinds: Iterable[str], alignment: int = 1, order: Sequence[str] | None = None
+) -> Storage | None:
     """The storage graph of `graph` under the chosen relations of `kinds` (None: nothing
-    to share); `alignment`: the target's offset alignment."""
-    shares = choose(graph, kinds, alignment)
+    to share); `alignment`: the target's offset alignment. With `order`, also the in-place
+    writes that order allows (`choose`): each reader that must run before such a write
+    gets a 0-byte marker the writer reads, so every order of the storage graph keeps the
+    write safe; `order` itself stays one of them (every added edge agrees with it). The
+    storage graph then has fewer orders than the model: its bounds hold over those only."""
+    after: dict[str, set[str]] = {}
+    shares = choose(graph, kinds, alignment, order, after)
     if not shares:
         return None
     st = Storage(graph, graph, shares)
@@ -188,27 +222,56 @@ def storage_graph(graph: Graph, kinds: Iterable[str], alignment: int = 1) -> Sto
     op_names = {o.name for o in graph.ops}
     alloc_of = {r: _fresh(f"alloc:{r}", op_names) for r in sorted(concat_roots)}
     st.alloc = {a: r for r, a in alloc_of.items()}
-    first_maker = _first_makers(graph, st, concat_roots)
+    seq = [graph.op(o) for o in order] if order is not None else list(graph.ops)  # the ops in a topological order
+    first_maker = _first_makers(seq, st, concat_roots)
     ops: list[Op] = []
-    for o in graph.ops:
+    for w, readers in after.items():
+        for r in sorted(readers):
+            st.before[(r, w)] = _fresh(f"{r}~before~{w}", taken)
+    made_first: dict[str, list[str]] = {}
+    read_first: dict[str, list[str]] = {}
+    for (r, w), m in st.before.items():
+        made_first.setdefault(r, []).append(m)
+        read_first.setdefault(w, []).append(m)
+    for o in seq:
         for r in first_maker.get(o.name, []):
             ops.append(Op(alloc_of[r], ALLOC, (), (r,), {"pseudo": "alloc", "tensor": r}))
-        ops.append(_storage_op(graph, st, o, concat_roots))
+        so = _storage_op(graph, st, o, concat_roots)
+        if o.name in made_first or o.name in read_first:
+            ins = so.inputs + tuple(read_first.get(o.name, ()))
+            so = Op(so.name, so.type, ins, so.outputs + tuple(made_first.get(o.name, ())), so.attrs)
+        ops.append(so)
     tensors = [t for t in graph.tensors.values() if t.name not in shares]
-    tensors += [Tensor(m, 0, "activation") for m in (*st.marker.values(), *st.made.values())]
+    markers = (*st.marker.values(), *st.made.values(), *st.before.values())
+    tensors += [Tensor(m, 0, "activation") for m in markers]
     st.graph = Graph(graph.name, tensors, ops, graph.source)
     return st
 
 
-def _first_makers(graph: Graph, st: Storage, concat_roots: set[str]) -> dict[str, list[str]]:
+def _first_makers(ops: Sequence[Op], st: Storage, concat_roots: set[str]) -> dict[str, list[str]]:
     """op -> the concat roots whose storage must be allocated right before it (in the
-    model's order: before the first op that produces one of the storage's members)."""
+    order of `ops`: before the first op that produces one of the storage's members)."""
     out: dict[str, list[str]] = {}
     for r in concat_roots:
         members = set(st.members(r))
-        first = next(o.name for o in graph.ops if members & set(o.outputs))
+        first = next(o.name for o in ops if members & set(o.outputs))
         out.setdefault(first, []).append(r)
     return out
+
+
+def storage_order(st: Storage, order: Sequence[str]) -> list[str]:
+    """An order of the original graph as an order of the storage graph: each concat
+    storage's allocation right before the first op of `order` that makes one of its
+    members (what `storage_graph` does for the model's order). Every order of the original
+    graph is one of the storage graph: its ops read the root they write into, which the
+    allocation (or the root's producer) makes, and nothing else is added."""
+    first: dict[str, list[str]] = {}
+    makes = {o.name: set(o.outputs) for o in st.original.ops}
+    for a, root in st.alloc.items():
+        members = set(st.members(root))
+        op = next(o for o in order if makes[o] & members)
+        first.setdefault(op, []).append(a)
+    return [x for o in order for x in (*first.get(o, ()), o)]
 
 
 def _storage_op(graph: Graph, st: Storage, o: Op, concat_roots: set[str]) -> Op:
@@ -256,7 +319,7 @@ class _Restore:
         self.produced: set[str] = set(self.g.inputs)
         self.remaining = {t: len(c) for t, c in self.g.consumers.items()}
         self.members = {r: st.members(r) for r in {r for r, _ in st.root.values()}}
-        self.markers = set(st.marker.values()) | set(st.made.values())
+        self.markers = set(st.marker.values()) | set(st.made.values()) | set(st.before.values())
         self.relations: dict[str, list[Share]] = {}
         for r in relations(self.g):
             self.relations.setdefault(r.op, []).append(r)

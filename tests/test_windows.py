@@ -106,7 +106,8 @@ def test_window_bound_never_exceeds_the_optimum(graph: Graph, target: Target, se
     pts = [o.name for o in graph.ops if seed % 2 or reach.n_anc(o.name) % 2 == 0]
     chain = [p for p in reach.topo if p in pts]
     chain = [p for i, p in enumerate(chain) if i == 0 or reach.desc[reach.idx[chain[0]]] >> reach.idx[p] & 1]
-    wb = critical_window_bound(graph, target, orders[0], chain, 0, time_limit=5.0)
+    # any order as the incumbent: its restriction to a window is the DP's upper bound there
+    wb = critical_window_bound(graph, target, orders[seed % len(orders)], chain, 0, time_limit=5.0)
     assert wb.aligned <= best
 
 
