@@ -1,10 +1,21 @@
-"""Shared pytest hooks: the robustness suite's counts in the terminal summary.
+"""Shared pytest hooks: the robustness suite's counts in the terminal summary, and the
+hypothesis profile.
 
 tests/test_robustness.py records, per test, how many cases it ran and how many failed in
 each way (`record_property("robustness", {...})`); the properties travel with the test
 reports (also from pytest-xdist workers), and this hook prints them after the run."""
 
 from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+# property tests draw the same cases on every run (CI included): a failing case fails every
+# time instead of now and then; HYPOTHESIS_PROFILE=explore draws new ones
+settings.register_profile("default", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def pytest_terminal_summary(terminalreporter):
