@@ -275,7 +275,8 @@ class _FrozenModel(_Model):
         super().__init__(model)
         self._shape = [_Model.shape(self, i) for i in range(len(self.tens))]
         self._acts = [_Model.acts(self, k) for k in range(len(self.ops))]
-        self._out = [_Model.out(self, k) if self.ops[k].outputs is not None else -1 for k in range(len(self.ops))]
+        # -1 for an op without outputs (ASSIGN_VARIABLE): no region holds one
+        self._out = [(_ints(o.outputs) or [-1])[0] for o in self.ops]
         self.row_maps: dict[int, _RowMap | str] = {}
 
     def shape(self, i: int) -> tuple[int, ...]:

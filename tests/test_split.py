@@ -221,3 +221,19 @@ def test_fully_connected_layers_split_in_channel_chunks_when_weights_are_loaded(
     assert d["arena_bytes"] < d["solver"]["facts"]["unsplit_arena"]
     assert main(["run", str(out), "--invocations", "3"]) == 0
     assert "identical" in capsys.readouterr().out
+
+
+def test_a_model_with_ops_without_outputs_plans_with_split_auto():
+    """The wakeword models' ASSIGN_VARIABLE ops have no outputs: screening must not trip on them."""
+    from planner.models.zoo import is_available, load_model
+    from planner.solvers.base import SolveOptions
+    from planner.solvers.registry import get_solver
+    from planner.splitting import plan_split
+    from planner.target import get_target
+
+    if not is_available("okay_nabu"):
+        pytest.skip("needs the pymicro-wakeword wheel (tests/model-wheels.txt)")
+    g = load_model("okay_nabu")
+    target = replace(get_target("unbounded"), llb_bytes=0, share="all", lifetimes="tflm")
+    plan = plan_split(get_solver("auto"), g, target, SolveOptions(time_limit=4, objective="peak"))
+    assert plan.metrics.arena_bytes > 0
