@@ -140,6 +140,16 @@ def split_rows(plan: Plan) -> list[tuple[str, str]]:
                 "after splitting",
             )
         )
+    if isinstance(f, dict) and f.get("search"):
+        best = f.get("proven_best_of")
+        rows.append(
+            (
+                "search",
+                f"optimal over the {best} split sets planned, no split among them: each one proven to need at least this"
+                if isinstance(best, int) and best > 0
+                else f"{f['search']} (heuristic): a split not planned may need less",
+            )
+        )
     unsplit = plan.solver.facts.get("unsplit_arena")
     if isinstance(unsplit, int) and unsplit:
         rows.append(("unsplit", f"the model as imported plans to {format_bytes(unsplit)} ({unsplit} B)"))

@@ -165,7 +165,19 @@ def plan_split(
         plain = None  # only the split model fits the budget
     if plain is not None and plain.metrics.arena_bytes <= split_plan.metrics.arena_bytes:
         return plain
-    facts = {**split_plan.solver.facts, "split": choice.facts()}
+    split_facts = choice.facts()
+    # optimal over what was searched: this split's plan proven, and every other split set
+    # planned (and no split) proven to need at least as much without spilling
+    unsplit_bound = plain.solver.bound if plain is not None and plain.solver.objective == "arena" else 0
+    proven = (
+        split_plan.solver.status == "optimal"
+        and split_plan.solver.objective == "arena"
+        and not split_plan.metrics.spill_traffic_bytes
+        and (plain is None or not plain.metrics.spill_traffic_bytes)
+        and choice.proven_best(split_plan.metrics.arena_bytes, unsplit_bound)
+    )
+    split_facts["proven_best_of"] = len([s for s in choice.bounds if s]) + 1 if proven else None
+    facts = {**split_plan.solver.facts, "split": split_facts}
     if plain is not None:
         facts["unsplit_arena"] = plain.metrics.arena_bytes
     return with_solver(split_plan, replace(split_plan.solver, facts=facts))

@@ -112,6 +112,18 @@ class SplitChoice:
     mac_overhead: float
     candidates: int = 0
     rounds: list[str] = field(default_factory=list)
+    # split set planned -> the best proven lower bound on its no-spill arena (0: none), shared
+    # by every choice of one search: what `proven_best` weighs the chosen plan against
+    bounds: dict[tuple, int] = field(default_factory=dict)
+
+    def note_bound(self, splits: tuple[Split, ...], bound: int) -> None:
+        self.bounds[splits] = max(bound, self.bounds.get(splits, 0))
+
+    def proven_best(self, arena: int, unsplit_bound: int) -> bool:
+        """Whether a proven-optimal plan of the chosen splits with this arena is the best of
+        every split set planned and of no split: each one's lower bound is at least `arena`."""
+        others = [b for s, b in self.bounds.items() if s != self.splits and s]
+        return arena <= min([unsplit_bound, *others])
 
     def facts(self) -> dict:
         """The plan's ``split`` fact."""
@@ -127,13 +139,16 @@ class SplitChoice:
         }
 
 
-def _arena(graph: Graph, target: Target, time_limit: float | None) -> int:
-    """The arena of a short `auto` solve (heuristic starts, then CP-SAT on the layout and the
-    order while `time_limit` lasts): the heuristics alone misjudge stripe graphs badly."""
+def _arena(graph: Graph, target: Target, time_limit: float | None) -> tuple[int, int]:
+    """(arena, proven lower bound on every no-spill arena or 0) of a short `auto` solve
+    (heuristic starts, then CP-SAT on the layout and the order while `time_limit` lasts):
+    the heuristics alone misjudge stripe graphs badly."""
     from planner.solvers.portfolio import solve_auto
 
     limit = EVAL_SECONDS if time_limit is None else max(min(EVAL_SECONDS, time_limit), 0.2)
-    return solve_auto(graph, target, SolveOptions(time_limit=limit, workers=1)).metrics.arena_bytes
+    plan = solve_auto(graph, target, SolveOptions(time_limit=limit, workers=1))
+    proven = plan.solver.objective == "arena" and not plan.metrics.spill_traffic_bytes
+    return plan.metrics.arena_bytes, plan.solver.bound if proven else 0
 
 
 def choose_split(
@@ -153,7 +168,7 @@ def choose_split(
     or where the exporter finds it when `folder` is None), `estimate(splits)` screens them."""
     timer = Timer()
     target = target.with_budget(None)
-    base_arena = _arena(graph, target, None)
+    base_arena, _ = _arena(graph, target, None)
     base_floor = working_set_bound(graph, target)
     choice = SplitChoice(graph, (), base_floor, base_floor, base_arena, base_arena, 0.0)
     if goal is not None and base_arena <= goal:
@@ -304,7 +319,8 @@ class _Search:
             return None
         floor = working_set_bound(g, self.target)
         left = None if self.time_limit is None else max(self.time_limit - self.timer.elapsed, 0.0) / max(share, 1)
-        arena = _arena(g, self.target, left)
+        arena, bound = _arena(g, self.target, left)
+        choice.note_bound(splits, bound)
         extra = total_macs(g) - self.base_macs
         overhead = max(extra, 0) / self.base_macs
         choice.candidates += 1
@@ -376,7 +392,8 @@ class _Search:
             g = self.apply(splits, tmp)
             floor = working_set_bound(g, self.target)
             left = None if self.time_limit is None else max(self.time_limit - self.timer.elapsed, 0.0) / SCREEN
-            arena = _arena(g, self.target, left)
+            arena, bound = _arena(g, self.target, left)
+            choice.note_bound(splits, bound)
             choice.candidates += 1
             # the smallest arena; on a tie the fewest extra MACs (they buy nothing more)
             if (arena, overhead) < ((best.arena_after, best.mac_overhead) if best else (choice.arena_after, -1.0)):

@@ -173,12 +173,14 @@ def test_cli_plans_runs_and_shows_a_split_plan(toy, tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     split = next(t for t in d["transforms"] if t["kind"] == "split")
     assert split["splits"] and d["macs"] >= split["macs"]["before"]
-    assert d["solver"]["facts"]["split"]["search"] == "cover+greedy"
+    facts = d["solver"]["facts"]["split"]
+    assert facts["search"] == "cover+greedy" and facts["proven_best_of"] in (None, *range(1, 1000))
     assert main(["run", str(out)]) == 0
     assert "identical" in capsys.readouterr().out
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "row stripes" in shown and "halo rows" in shown
+    assert ("optimal over the" in shown) == bool(facts["proven_best_of"]) and "search" in shown
     assert main(["plan", str(toy), "--objective", "peak", "--split", "none", "-o", str(out), "--json"]) == 0
     assert "transforms" not in json.loads(out.read_text())
     capsys.readouterr()

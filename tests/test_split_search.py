@@ -107,3 +107,17 @@ def test_an_unsplit_op_is_estimated_with_what_lives_across_it_in_model_order():
     )
     live = live_in_order(g, Target("t", None))
     assert live == {0: 110, 1: 130, 2: 220}
+
+
+def test_a_split_plan_is_the_proven_best_only_when_every_other_set_planned_needs_as_much():
+    from planner.solvers.split_search import SplitChoice
+
+    a, b, c = (Split(_Region((0, 1)), 2),), (Split(_Region((0, 1)), 4),), (Split(_Region((2, 3)), 2),)
+    choice = SplitChoice(None, a, 100, 50, 100, 60, 0.0)
+    choice.note_bound(a, 40)  # the chosen split's own short-solve bound does not count
+    choice.note_bound(b, 70)
+    choice.note_bound(b, 55)  # the best bound found for a set is kept
+    choice.note_bound(c, 65)
+    assert choice.proven_best(60, unsplit_bound=90)
+    assert not choice.proven_best(71, unsplit_bound=90)  # set c may need only 65
+    assert not choice.proven_best(60, unsplit_bound=59)  # no split at all may need only 59
