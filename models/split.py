@@ -21,6 +21,10 @@ The transformed model is a real TFLite model that an unchanged TFLite Micro runs
   convolution's reference kernel treats out-of-bounds input as; max pooling pads with
   the type's lowest value through PADV2, which a maximum never picks over a real input.
   AVERAGE_POOL_2D with padding is refused (its divisor counts only real inputs);
+- a RESIZE_NEAREST_NEIGHBOR by integer factors (output row r is input row r // factor, with
+  or without half-pixel centres) runs on whole input rows, with a size constant of its
+  own per stripe; the rows it makes beyond the stripe's are cut off like a SAME op's, so a
+  region does not end at one;
 - a tensor read at a smaller range than it was computed over (a residual ADD reading its
   skip input, whose stripe carries the halo of the convolution it also feeds) is cut to
   the rows read with another STRIDED_SLICE (again a view);
@@ -81,7 +85,10 @@ PAD_OPS = frozenset({"PAD", "PADV2"})
 ROWWISE_OPS = frozenset(t for t in ELEMENTWISE_OPS if t.isupper()) | frozenset(
     {"MAXIMUM", "MINIMUM", "PRELU", "DEQUANTIZE", "CONCATENATION"}
 )
-SPLITTABLE_OPS = WINDOW_OPS | PAD_OPS | ROWWISE_OPS
+# nearest-neighbour upsampling by an integer factor: output row r is input row r // factor,
+# with or without half-pixel centres (TFLM's kernel), so a stripe of it is exact
+RESIZE_OPS = frozenset({"RESIZE_NEAREST_NEIGHBOR"})
+SPLITTABLE_OPS = WINDOW_OPS | PAD_OPS | ROWWISE_OPS | RESIZE_OPS
 MAX_CONCAT = 10  # TFLite Micro's CONCATENATION takes at most 10 inputs (kMaxInputNum, concatenation.cc)
 MAX_STRIPES = MAX_CONCAT * MAX_CONCAT  # more than 10 stripes are joined in groups, then the groups
 
@@ -306,9 +313,12 @@ class _RowMap:
     pad_left: int = 0
     pad_right: int = 0
     same: bool = False  # a window op with SAME padding
+    up: int = 1  # a nearest-neighbour resize by this factor
 
     def need(self, lo: int, hi: int) -> tuple[int, int]:
         """Input rows [lo', hi') that output rows [lo, hi) read, before clipping to the tensor."""
+        if self.up > 1:
+            return lo // self.up, (hi - 1) // self.up + 1
         return lo * self.stride - self.pad_top, (hi - 1) * self.stride - self.pad_top + (
             self.kernel - 1
         ) * self.dilation + 1
@@ -346,6 +356,12 @@ def _row_map(m: _Model, k: int) -> _RowMap | str:
         if pads is None or len(pads) != 8 or pads[0] or pads[1] or pads[6] or pads[7]:
             return f"op {k} ({kind}) pads other than rows and columns"
         return _RowMap(pad_top=pads[2], pad_left=pads[4], pad_right=pads[5])
+    if kind in RESIZE_OPS:
+        if getattr(op.builtinOptions, "alignCorners", False):
+            return f"op {k} ({kind}) aligns corners: its rows do not map to whole input rows"
+        if y[1] % x[1] or y[2] % x[2]:
+            return f"op {k} ({kind}) resizes by a factor that is not an integer"
+        return _RowMap(up=y[1] // x[1])
     if kind not in WINDOW_OPS:
         return f"op {k} ({kind}) is not an operator rows can be split through"
     o = op.builtinOptions
@@ -431,6 +447,8 @@ def region_problem(model, region: Region, stripes: int = 2) -> str | None:
                 return f"op {k} reads tensor {i} from outside the region besides its input"
     if region.output not in made or m.producer.get(region.input, -1) in inside:
         return "the region's input and output must be its boundary tensors"
+    if m.types[m.producer[region.output]] in RESIZE_OPS:
+        return "a region cannot end at a resize (a stripe of it computes whole input rows' worth)"
     for t in made - {region.output}:
         if t in m.graph_out or any(c not in inside for c in m.consumers.get(t, [])):
             return f"tensor {t} is used outside the region"
@@ -803,6 +821,10 @@ def _plan_stripe(
 def _op_stripe(m: _Model, k: int, rm: _RowMap, kind: str, c, f, cached, same_allowed: bool) -> _OpStripe:
     """Op k's part of a stripe computing output rows `c` (see `_OpStripe`)."""
     fed, same = {}, None
+    if kind in RESIZE_OPS:  # whole input rows' worth of output rows; the consumers cut theirs
+        (i,) = m.acts(k)
+        a, b, _ = fed_rows(rm, c, m.shape(i)[1], False)
+        return _OpStripe(c, (a * rm.up, b * rm.up), {i: (a, b)}, False, (0, 0, 0, 0), f, cached)
     for i in m.acts(k):
         a, b, same = fed_rows(rm, c, m.shape(i)[1], same_allowed)
         if same and cached and (same[1], same[1] + same[0]) != c:  # a cached tensor's new rows are a slot
@@ -834,6 +856,8 @@ def _stripe(m: _Model, w: _Writer, region: Region, maps: dict, n: int, plan, pre
         if p.cached is None:
             have[y] = (comp, p.held)
             continue
+        if comp is not None and p.held != p.compute:  # a resize's extra rows: only the new ones join
+            comp = w.slice_rows(comp, p.compute[0] - p.held[0], p.compute[1] - p.held[0], name(y, "/new"), out)
         pt, (plo, _) = prev_have[y]
         tail = w.slice_rows(pt, p.cached[0] - plo, p.cached[1] - plo, name(y, "/cached"), out)
         if comp is None:
@@ -863,6 +887,8 @@ def _compute(m: _Model, w: _Writer, k: int, p: _OpStripe, have: dict, name, n: i
     yt = w.tensor_like(y, name(y, ""), p.held[1] - p.held[0])
     o = copy.deepcopy(op)
     o.inputs = np.array([ins.get(i, i) if i >= 0 else i for i in _ints(op.inputs)], dtype=np.int32)
+    if kind in RESIZE_OPS:  # the output size of this stripe's resize
+        o.inputs[1] = w.constant(name(y, "/size"), [p.held[1] - p.held[0], m.shape(y)[2]])
     o.outputs = np.array([yt], dtype=np.int32)
     if kind in WINDOW_OPS and not p.same:
         o.builtinOptions.padding = w.s.Padding.VALID
@@ -984,7 +1010,7 @@ class Estimator:
                 # of a view and new rows shares no slot: DESIGN §1, all slots or none)
                 fresh = (p.held[1] - p.held[0]) * self.row_bytes(y) if p.cached and p.compute[0] < p.compute[1] else 0
                 if y != region.output:
-                    live[y] = (p.rows[1] - p.rows[0]) * self.row_bytes(y)
+                    live[y] = max(p.rows[1] - p.rows[0], p.held[1] - p.held[0]) * self.row_bytes(y)
                 local = max(local, sum(live.values()) + pads + sum(kept.values()) + fresh)
                 kept.pop(y, None)
                 live = {t: b for t, b in live.items() if last.get(t, -1) > j}

@@ -74,7 +74,10 @@ WINDOW_OPS = frozenset({"Conv", "FusedConv", "MaxPool", "AveragePool"})
 # output row r depends on row r of every activation input (constants must not vary along H)
 # (LRN normalises across channels at each pixel)
 ROWWISE_OPS = frozenset(t for t in ELEMENTWISE_OPS if not t.isupper()) | frozenset({"Concat", "LRN"})
-ROW_OPS = WINDOW_OPS | ROWWISE_OPS | {"Pad"}
+# nearest-neighbour upsampling by integer factors where output row r is input row r // factor
+# (`_resize_map` says which modes): a stripe of it is exact
+RESIZE_OPS = frozenset({"Resize"})
+ROW_OPS = WINDOW_OPS | ROWWISE_OPS | RESIZE_OPS | {"Pad"}
 CHANNEL_OPS = frozenset({"Gemm", "FusedGemm", "MatMul", "Conv", "FusedConv"})
 DEFAULT_DOMAINS = ("", "ai.onnx")
 MAX_REGION_OPS = 16
@@ -275,6 +278,43 @@ class _Window:
         return lo * self.stride - self.top, (hi - 1) * self.stride - self.top + eff
 
 
+@dataclass(frozen=True)
+class _Up:
+    """Rows of the input that output rows [lo, hi) of a nearest-neighbour resize by `up` read."""
+
+    up: int
+
+    def need(self, lo: int, hi: int) -> tuple[int, int]:
+        return lo // self.up, (hi - 1) // self.up + 1
+
+
+# (coordinate_transformation_mode, nearest_mode) pairs under which an integer upsampling picks
+# input row r // factor for output row r (checked for factors 1-8 over 80 rows)
+EXACT_NEAREST = frozenset(
+    {("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"), ("pytorch_half_pixel", "round_prefer_floor")}
+)
+
+
+def _resize_map(m: _Model, k: int) -> _Up | str:
+    """A Resize's row map (nearest, integer factors on H and W, N and C kept), or why not."""
+    op = m.op(k)
+    x, y = m.shape(m.node(k).input[0]), m.shape(m.out(k))
+    mode = (
+        _s(m.attr(k, "coordinate_transformation_mode", "half_pixel")),
+        _s(m.attr(k, "nearest_mode", "round_prefer_floor")),
+    )
+    if _s(m.attr(k, "mode", "nearest")) != "nearest" or mode not in EXACT_NEAREST:
+        return f"op {op.name} (Resize) is not a nearest-neighbour resize on whole input rows ({', '.join(mode)})"
+    if m.attr(k, "antialias", 0) or m.attr(k, "axes", None) is not None or m.opset < 11:
+        return f"op {op.name} (Resize) uses antialias, axes or an opset before 11"
+    node = m.node(k)
+    if any(t and not m.is_const(t) for t in node.input[1:]):
+        return f"op {op.name} (Resize) has scales or sizes that are not constant"
+    if len(x) != 4 or len(y) != 4 or x[:2] != y[:2] or y[2] % x[2] or y[3] % x[3]:
+        return f"op {op.name} (Resize) does not upsample 1xCxHxW by integer factors"
+    return _Up(y[2] // x[2])
+
+
 def _explicit_pads(auto: str, pads, n_in: int, n_out: int, k: int, s: int, d: int, axis: int) -> tuple[int, int]:
     """(begin, end) pads of one spatial axis (0: H, 1: W), auto_pad resolved as onnxruntime does."""
     if auto in ("SAME_UPPER", "SAME_LOWER"):
@@ -361,12 +401,14 @@ def _row_map(m: _Model, k: int) -> _Window | None | str:
         return _window(m, k)
     if op.type == "Pad":
         return _pad_window(m, k)
+    if op.type in RESIZE_OPS:
+        return _resize_map(m, k)
     return _rowwise_problem(m, k)
 
 
 def _windowed(m: _Model, k: int) -> str | None:
     """The input of op k its window slides over (None for row-wise ops)."""
-    return m.node(k).input[0] if m.op(k).type in WINDOW_OPS | {"Pad"} else None
+    return m.node(k).input[0] if m.op(k).type in WINDOW_OPS | RESIZE_OPS | {"Pad"} else None
 
 
 # -- candidate regions ----------------------------------------------------------------------------
@@ -593,6 +635,21 @@ def _stripe_node(m: _Model, w: _Writer, k: int, p: _OpStripe, feeds: dict[str, s
     w.nodes.append(node)
 
 
+def _stripe_resize(m: _Model, w: _Writer, k: int, feeds: dict[str, str], y: str, rows: int) -> None:
+    """The model's Resize on a stripe's input rows: the same scales, or sizes for this stripe."""
+    node = copy.deepcopy(m.node(k))
+    node.name = w.name(f"{node.name or m.op(k).name}/stripe")
+    ins = [feeds.get(t, t) for t in node.input]
+    if len(ins) > 3 and ins[3]:  # sizes: N, C, this stripe's rows, W
+        n, c, _, width = m.shape(m.out(k))
+        ins[3] = w.const(f"{node.name}/sizes", np.array([n, c, rows, width], np.int64))
+    del node.input[:]
+    node.input.extend(ins)
+    del node.output[:]
+    node.output.append(y)
+    w.nodes.append(node)
+
+
 def _stripe_pad(m: _Model, w: _Writer, k: int, node: onnx.NodeProto, ins: list[str], rows: tuple[int, int]) -> None:
     """The model's Pad on a stripe: its own columns, its own rows only where the stripe
     touches the border."""
@@ -620,6 +677,17 @@ def _split_rows(m: _Model, w: _Writer, sp: OnnxSplit) -> None:
                 have, (ha, hb) = got[t]
                 feeds[t] = have if (a, b) == (ha, hb) else w.slice_rows(have, a - ha, b - ha, f"{t}/stripe{n}/rows")
             shape = m.shape(m.out(k))
+            if m.op(k).type in RESIZE_OPS:  # whole input rows' worth, then the rows needed
+                up, (a, b) = maps[k].up, p.fed[m.node(k).input[0]]
+                full = w.tensor(f"{m.out(k)}/stripe{n}/up", m.out(k), (*shape[:2], (b - a) * up, *shape[3:]))
+                _stripe_resize(m, w, k, feeds, full, (b - a) * up)
+                y = (
+                    full
+                    if (a * up, b * up) == p.rows
+                    else w.slice_rows(full, p.rows[0] - a * up, p.rows[1] - a * up, f"{m.out(k)}/stripe{n}")
+                )
+                got[m.out(k)] = (y, p.rows)
+                continue
             y = w.tensor(f"{m.out(k)}/stripe{n}", m.out(k), (*shape[:2], p.rows[1] - p.rows[0], *shape[3:]))
             _stripe_node(m, w, k, p, feeds, y)
             got[m.out(k)] = (y, p.rows)

@@ -117,6 +117,7 @@ class SplitChoice:
     bounds: dict[tuple, int] = field(default_factory=dict)
 
     def note_bound(self, splits: tuple[Split, ...], bound: int) -> None:
+        """Keep the best proven bound of a split set: each short solve may prove a bit more."""
         self.bounds[splits] = max(bound, self.bounds.get(splits, 0))
 
     def proven_best(self, arena: int, unsplit_bound: int) -> bool:

@@ -239,3 +239,33 @@ def test_a_model_with_ops_without_outputs_plans_with_split_auto():
     target = replace(get_target("unbounded"), llb_bytes=0, share="all", lifetimes="tflm")
     plan = plan_split(get_solver("auto"), g, target, SolveOptions(time_limit=4, objective="peak"))
     assert plan.metrics.arena_bytes > 0
+
+
+@pytest.mark.parametrize("half_pixel", [False, True])
+def test_regions_through_a_nearest_neighbour_resize_give_identical_outputs_in_tflm(tmp_path, half_pixel):
+    from tflite_models import resize_model
+
+    from planner.models.split import Region, StripeSplit, region_problem, regions, split_model
+    from planner.models.tflite import read_model
+    from planner.tflm_check import random_invocations
+    from planner.tflm_runtime import tflm_run_full
+
+    path = resize_model(tmp_path / "resize.tflite", half_pixel=half_pixel)
+    model, data = read_model(path)
+    found = regions(model)
+    assert {(r.ops[0], r.ops[-1]) for r in found} >= {(0, 2), (0, 3), (1, 3)}
+    assert "end at a resize" in region_problem(model, Region((0, 1), 0, 5), 2)
+    invs = random_invocations(path, 2, seed=1)
+    ref = tflm_run_full(path, invs)
+    checked = 0
+    for r in found:
+        if 1 not in r.ops:
+            continue
+        for k, cache, same in ((2, False, True), (3, True, True), (5, False, False), (7, True, False)):
+            if region_problem(model, r, k):
+                continue
+            out = tmp_path / f"{r.ops[0]}_{r.ops[-1]}_{k}_{cache}_{same}.tflite"
+            out.write_bytes(split_model(data, [StripeSplit(r, k, cache, same, align=16)]))
+            assert _outputs_equal(ref, tflm_run_full(out, invs)), (r, k, cache, same)
+            checked += 1
+    assert checked >= 8

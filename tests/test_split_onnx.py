@@ -332,3 +332,67 @@ def test_a_budget_below_the_model_as_imported_is_met_by_splitting(mlp, tmp_path,
     d = json.loads(capsys.readouterr().out)
     assert d["arena_bytes"] <= 300 * 1024 and any(t["kind"] == "split" for t in d["transforms"])
     assert main(["run", str(out)]) == 0
+
+
+@pytest.mark.parametrize(
+    "mode,by_sizes", [(("asymmetric", "floor"), False), (("half_pixel", "round_prefer_floor"), True)]
+)
+def test_row_stripes_through_a_nearest_resize_give_the_original_outputs(tmp_path, mode, by_sizes):
+    """Conv -> Resize x2 (nearest; by scales or by sizes) -> Conv: every stripe count exact."""
+    rng = np.random.default_rng(0)
+    inits = [_init(rng, "w1", (4, 3, 3, 3)), _init(rng, "w2", (2, 4, 3, 3))]
+    if by_sizes:
+        inits.append(numpy_helper.from_array(np.array([1, 4, 14, 10], np.int64), "sizes"))
+        resize_in = ["a", "", "", "sizes"]
+    else:
+        inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+        resize_in = ["a", "", "scales"]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Resize",
+            resize_in,
+            ["u"],
+            "up",
+            mode="nearest",
+            coordinate_transformation_mode=mode[0],
+            nearest_mode=mode[1],
+        ),
+        helper.make_node("Conv", ["u", "w2"], ["y"], "conv2", pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "up",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 7, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 14, 10])],
+        initializer=inits,
+    )
+    path = tmp_path / "up.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    g = load_onnx(path)
+    found = {r.ops: r for r in so.regions(g) if r.kind == "rows"}
+    assert {(0, 1, 2), (1, 2), (0, 1)} <= set(found)
+    x = np.random.default_rng(1).standard_normal((1, 3, 7, 5)).astype(np.float32)
+    ref = _run(path, x)
+    checked = 0
+    for ops in ((0, 1, 2), (1, 2), (0, 1)):
+        for k in range(2, g.tensors[found[ops].output].shape[2] + 1):
+            if so.region_problem(g, found[ops], k):
+                continue
+            assert np.array_equal(_run(so.split_model(g, [so.OnnxSplit(found[ops], k)]), x), ref), (ops, k)
+            checked += 1
+    assert checked >= 20
+    # a resize that does not pick whole input rows is refused with the reason
+    bad = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Resize", ["x", "", "s"], ["y"], "up", mode="linear")],
+            "bad",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 7, 5])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 14, 10])],
+            initializer=[numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")],
+        ),
+        opset_imports=[helper.make_opsetid("", 13)],
+    )
+    onnx.save(bad, str(tmp_path / "bad.onnx"))
+    gb = load_onnx(tmp_path / "bad.onnx")
+    assert "nearest-neighbour" in so.region_problem(gb, so.OnnxRegion((0,), "x", "y"), 2)

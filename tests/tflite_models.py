@@ -208,3 +208,39 @@ def stripe_model(path: Path, size: int = 20, seed: int = 0, avg_pool: str = "") 
         Op("CONV_2D", ["e", "w4", "b4"], ["y"], options=_conv_options(padding="VALID")),
     ]
     return build(path, ts, ops, ["x"], ["y"])
+
+
+def resize_model(path: Path, size: int = 9, seed: int = 0, half_pixel: bool = False) -> Path:
+    """A float32 decoder-like CNN to split through a nearest-neighbour resize: conv 3x3 ->
+    RESIZE_NEAREST_NEIGHBOR x2 (half-pixel centres or not) -> conv 3x3 -> conv 1x1, SAME."""
+    s = schema()
+    rng = np.random.default_rng(seed)
+
+    def w(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    h = size
+    ts = [
+        T("x", (1, h, h, 3)),
+        T("w1", (6, 3, 3, 3), data=w(6, 3, 3, 3)),
+        T("b1", (6,), data=w(6)),
+        T("a", (1, h, h, 6)),
+        T("size", (2,), "INT32", data=np.array([2 * h, 2 * h], dtype=np.int32)),
+        T("u", (1, 2 * h, 2 * h, 6)),
+        T("w2", (4, 3, 3, 6), data=w(4, 3, 3, 6)),
+        T("b2", (4,), data=w(4)),
+        T("c", (1, 2 * h, 2 * h, 4)),
+        T("w3", (2, 1, 1, 4), data=w(2, 1, 1, 4)),
+        T("b3", (2,), data=w(2)),
+        T("y", (1, 2 * h, 2 * h, 2)),
+    ]
+    o = s.ResizeNearestNeighborOptionsT()
+    o.alignCorners = False
+    o.halfPixelCenters = half_pixel
+    ops = [
+        Op("CONV_2D", ["x", "w1", "b1"], ["a"], options=_conv_options(act=1)),
+        Op("RESIZE_NEAREST_NEIGHBOR", ["a", "size"], ["u"], options=(s.BuiltinOptions.ResizeNearestNeighborOptions, o)),
+        Op("CONV_2D", ["u", "w2", "b2"], ["c"], options=_conv_options(act=1)),
+        Op("CONV_2D", ["c", "w3", "b3"], ["y"], options=_conv_options(padding="VALID")),
+    ]
+    return build(path, ts, ops, ["x"], ["y"])
