@@ -93,11 +93,26 @@ def _one(name: str, time_limit: float, max_overhead: float, invocations: int) ->
     return row
 
 
-def _child(args, q) -> None:
+def _child(one, args, q) -> None:
     try:
-        q.put(_one(*args))
+        q.put(one(*args))
     except Exception as e:  # noqa: BLE001 - the parent writes the row
         q.put({"model": args[0], "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"})
+
+
+def rows_in_own_processes(one, arg_tuples) -> list[dict]:
+    """`one(*args)` for each tuple, each in a process of its own (one model's crash or leak
+    is one row, `error`), rows printed as they come; shared with split_onnx_benchmark.py."""
+    ctx, rows = mp.get_context("spawn"), []
+    for args in arg_tuples:
+        q = ctx.Queue()
+        p = ctx.Process(target=_child, args=(one, args, q))
+        p.start()
+        row = q.get()
+        p.join()
+        rows.append(row)
+        print(row, flush=True)
+    return rows
 
 
 def _vela(path: Path | None) -> dict[str, tuple[float, float]]:
@@ -129,19 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="split_benchmark", help="results/<tag>.{csv,md}")
     args = ap.parse_args(argv)
     vela = _vela(args.vela)
-    rows = []
-    ctx = mp.get_context("spawn")
-    for name in [m for m in args.models.split(",") if m]:
-        q = ctx.Queue()
-        p = ctx.Process(target=_child, args=((name, args.time_limit, args.max_overhead, args.invocations), q))
-        p.start()
-        row = q.get()
-        p.join()
-        stem = Path(name).stem
+    names = [m for m in args.models.split(",") if m]
+    rows = rows_in_own_processes(_one, [(n, args.time_limit, args.max_overhead, args.invocations) for n in names])
+    for row in rows:
+        stem = Path(row["model"]).stem
         if stem in vela:
             row["vela_kib"], row["vela_nocascade_kib"] = vela[stem]
-        rows.append(row)
-        print(row, flush=True)
     RESULTS.mkdir(exist_ok=True)
     write_csv(rows, RESULTS / f"{args.tag}.csv")
     (RESULTS / f"{args.tag}.md").write_text(_markdown(rows, args))

@@ -24,7 +24,6 @@ op I in K output-channel chunks, ``I-J=K`` ops I..J in K row stripes, joined by 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchmark import machine, write_csv  # noqa: E402
+from split_benchmark import _kib, rows_in_own_processes  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_ROWS = (
@@ -115,17 +115,6 @@ def _split_by_hand(graph, spec: str):
     return so.load_split(graph, splits)
 
 
-def _child(args, q) -> None:
-    try:
-        q.put(_one(*args))
-    except Exception as e:  # noqa: BLE001 - the parent writes the row
-        q.put({"model": args[0], "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"})
-
-
-def _kib(v) -> str:
-    return f"{v / 1024:.1f}" if isinstance(v, int) else str(v)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="MODEL:in_place|load, comma separated")
@@ -133,16 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-overhead", type=float, default=10.0, help="percent extra MACs (default 10)")
     ap.add_argument("--tag", default="split_onnx", help="results/<tag>.{csv,md}")
     args = ap.parse_args(argv)
-    rows = []
-    ctx = mp.get_context("spawn")
-    for spec in [r for r in args.rows.split(",") if r]:
-        q = ctx.Queue()
-        p = ctx.Process(target=_child, args=((spec, args.time_limit, args.max_overhead), q))
-        p.start()
-        row = q.get()
-        p.join()
-        rows.append(row)
-        print(row, flush=True)
+    specs = [r for r in args.rows.split(",") if r]
+    rows = rows_in_own_processes(_one, [(spec, args.time_limit, args.max_overhead) for spec in specs])
     RESULTS.mkdir(exist_ok=True)
     write_csv(rows, RESULTS / f"{args.tag}.csv")
     (RESULTS / f"{args.tag}.md").write_text(_markdown(rows, args))

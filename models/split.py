@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -69,6 +69,7 @@ __all__ = [
     "region_problem",
     "split_model",
     "load_split",
+    "find_record",
     "split_of",
     "recorded_splits",
     "Estimator",
@@ -76,6 +77,7 @@ __all__ = [
 ]
 
 SPLIT_METHODS = ("auto", "none")  # what --split accepts
+METHOD = "row-stripes"  # the plan file's ``method`` of a TFLite split
 # operators whose output row r depends on a window of input rows (kernel, stride, dilation)
 WINDOW_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"})
 PAD_OPS = frozenset({"PAD", "PADV2"})
@@ -161,7 +163,7 @@ class SplitRecord:
         """The plan file's ``transforms`` entry."""
         return {
             "kind": "split",
-            "method": "row-stripes",
+            "method": METHOD,
             "splits": [
                 {
                     "ops": list(s.region.ops),
@@ -215,14 +217,21 @@ def _positive(v) -> int:
     return int(v)
 
 
-def split_of(graph: Graph) -> SplitRecord | dict | None:
-    """The split record (or, for a graph read from a plan file, its dict) of a graph, or None."""
-    src = graph.source
-    for t in getattr(src, "transforms", ()) or ():
-        kind = t.get("kind") if isinstance(t, dict) else getattr(t, "kind", None)
-        if kind == "split":
+def find_record(graph: Graph, record_type: type, method: str):
+    """The split record of `record_type` a graph has, or for a graph read from a plan file
+    its ``transforms`` entry (a mapping) of split `method`; None if none. One lookup for the
+    TFLite and ONNX records (planner/models/split_onnx.py)."""
+    for t in getattr(graph.source, "transforms", ()) or ():
+        if isinstance(t, record_type):
+            return t
+        if isinstance(t, Mapping) and t.get("kind") == "split" and t.get("method", method) == method:
             return t
     return None
+
+
+def split_of(graph: Graph) -> SplitRecord | dict | None:
+    """The split record (or, for a graph read from a plan file, its dict) of a graph, or None."""
+    return find_record(graph, SplitRecord, METHOD)
 
 
 def recorded_splits(graph: Graph) -> tuple[StripeSplit, ...]:
@@ -1031,12 +1040,12 @@ def cache_dir() -> Path:
     return cache_root() / "split"
 
 
-def materialise(data: bytes, where: Path | None = None) -> Path:
+def materialise(data: bytes, where: Path | None = None, suffix: str = ".tflite") -> Path:
     """A file holding the transformed model `data` (written once, atomically) in `where`
-    (default `cache_dir()`); `SplitError` when it cannot be written."""
+    (default `cache_dir()`), named by its sha256; `SplitError` when it cannot be written."""
     from planner.graph import model_sha256
 
-    p = (cache_dir() if where is None else Path(where)) / f"{model_sha256(data)}.tflite"
+    p = (cache_dir() if where is None else Path(where)) / f"{model_sha256(data)}{suffix}"
     if not p.is_file() or p.stat().st_size != len(data):
         try:
             write_atomically(p, data)

@@ -46,11 +46,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from planner.graph import Graph, model_sha256
+from planner.graph import Graph
 from planner.sharing import ELEMENTWISE_OPS
 
-from .cache import write_atomically
-from .split import SplitError, cache_dir
+from .split import SplitError, find_record
+from .split import materialise as _materialise
 
 __all__ = [
     "METHOD",
@@ -159,12 +159,7 @@ def _entry_splits(entry: Mapping) -> tuple[tuple[OnnxSplit, ...], tuple[tuple[st
 
 def split_record(graph: Graph) -> OnnxSplitRecord | Mapping | None:
     """The ONNX split record of a graph (a plan file's graph: its entry, a dict), or None."""
-    for t in getattr(graph.source, "transforms", ()) or ():
-        if isinstance(t, OnnxSplitRecord):
-            return t
-        if isinstance(t, Mapping) and t.get("kind") == "split" and t.get("method") == METHOD:
-            return t
-    return None
+    return find_record(graph, OnnxSplitRecord, METHOD)
 
 
 def recorded_splits(graph: Graph) -> tuple[OnnxSplit, ...]:
@@ -875,17 +870,8 @@ def _rows_estimate(m: _Model, sp: OnnxSplit, macs: dict[int, int]) -> tuple[int,
 # -- the transformed graph ------------------------------------------------------------------------
 def materialise(model: onnx.ModelProto, where: Path | None = None) -> Path:
     """A file holding `model` (written once, atomically) in `where` (default the split
-    cache folder), named by its sha256; `SplitError` when it cannot be written."""
-    data = model.SerializeToString()
-    p = (cache_dir() if where is None else Path(where)) / f"{model_sha256(data)}.onnx"
-    if not p.is_file() or p.stat().st_size != len(data):
-        try:
-            write_atomically(p, data)
-        except OSError as e:
-            raise SplitError(
-                f"cannot write the split model to {p.parent} ({e.strerror}); set PLANNER_CACHE to a writable folder"
-            ) from None
-    return p
+    cache folder), named by its sha256 (planner/models/split.py `materialise`)."""
+    return _materialise(model.SerializeToString(), where, ".onnx")
 
 
 SKELETON_BYTES = 1 << 16  # initializers larger than this are left out of a skeleton

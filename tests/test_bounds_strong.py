@@ -12,6 +12,7 @@ import random
 import networkx as nx
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from strategies import targets
 
 from planner.graph import Graph, Op, Tensor
 from planner.models.generators import random_dag, series_parallel
@@ -73,13 +74,6 @@ graphs = st.builds(
     kind=st.sampled_from(["random", "chains", "sp", "parallel"]),
     n=st.integers(2, 9),
     seed=st.integers(0, 10**6),
-)
-targets = st.builds(
-    Target,
-    name=st.just("t"),
-    budget=st.none(),
-    weights=st.sampled_from(["in_place", "load"]),
-    alignment=st.sampled_from([1, 16]),
 )
 
 

@@ -14,6 +14,7 @@ import networkx as nx
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from strategies import targets
 
 from planner.graph import Graph
 from planner.models.generators import random_dag, randwire, series_parallel
@@ -40,13 +41,6 @@ graphs = st.builds(
     n=st.integers(2, 9),
     seed=st.integers(0, 10**6),
     sizes=st.sampled_from([(16, 16), (1, 64), (30, 34)]),
-)
-targets = st.builds(
-    Target,
-    name=st.just("t"),
-    budget=st.none(),
-    weights=st.sampled_from(["in_place", "load"]),
-    alignment=st.sampled_from([1, 16]),
 )
 SETTINGS = settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]

@@ -2,6 +2,7 @@
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import targets
 
 from planner.bounds import working_set_bound
 from planner.models.generators import random_dag
@@ -22,13 +23,6 @@ dags = st.builds(
     size_range=st.sampled_from([(1, 64), (16, 4096), (100, 100)]),
     n_inputs=st.integers(1, 3),
     weight_prob=st.sampled_from([0.0, 0.3]),
-)
-targets = st.builds(
-    Target,
-    name=st.just("t"),
-    budget=st.none(),
-    weights=st.sampled_from(["in_place", "load"]),
-    alignment=st.sampled_from([1, 16]),
 )
 
 

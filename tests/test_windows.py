@@ -14,6 +14,7 @@ import networkx as nx
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from strategies import targets
 
 from planner.graph import Graph
 from planner.models.generators import irregular, random_dag, randwire, series_parallel
@@ -52,13 +53,6 @@ def _orders(graph: Graph) -> list[list[str]]:
 
 graphs = st.builds(
     _graph, kind=st.sampled_from(["random", "sp", "randwire"]), n=st.integers(3, 9), seed=st.integers(0, 10**6)
-)
-targets = st.builds(
-    Target,
-    name=st.just("t"),
-    budget=st.none(),
-    weights=st.sampled_from(["in_place", "load"]),
-    alignment=st.sampled_from([1, 16]),
 )
 SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
